@@ -1,0 +1,36 @@
+# One command per job; each installs what it needs into .venv on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench schemas lint validate clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed, found " + sys.version' 
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP) ## start the daemon on integrations.d/ with the embedded SQLite store
+	$(BIN)/reconciler run --config-dir integrations.d
+
+test: $(STAMP) ## the whole test suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) ## benchmarks; figures go to docs/benchmarks.md
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+schemas: $(STAMP) ## regenerate schemas/ from the models
+	$(BIN)/reconciler schemas --output schemas
+
+validate: $(STAMP) ## validate the bundled integrations.d/
+	$(BIN)/reconciler validate integrations.d
+
+lint: $(STAMP)
+	$(BIN)/ruff check reconciler tests bench
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

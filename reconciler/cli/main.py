@@ -1,0 +1,155 @@
+"""`reconciler`: validate, scaffold, and (as the stages land) run and plan integrations."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from reconciler import __version__
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_ERROR = 2
+# Below this many files a progress line is noise.
+PROGRESS_MIN_FILES = 200
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return EXIT_ERROR
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reconciler",
+        description="Declare course-system integrations in YAML, validate them in CI, "
+                    "and deliver events durably.",
+    )
+    parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    validate = commands.add_parser(
+        "validate", help="check integration files; exit 0 valid, 1 invalid, 2 could not run",
+        description="Check integration files against the schema and the semantic rules, "
+                    "reporting every error as file:line:col.")
+    validate.add_argument("paths", nargs="*", metavar="PATH",
+                          help="files or directories (default: integrations.d)")
+    validate.add_argument("--format", choices=("text", "json", "github"), default="text",
+                          help="text for people, json for tools, github for workflow annotations")
+    validate.add_argument("--check-env", action="store_true",
+                          help="also require every ${env:...} and ${file:...} reference to resolve")
+    validate.add_argument("--quiet", "-q", action="store_true", help="print only errors")
+    validate.set_defaults(handler=_validate)
+
+    new = commands.add_parser("new", help="scaffold an integration file from a template",
+                              description="Print (or write) a new integration file from a template.")
+    new.add_argument("template", nargs="?", help="template name; omit to list them")
+    new.add_argument("id", nargs="?", help="the new integration's id (an EventType's name)")
+    new.add_argument("--output", "-o", metavar="FILE",
+                     help="write to FILE (refuses to overwrite) instead of standard output")
+    new.set_defaults(handler=_new)
+
+    schemas = commands.add_parser("schemas", help="write the JSON Schemas (make schemas)")
+    schemas.add_argument("--output", "-o", default="schemas", metavar="DIR")
+    schemas.set_defaults(handler=_schemas)
+    return parser
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from reconciler.spec.diagnostics import render
+    from reconciler.spec.validate import validate_paths
+
+    paths = args.paths or ["integrations.d"]
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        print(f"reconciler validate: no such file or directory: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_ERROR
+    progress = _ProgressLine() if sys.stderr.isatty() and args.format != "json" else None
+    result = validate_paths(paths, check_env=args.check_env, progress=progress)
+    if progress is not None:
+        progress.clear()
+    output = render(result.diagnostics, args.format, result.summary())
+    if output:
+        print(output)
+    if args.format == "text" and not args.quiet:
+        s = result.summary()
+        verdict = "valid" if result.ok else f"{s['errors']} error{'s' * (s['errors'] != 1)}"
+        print(f"{s['files']} files, {s['integrations']} integrations: {verdict}", file=sys.stderr)
+    return EXIT_OK if result.ok else EXIT_INVALID
+
+
+class _ProgressLine:
+    """`validated 1200/10000 files` on one terminal line, for large trees."""
+
+    def __init__(self) -> None:
+        self.shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if total >= PROGRESS_MIN_FILES and (done % 100 == 0 or done == total):
+            sys.stderr.write(f"\rvalidating {done}/{total} files")
+            sys.stderr.flush()
+            self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def _new(args: argparse.Namespace) -> int:
+    import re
+
+    from reconciler.spec.models import ID_PATTERN
+    from reconciler.spec.scaffold import scaffolds
+
+    available = scaffolds()
+    if not args.template:
+        width = max(len(n) for n in available)
+        for name, scaffold in available.items():
+            print(f"{name:<{width}}  {scaffold.description}")
+        return EXIT_OK
+    scaffold = available.get(args.template)
+    if scaffold is None:
+        print(f"reconciler new: unknown template {args.template!r}; templates: "
+              + ", ".join(available), file=sys.stderr)
+        return EXIT_ERROR
+    ident = args.id or scaffold.default_id
+    if scaffold.data.get("kind") == "Integration" and not re.match(ID_PATTERN, ident):
+        print(f"reconciler new: {ident!r} is not a valid id: use lowercase letters, digits and "
+              "dashes (slack-notifications)", file=sys.stderr)
+        return EXIT_ERROR
+    text = scaffold.render(ident)
+    if args.output:
+        target = Path(args.output)
+        if target.exists():
+            print(f"reconciler new: {target} exists; choose another file", file=sys.stderr)
+            return EXIT_ERROR
+        target.write_text(text, encoding="utf-8")
+        print(f"wrote {target}; check it with: reconciler validate {target.parent}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    from reconciler.spec.schemagen import write_schemas
+
+    written = write_schemas(Path(args.output))
+    print(f"wrote {len(written)} schemas under {args.output}/", file=sys.stderr)
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

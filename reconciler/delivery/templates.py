@@ -1,0 +1,249 @@
+"""Body shaping: built-in templates (slack, teams, discord, sheets) and inline templates.
+
+A template is a JSON structure whose string leaves are Jinja2 templates, rendered one by one
+in Jinja2's immutable sandbox, so the body is valid JSON whatever the data holds (no string
+concatenation of JSON). A leaf that is a single expression (`"{{ data.userId }}"`) keeps the
+expression's type: a number stays a number, a list stays a list.
+
+The render context: `id`, `event`, `timestamp`, `data` (the envelope; for a batch, those of
+its first event and `id` of the batch), `events` (the list of envelopes: one for a single
+event, all of them for a batch) and `integration` (`id`, `name`). Helpers: the `summary`
+filter (one human line per event), `facts(data)` (name/value pairs for cards) and
+`rows(events)` (Google Sheets rows).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import ChainableUndefined, TemplateSyntaxError, meta, nodes
+from jinja2.exceptions import SecurityError, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+CONTEXT_NAMES = frozenset({"id", "event", "timestamp", "data", "events", "integration"})
+_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
+MAX_FACT_VALUE_CHARS = 200
+DISCORD_CONTENT_MAX_CHARS = 2000  # Discord refuses longer `content`
+SLACK_TEXT_MAX_CHARS = 40000  # Slack truncates beyond this
+
+
+class TemplateProblem(ValueError):
+    """A template that does not compile or render; `where` is the leaf's path in the template."""
+
+    def __init__(self, message: str, where: tuple[str | int, ...] = (), line: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.where = where
+        self.line = line
+
+
+_SUMMARIES: dict[str, str] = {
+    "user.registered": "New registration: {name} ({email})",
+    "user.login": "Login: {name} ({userId})",
+    "module.created": "New module {code} {name}",
+    "module.updated": "Module {moduleId} {name} updated",
+    "timetable.created": "Scheduled: {title} at {startsAt}",
+    "timetable.updated": "Schedule changed: {title} at {startsAt}",
+    "note.uploaded": "New study material: {title} ({fileName})",
+    "lecturer.assigned": "{lecturerName} assigned to module {moduleName}",
+    "grade.published": "Grade published for {studentId} in module {moduleId}: {grade}",
+    "system.error": "System error: {message}",
+    "settings.updated": "Settings changed by {updatedBy}",
+    "test.reminder": "Reminder: {title} at {startsAt}",
+    "assignment.reminder": "Reminder: {title} due {dueAt}",
+    "integration.test": "Test message for integration {integrationId}",
+    "integration.synced": "Integration {integrationId} synced (status {status})",
+    "file.received": "New file {path}",
+}
+
+
+class _Blank(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def summary(envelope: Any) -> str:
+    """One human line for an event, for chat messages."""
+    if not isinstance(envelope, dict):
+        return str(envelope)
+    event = str(envelope.get("event", "event"))
+    data = envelope.get("data") if isinstance(envelope.get("data"), dict) else {}
+    pattern = _SUMMARIES.get(event)
+    if pattern is None:
+        return f"{event}: {json.dumps(data, sort_keys=True, default=str)[:500]}"
+    return pattern.format_map(_Blank({k: v for k, v in data.items() if v is not None}))
+
+
+def facts(data: Any) -> list[dict[str, str]]:
+    """Name/value pairs of an event's top-level data fields, for Adaptive Card fact sets."""
+    if not isinstance(data, dict):
+        return []
+    out = []
+    for key, value in data.items():
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        out.append({"title": str(key), "value": text[:MAX_FACT_VALUE_CHARS]})
+    return out
+
+
+def rows(events: Any) -> list[list[Any]]:
+    """Google Sheets `values.append` rows: timestamp, event, id, data as JSON."""
+    if not isinstance(events, list):
+        return []
+    return [
+        [e.get("timestamp"), e.get("event"), e.get("id"), json.dumps(e.get("data"), sort_keys=True)]
+        for e in events
+        if isinstance(e, dict)
+    ]
+
+
+BUILTIN_TEMPLATES: dict[str, Any] = {
+    # Slack incoming webhooks answer 400 `no_text` without `text`.
+    "slack": {"text": "{{ events | map('summary') | join('\\n') | truncate(%d) }}" % SLACK_TEXT_MAX_CHARS},
+    # Teams incoming webhook / Workflows: a message with one Adaptive Card attachment.
+    "teams": {
+        "type": "message",
+        "attachments": [
+            {
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "contentUrl": None,
+                "content": {
+                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                    "type": "AdaptiveCard",
+                    "version": "1.4",
+                    "body": [
+                        {"type": "TextBlock", "text": "{{ event }}", "weight": "Bolder",
+                         "size": "Medium", "wrap": True},
+                        {"type": "TextBlock", "text": "{{ events | map('summary') | join('\\n') }}",
+                         "wrap": True},
+                        {"type": "FactSet", "facts": "{{ facts(data) }}"},
+                    ],
+                },
+            }
+        ],
+    },
+    # Discord webhooks need `content` (or embeds), at most 2,000 characters.
+    "discord": {
+        "content": "{{ events | map('summary') | join('\\n') | truncate(%d) }}"
+        % DISCORD_CONTENT_MAX_CHARS,
+        "allowed_mentions": {"parse": []},
+    },
+    # Sheets `spreadsheets.values.append`: a ValueRange with `values`, one row per event.
+    "sheets": {"majorDimension": "ROWS", "values": "{{ rows(events) }}"},
+}
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(undefined=ChainableUndefined, autoescape=False)
+    env.filters["summary"] = summary
+    env.globals.update(facts=facts, rows=rows, summary=summary)
+    return env
+
+
+_ENV = _environment()
+_GLOBALS = frozenset(_ENV.globals)
+
+Leaf = Callable[[dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class CompiledTemplate:
+    """A template compiled once per applied generation; `render` gives a JSON value."""
+
+    source: Any
+    _render: Callable[[dict[str, Any]], Any]
+
+    def render(self, context: dict[str, Any]) -> Any:
+        try:
+            return self._render(context)
+        except SecurityError as exc:
+            raise TemplateProblem(f"the template tried an unsafe operation: {exc}") from None
+        except TemplateError as exc:
+            raise TemplateProblem(f"the template failed to render: {exc}") from None
+
+
+def compile_template(source: Any) -> CompiledTemplate:
+    """Compile a built-in name or an inline JSON structure; TemplateProblem says where it fails."""
+    if isinstance(source, str):
+        if source not in BUILTIN_TEMPLATES:
+            raise TemplateProblem(
+                f"unknown built-in template {source!r}; built-ins are "
+                + ", ".join(sorted(BUILTIN_TEMPLATES))
+            )
+        return CompiledTemplate(source, _compile_node(BUILTIN_TEMPLATES[source], ()))
+    return CompiledTemplate(source, _compile_node(source, ()))
+
+
+def _compile_node(node: Any, where: tuple[str | int, ...]) -> Callable[[dict[str, Any]], Any]:
+    if isinstance(node, dict):
+        parts = [(key, _compile_node(value, (*where, key))) for key, value in node.items()]
+        return lambda ctx: {key: part(ctx) for key, part in parts}
+    if isinstance(node, list):
+        items = [_compile_node(value, (*where, i)) for i, value in enumerate(node)]
+        return lambda ctx: [item(ctx) for item in items]
+    if isinstance(node, str) and "{" in node:
+        return _compile_leaf(node, where)
+    return lambda ctx: node
+
+
+def _compile_leaf(text: str, where: tuple[str | int, ...]) -> Callable[[dict[str, Any]], Any]:
+    try:
+        ast = _ENV.parse(text)
+    except TemplateSyntaxError as exc:
+        raise TemplateProblem(f"template syntax error: {exc.message}", where, exc.lineno) from None
+    unknown = sorted(meta.find_undeclared_variables(ast) - CONTEXT_NAMES - _GLOBALS)
+    if unknown:
+        raise TemplateProblem(
+            f"the template uses {', '.join(unknown)}, which a template cannot see; it has "
+            + ", ".join(sorted(CONTEXT_NAMES)),
+            where,
+        )
+    single = _SINGLE_EXPRESSION.match(text)
+    if single and _is_one_output(ast):
+        expression = _ENV.compile_expression(single.group("expr"), undefined_to_none=True)
+        return lambda ctx: _jsonable(expression(**ctx))
+    template = _ENV.from_string(text)
+    return lambda ctx: template.render(ctx)
+
+
+def _is_one_output(ast: nodes.Template) -> bool:
+    """`{{ a }} and {{ b }}` also matches the single-expression pattern; only one Output
+    node holding one expression is really a single expression."""
+    return (
+        len(ast.body) == 1
+        and isinstance(ast.body[0], nodes.Output)
+        and len(ast.body[0].nodes) == 1
+        and not isinstance(ast.body[0].nodes[0], nodes.TemplateData)
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    """Native values as JSON: Undefined becomes null, anything exotic its string."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, ChainableUndefined):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def render_context(
+    envelopes: list[dict[str, Any]],
+    integration: dict[str, Any],
+    batch_id: str | None = None,
+) -> dict[str, Any]:
+    first = envelopes[0] if envelopes else {}
+    return {
+        "id": batch_id or first.get("id"),
+        "event": first.get("event"),
+        "timestamp": first.get("timestamp"),
+        "data": first.get("data"),
+        "events": envelopes,
+        "integration": integration,
+    }

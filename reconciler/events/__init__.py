@@ -1,0 +1,1 @@
+"""Events: the catalog of event types, subscription patterns and CEL filters."""

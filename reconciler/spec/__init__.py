@@ -1,0 +1,1 @@
+"""The declarative spec: file format models, loading with positions, validation."""

@@ -1,0 +1,154 @@
+"""Checks of single field values, shared by the models and the semantic checks.
+
+Each check raises `FieldProblem` (a ValueError, so pydantic reports it at the field's
+location) with a message and a hint at the fix.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from pydantic import ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from reconciler.spec import secrets
+
+
+class FieldProblem(ValueError):
+    """A bad field value, with a hint at the fix."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+def problems_at(title: str, problems: Sequence[tuple[tuple[str | int, ...], FieldProblem]]) -> None:
+    """Raise the problems found by a model-level check at their own fields' locations."""
+    if not problems:
+        return
+    raise ValidationError.from_exception_data(
+        title,
+        [
+            InitErrorDetails(
+                type=PydanticCustomError("spec", "{message}", {"message": p.message, "hint": p.hint}),
+                loc=loc,
+                input=None,
+            )
+            for loc, p in problems
+        ],
+    )
+
+
+# Query parameters and header names that carry credentials by convention.
+_CREDENTIAL_NAME = re.compile(
+    r"(^|[-_.])(key|apikey|api[-_]?key|token|access[-_]?token|secret|client[-_]?secret|password"
+    r"|passwd|pwd|sig|signature|auth|authorization|credential|credentials)$",
+    re.IGNORECASE,
+)
+# An unreplaced `{placeholder}` such as the integration guide's `{spreadsheetId}`.
+_PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_LOCAL_HOSTS = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+def looks_like_credential_name(name: str) -> bool:
+    return bool(_CREDENTIAL_NAME.search(name))
+
+
+def is_local_host(host: str) -> bool:
+    """localhost, 127.0.0.0/8 and ::1: the hosts plain http:// may reach without opt-in."""
+    host = host.strip("[]").lower()
+    if host in _LOCAL_HOSTS or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def require_reference(value: str, what: str) -> str:
+    """A credential must be a secret reference: git is not a secret store."""
+    if secrets.is_single_reference(value):
+        return value
+    raise FieldProblem(
+        f"{what} is a literal value; credentials must not be committed to git",
+        "write a secret reference such as ${env:NAME} or ${file:/run/secrets/name} "
+        "and set the value outside git",
+    )
+
+
+def check_url(
+    url: str,
+    *,
+    schemes: Iterable[str],
+    allow_insecure_http: bool = False,
+    what: str = "the URL",
+) -> None:
+    """Shape checks of a URL that may contain secret references.
+
+    A URL that is one whole reference can only be checked once resolved (at apply time,
+    or with `validate --check-env`).
+    """
+    if secrets.is_single_reference(url):
+        return
+    placeholder = _PLACEHOLDER.search(secrets.mask_references(url))
+    if placeholder:
+        raise FieldProblem(
+            f"{what} contains the unreplaced placeholder {{{placeholder.group(1)}}}",
+            f"replace {{{placeholder.group(1)}}} with the real value "
+            "(or a secret reference such as ${env:NAME})",
+        )
+    masked = secrets.mask_references(url)
+    try:
+        parts = urlsplit(masked)
+        host = parts.hostname or ""
+    except ValueError as exc:
+        raise FieldProblem(f"{what} is not a valid URL: {exc}", "check the brackets and port") from exc
+    allowed = tuple(schemes)
+    if parts.scheme not in allowed:
+        raise FieldProblem(
+            f"{what} has scheme {parts.scheme or '(none)'!r}; expected one of {', '.join(allowed)}",
+            f"start it with {allowed[0]}://",
+        )
+    if parts.scheme in ("http", "https") and not host:
+        raise FieldProblem(f"{what} has no host", "write a full URL such as https://example.org/hook")
+    if parts.password is not None and not secrets.has_reference(_password_of(url)):
+        raise FieldProblem(
+            f"{what} carries a literal password in its user info",
+            "replace the password with a secret reference: scheme://user:${env:NAME}@host/...",
+        )
+    for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        if looks_like_credential_name(name) and value and not secrets.has_reference(value):
+            raise FieldProblem(
+                f"{what} carries a literal credential in its query parameter {name!r}",
+                f"write {name}=${{env:NAME}} (a secret reference), or use authType api_key "
+                "with a query parameter",
+            )
+    if parts.scheme == "http" and not allow_insecure_http and not is_local_host(host):
+        raise FieldProblem(
+            f"{what} uses plain http:// to {host}, which is not a local host",
+            "use https://, or set config.allowInsecureHttp: true if the peer has no TLS",
+        )
+
+
+def _password_of(url: str) -> str:
+    """The password part of the user info, references included (masked parsing loses them)."""
+    netloc = url.split("://", 1)[-1].split("/", 1)[0]
+    userinfo = netloc.rpartition("@")[0]
+    return userinfo.partition(":")[2]
+
+
+def walk_strings(value: Any, loc: tuple[str | int, ...] = ()) -> Iterable[tuple[tuple[str | int, ...], str]]:
+    """Every string leaf of a JSON-like value, with its location."""
+    if isinstance(value, str):
+        yield loc, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from walk_strings(item, (*loc, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from walk_strings(item, (*loc, index))

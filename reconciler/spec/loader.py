@@ -1,0 +1,317 @@
+"""Load integration files into plain data that remembers where every node came from.
+
+PyYAML composes node trees (with the C parser when present) and this module builds the
+Python values itself, so that it can record the line and column of every key and value,
+report a duplicate key at its second occurrence, expand merge keys, and stop an alias bomb
+after a bounded number of nodes instead of expanding it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reconciler.spec.diagnostics import Diagnostic, pointer_of
+
+try:  # the C parser is about ten times faster; fall back to pure Python where it is missing
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover - depends on how PyYAML was built
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+EXTENSIONS = (".yaml", ".yml", ".json")
+MAX_FILE_BYTES = 1024 * 1024  # an integration file is a few hundred bytes; 1 MiB is generous
+MAX_NODES_PER_FILE = 100_000  # bounds alias expansion ("billion laughs")
+MAX_DEPTH = 64
+
+_STR = "tag:yaml.org,2002:str"
+_MERGE = "tag:yaml.org,2002:merge"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_SCALAR_TAGS = {
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    _STR,
+}
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+_constructor = yaml.constructor.SafeConstructor()
+
+Position = tuple[int, int]  # 1-based line and column
+
+
+@dataclass
+class Document:
+    """One YAML document of a file, its data and the positions of its nodes."""
+
+    file: str
+    index: int  # 0-based position of the document in its file
+    count: int  # number of documents in the file
+    data: dict[str, Any]
+    start: Position
+    values: dict[str, Position] = field(default_factory=dict)  # pointer -> value position
+    keys: dict[str, Position] = field(default_factory=dict)  # pointer -> key position
+
+    def position(self, pointer: str, at_key: bool = False) -> Position:
+        """The position of the node at `pointer`, or of its nearest existing ancestor."""
+        table = self.keys if at_key else self.values
+        probe = pointer
+        while True:
+            if probe in table:
+                return table[probe]
+            if probe in self.values:
+                return self.values[probe]
+            if not probe:
+                return self.start
+            probe = probe.rsplit("/", 1)[0]
+
+    def diagnostic(
+        self,
+        loc: Iterable[str | int],
+        message: str,
+        hint: str = "",
+        code: str = "invalid",
+        at_key: bool = False,
+    ) -> Diagnostic:
+        pointer = pointer_of(loc)
+        line, column = self.position(pointer, at_key)
+        return Diagnostic(self.file, line, column, message, pointer, hint, code)
+
+
+@dataclass
+class LoadedFile:
+    path: str
+    content_hash: str
+    documents: list[Document]
+    problems: list[Diagnostic]
+
+
+class _LoadProblem(Exception):
+    def __init__(self, position: Position, message: str, hint: str = "", code: str = "yaml") -> None:
+        super().__init__(message)
+        self.position = position
+        self.message = message
+        self.hint = hint
+        self.code = code
+
+
+def discover(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[Diagnostic]]:
+    """The integration files under the given files and directories, in a stable order.
+
+    Hidden files and directories (`.git`, editor swap files) are skipped.
+    """
+    found: list[Path] = []
+    problems: list[Diagnostic] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                found.extend(
+                    Path(root) / name
+                    for name in sorted(files)
+                    if name.endswith(EXTENSIONS) and not name.startswith(".")
+                )
+        elif path.is_file():
+            found.append(path)
+        else:
+            problems.append(Diagnostic(str(path), 0, 0, "no such file or directory",
+                                       hint="check the path", code="missing-path"))
+    return found, problems
+
+
+def load_file(path: Path, display: str | None = None) -> LoadedFile:
+    """Read and parse one file; every problem becomes a Diagnostic, never an exception."""
+    name = display or str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        problem = Diagnostic(name, 0, 0, f"cannot read the file: {exc.strerror}",
+                             hint="check that it exists and is readable", code="unreadable")
+        return LoadedFile(name, "", [], [problem])
+    return load_bytes(raw, name)
+
+
+def load_bytes(raw: bytes, name: str) -> LoadedFile:
+    digest = content_hash(raw)
+    try:
+        documents = list(_parse(raw, name))
+    except _LoadProblem as exc:
+        line, column = exc.position
+        problem = Diagnostic(name, line, column, exc.message, "", exc.hint, exc.code)
+        return LoadedFile(name, digest, [], [problem])
+    return LoadedFile(name, digest, documents, [])
+
+
+def content_hash(raw: bytes) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def _parse(raw: bytes, name: str) -> Iterator[Document]:
+    if len(raw) > MAX_FILE_BYTES:
+        raise _LoadProblem(
+            (0, 0),
+            f"the file is {len(raw):,} bytes, over the limit of {MAX_FILE_BYTES:,}",
+            "an integration file holds one integration; split it or remove what is not config",
+            "too-large",
+        )
+    text = _decode(raw)
+    if not text.strip():
+        raise _LoadProblem((1, 1), "the file is empty", "declare an integration in it, or delete it",
+                           "empty")
+    try:
+        roots = [node for node in yaml.compose_all(text, Loader=_Loader) if node is not None]
+    except yaml.MarkedYAMLError as exc:
+        raise _yaml_problem(exc) from None
+    except yaml.YAMLError as exc:
+        raise _LoadProblem((1, 1), f"YAML error: {exc}") from None
+    if not roots:
+        raise _LoadProblem((1, 1), "the file holds only comments",
+                           "declare an integration in it, or delete it", "empty")
+    for index, node in enumerate(roots):
+        builder = _Builder()
+        data = builder.build(node, (), 0)
+        if not isinstance(data, dict):
+            raise _LoadProblem(
+                _start(node),
+                f"document {index + 1} is a {_kind(data)}, not a mapping",
+                "an integration is a mapping of fields: apiVersion, kind, id, name, type, ...",
+                "not-a-mapping",
+            )
+        yield Document(name, index, len(roots), data, _start(node), builder.values, builder.keys)
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        column = exc.start - (before.rfind(b"\n") + 1) + 1
+        raise _LoadProblem(
+            (line, column),
+            f"the file is not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start}",
+            "save the file as UTF-8",
+            "encoding",
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> _LoadProblem:
+    mark = exc.problem_mark or exc.context_mark
+    position = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    message = exc.problem or "YAML syntax error"
+    if exc.context and exc.context_mark and mark is not exc.context_mark:
+        message = f"{message} ({exc.context} at line {exc.context_mark.line + 1})"
+    hint = "check indentation, quoting and that every key is followed by ': '"
+    if "\t" in message or "tab" in message.lower():
+        hint = "YAML does not allow tabs for indentation; indent with spaces"
+    return _LoadProblem(position, f"YAML syntax error: {message}", hint)
+
+
+def _start(node: yaml.Node) -> Position:
+    return (node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _kind(value: Any) -> str:
+    return {list: "list", str: "string", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+class _Builder:
+    """Builds Python values from a node tree, recording positions by JSON pointer."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Position] = {}
+        self.keys: dict[str, Position] = {}
+        self.count = 0
+
+    def build(self, node: yaml.Node, loc: tuple[str | int, ...], depth: int) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES_PER_FILE:
+            raise _LoadProblem(
+                _start(node),
+                f"the document expands to more than {MAX_NODES_PER_FILE:,} nodes "
+                "(aliases referring to aliases?)",
+                "use fewer anchors and aliases; an integration file needs none",
+                "alias-bomb",
+            )
+        if depth > MAX_DEPTH:
+            raise _LoadProblem(_start(node), f"nesting deeper than {MAX_DEPTH} levels",
+                               "flatten the structure", "too-deep")
+        self.values[pointer_of(loc)] = _start(node)
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, loc, depth)
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag != _SEQ:
+                raise _unsupported_tag(node)
+            return [self.build(item, (*loc, i), depth + 1) for i, item in enumerate(node.value)]
+        return _scalar(node)
+
+    def _mapping(self, node: yaml.MappingNode, loc: tuple[str | int, ...], depth: int) -> dict[str, Any]:
+        if node.tag != _MAP:
+            raise _unsupported_tag(node)
+        result: dict[str, Any] = {}
+        seen: dict[str, Position] = {}
+        merged: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                merged.update(self._merge_sources(value_node, loc, depth))
+                continue
+            key = _scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+            if not isinstance(key, str):
+                raise _LoadProblem(
+                    _start(key_node),
+                    f"keys must be strings; this key is {_kind(key) if key_node.tag != _MAP else 'a mapping'}",
+                    "quote the key (YAML reads on/off/yes/no as booleans and digits as numbers)",
+                    "key-type",
+                )
+            if key in seen:
+                first = seen[key]
+                raise _LoadProblem(
+                    _start(key_node),
+                    f"duplicate key {key!r} (first at line {first[0]}, column {first[1]})",
+                    "remove one of them: YAML keeps only the last, which hides the first",
+                    "duplicate-key",
+                )
+            seen[key] = _start(key_node)
+            child = (*loc, key)
+            self.keys[pointer_of(child)] = _start(key_node)
+            result[key] = self.build(value_node, child, depth + 1)
+        for key, value in merged.items():
+            result.setdefault(key, value)
+        return result
+
+    def _merge_sources(self, node: yaml.Node, loc: tuple[str | int, ...], depth: int) -> dict[str, Any]:
+        """`<<: *defaults` or `<<: [*a, *b]`: earlier sources win, explicit keys win over all."""
+        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        merged: dict[str, Any] = {}
+        for source in reversed(sources):
+            if not isinstance(source, yaml.MappingNode):
+                raise _LoadProblem(_start(source), "a merge key (<<) needs a mapping or a list of mappings",
+                                   "write <<: *anchor where the anchor names a mapping", "merge")
+            merged.update(self._mapping(source, loc, depth + 1))
+        return merged
+
+
+def _scalar(node: yaml.Node) -> Any:
+    if node.tag == _TIMESTAMP:
+        return node.value  # timestamps stay strings: the format speaks RFC 3339 text
+    if node.tag not in _SCALAR_TAGS:
+        raise _unsupported_tag(node)
+    return _constructor.yaml_constructors[node.tag](_constructor, node)
+
+
+def _unsupported_tag(node: yaml.Node) -> _LoadProblem:
+    return _LoadProblem(
+        _start(node),
+        f"unsupported YAML tag {node.tag}",
+        "integration files use plain YAML: mappings, lists, strings, numbers, booleans, null",
+        "tag",
+    )

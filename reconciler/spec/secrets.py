@@ -1,0 +1,130 @@
+"""Secret references: `${env:NAME}` and `${file:/path}`.
+
+References are resolved after parsing (never inside comments), at apply time, so the
+files in git hold only names. A reference may stand alone or inside a longer string
+(a URL with a secret path segment, say).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+# Anything that opens like a reference, well formed or not, up to the closing brace.
+_ANY_REFERENCE = re.compile(r"\$\{([^}]*)\}?")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_WELL_FORMED = re.compile(r"\$\{(env:[A-Za-z_][A-Za-z0-9_]*|file:/[^}\s]+)\}")
+_SINGLE = re.compile(r"^\s*" + _WELL_FORMED.pattern + r"\s*$")
+# Files read by `${file:...}` are secrets, not documents: refuse anything bigger.
+MAX_SECRET_FILE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Reference:
+    scheme: str  # "env" or "file"
+    target: str  # variable name or absolute path
+
+    def __str__(self) -> str:
+        return f"${{{self.scheme}:{self.target}}}"
+
+
+class ReferenceError(ValueError):
+    """A malformed or unresolvable reference; the message names it, never a value."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+def has_reference(text: str) -> bool:
+    return "${" in text
+
+
+def is_single_reference(text: str) -> bool:
+    return bool(_SINGLE.match(text))
+
+
+def mask_references(text: str) -> str:
+    """Replace references by a neutral token so the rest of a string can be parsed."""
+    return _ANY_REFERENCE.sub("SECRET", text)
+
+
+def parse_references(text: str) -> list[Reference]:
+    """The references in a string; ReferenceError for the first malformed one."""
+    found: list[Reference] = []
+    for match in _ANY_REFERENCE.finditer(text):
+        body = match.group(0)
+        if not body.endswith("}"):
+            raise ReferenceError(
+                f"unterminated secret reference {body!r}", "close it with }: ${env:NAME}"
+            )
+        scheme, _, target = match.group(1).partition(":")
+        if scheme == "env":
+            if not _ENV_NAME.match(target):
+                raise ReferenceError(
+                    f"{body} does not name an environment variable",
+                    "variable names are letters, digits and _, not starting with a digit: "
+                    "${env:SLACK_WEBHOOK_URL}",
+                )
+        elif scheme == "file":
+            if not target.startswith("/") or any(c.isspace() for c in target):
+                raise ReferenceError(
+                    f"{body} is not an absolute file path",
+                    "write ${file:/run/secrets/name} with an absolute path and no spaces",
+                )
+        else:
+            raise ReferenceError(
+                f"{body} has unknown scheme {scheme!r}" if target else f"{body} has no scheme",
+                "secret references are ${env:NAME} or ${file:/absolute/path}",
+            )
+        found.append(Reference(scheme, target))
+    return found
+
+
+def resolve_reference(ref: Reference, environ: Mapping[str, str] | None = None) -> str:
+    """The value behind one reference; ReferenceError says which reference failed, not why
+    in terms of its value."""
+    env = os.environ if environ is None else environ
+    if ref.scheme == "env":
+        if ref.target not in env:
+            raise ReferenceError(
+                f"environment variable {ref.target} is not set (referenced as {ref})",
+                f"export {ref.target}=... in the daemon's environment",
+            )
+        return env[ref.target]
+    path = Path(ref.target)
+    try:
+        if path.stat().st_size > MAX_SECRET_FILE_BYTES:
+            raise ReferenceError(
+                f"secret file {ref.target} is larger than {MAX_SECRET_FILE_BYTES} bytes",
+                "point the reference at a file that holds only the secret",
+            )
+        # A trailing newline is an artefact of `echo > file`, not part of the secret.
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except FileNotFoundError:
+        raise ReferenceError(
+            f"secret file {ref.target} does not exist (referenced as {ref})",
+            "create the file or mount the secret at that path",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReferenceError(
+            f"secret file {ref.target} cannot be read: {type(exc).__name__}",
+            "check the file's permissions and that it is UTF-8 text",
+        ) from None
+
+
+def resolve_string(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """The string with every reference replaced by its value."""
+    if not has_reference(text):
+        return text
+    parse_references(text)  # raise on the first malformed one
+
+    def substitute(match: re.Match[str]) -> str:
+        scheme, _, target = match.group(1).partition(":")
+        return resolve_reference(Reference(scheme, target), environ)
+
+    return _WELL_FORMED.sub(substitute, text)
