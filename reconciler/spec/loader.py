@@ -167,9 +167,9 @@ def _parse(raw: bytes, name: str) -> Iterator[Document]:
         raise _LoadProblem((1, 1), "the file is empty", "declare an integration in it, or delete it",
                            "empty")
     try:
-        roots = [node for node in yaml.compose_all(text, Loader=_Loader) if node is not None]
+        roots = [node for node in yaml.compose_all(text, Loader=_Loader) if not _is_blank(node)]
     except yaml.MarkedYAMLError as exc:
-        raise _yaml_problem(exc) from None
+        raise _yaml_problem(exc, text) from None
     except yaml.YAMLError as exc:
         raise _LoadProblem((1, 1), f"YAML error: {exc}") from None
     if not roots:
@@ -188,6 +188,12 @@ def _parse(raw: bytes, name: str) -> Iterator[Document]:
         yield Document(name, index, len(roots), data, _start(node), builder.values, builder.keys)
 
 
+def _is_blank(node: yaml.Node | None) -> bool:
+    """An empty document, such as the one after a trailing `---`."""
+    return node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")
+                            and node.value in ("", "~", "null"))
+
+
 def _decode(raw: bytes) -> str:
     try:
         text = raw.decode("utf-8")
@@ -204,16 +210,21 @@ def _decode(raw: bytes) -> str:
     return text.removeprefix("\ufeff")
 
 
-def _yaml_problem(exc: yaml.MarkedYAMLError) -> _LoadProblem:
+def _yaml_problem(exc: yaml.MarkedYAMLError, text: str) -> _LoadProblem:
     mark = exc.problem_mark or exc.context_mark
     position = (mark.line + 1, mark.column + 1) if mark else (1, 1)
     message = exc.problem or "YAML syntax error"
     if exc.context and exc.context_mark and mark is not exc.context_mark:
         message = f"{message} ({exc.context} at line {exc.context_mark.line + 1})"
     hint = "check indentation, quoting and that every key is followed by ': '"
-    if "\t" in message or "tab" in message.lower():
+    if mark is not None and _char_at(text, mark.line, mark.column) == "\t":
         hint = "YAML does not allow tabs for indentation; indent with spaces"
     return _LoadProblem(position, f"YAML syntax error: {message}", hint)
+
+
+def _char_at(text: str, line: int, column: int) -> str:
+    lines = text.splitlines()
+    return lines[line][column] if line < len(lines) and column < len(lines[line]) else ""
 
 
 def _start(node: yaml.Node) -> Position:

@@ -12,6 +12,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -83,7 +84,8 @@ def _human(seconds: float) -> str:
 class Strict(BaseModel):
     """Unknown fields are errors (with a "did you mean" hint from the validator)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=False)
+    # strict: a quoted "60" is a string, not a number; YAML's types are the file's types
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 Credential = Annotated[
@@ -184,18 +186,17 @@ class RateLimit(Strict):
     concurrency: int | None = Field(None, ge=1, le=1000)
 
 
+RetryInterval = Annotated[
+    Duration,
+    AfterValidator(lambda v: _bounded_duration(v, "retry interval", 0, MAX_RETRY_INTERVAL_SECONDS)),
+]
+
+
 class Retry(Strict):
     """Per-integration retry override; the last interval repeats up to maxAttempts."""
 
     maxAttempts: int | None = Field(None, ge=1, le=100)
-    schedule: list[Duration] | None = Field(None, min_length=1, max_length=100)
-
-    @field_validator("schedule")
-    @classmethod
-    def _intervals(cls, value: list[str] | None) -> list[str] | None:
-        for item in value or []:
-            _bounded_duration(item, "retry interval", 0, MAX_RETRY_INTERVAL_SECONDS)
-        return value
+    schedule: list[RetryInterval] | None = Field(None, min_length=1, max_length=100)
 
 
 class Subscription(Strict):
@@ -533,7 +534,7 @@ class EventTypeDecl(Strict):
     schema_: dict[str, Any] = Field(alias="schema", description="JSON Schema (2020-12) of the event's data")
     example: dict[str, Any] | None = Field(None, description="sample data, used to check templates")
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
     @field_validator("schema_")
     @classmethod

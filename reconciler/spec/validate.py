@@ -91,7 +91,8 @@ def validate_paths(
         where = ", ".join(str(p) for p in paths) or "."
         result.diagnostics.append(Diagnostic(
             where, 0, 0, "no integrations found",
-            "add files with kind: Integration (try `reconciler new slack ID`)", "no-integrations"))
+            hint="add files with kind: Integration (try `reconciler new slack ID`)",
+            code="no-integrations"))
     result.diagnostics.extend(check_across_documents(result, check_env=check_env, environ=environ))
     return result
 

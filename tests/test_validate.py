@@ -1,0 +1,482 @@
+"""`reconciler validate`'s checks: each bad input gives one located diagnostic with a hint."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import HEADER, only
+
+VALID_API = HEADER + """\
+name: SIS
+type: api
+authType: api_key
+authConfig:
+  header: X-API-Key
+  key: ${env:SIS_API_KEY}
+config:
+  endpoint: https://sis.example.edu/api/students
+webhooks:
+  - events: [user.registered]
+"""
+
+
+def test_valid_file_has_no_diagnostics(write, validate):
+    write("sis.yaml", VALID_API)
+    result = validate()
+    assert result.diagnostics == []
+    assert [i.spec.id for i in result.integrations] == ["sis"]  # defaulted from the file name
+
+
+# --- envelope -------------------------------------------------------------------------------
+
+
+def test_unknown_api_version(write, validate):
+    write("a.yaml", "apiVersion: cms.integrations/v2\nkind: Integration\nname: A\ntype: api\n")
+    assert only(validate())[1:] == (1, 13, "unknown apiVersion 'cms.integrations/v2'")
+
+
+def test_missing_api_version_points_at_the_document(write, validate):
+    write("a.yaml", "kind: Integration\nname: A\ntype: api\n")
+    assert only(validate())[1:] == (1, 1, "missing apiVersion")
+
+
+def test_unknown_kind_suggests_the_right_one(write, validate):
+    write("a.yaml", "apiVersion: cms.integrations/v1\nkind: Integraton\nname: A\n")
+    result = validate()
+    assert only(result)[1:3] == (2, 7)
+    assert result.diagnostics[0].hint == "did you mean 'Integration'?"
+
+
+def test_unknown_type_suggests_the_right_one(write, validate):
+    write("a.yaml", HEADER + "name: A\ntype: webhok\n")
+    result = validate()
+    assert only(result)[1:] == (4, 7, "unknown type 'webhok'")
+    assert result.diagnostics[0].hint == "did you mean 'webhook'?"
+
+
+def test_unknown_field_is_reported_at_its_key_with_did_you_mean(write, validate):
+    write("a.yaml", VALID_API.replace("config:\n", "config:\n  tmeout: 5s\n"))
+    result = validate()
+    assert only(result)[1:] == (10, 3, "unknown field 'tmeout' in config")
+    assert result.diagnostics[0].hint == "did you mean 'timeout'?"
+    assert result.diagnostics[0].pointer == "/config/tmeout"
+
+
+def test_top_level_field_in_the_wrong_place_says_where_it_belongs(write, validate):
+    write("a.yaml", VALID_API + "endpoint: https://x.example.org\n")
+    result = validate()
+    assert only(result)[1] == 13
+    assert "config.endpoint" in result.diagnostics[0].hint
+
+
+def test_missing_required_field_points_at_the_parent_key(write, validate):
+    write("a.yaml", HEADER + "name: DB\ntype: database\nconfig:\n  url: sqlite:///x.db\n")
+    result = validate()
+    assert only(result)[1:] == (5, 1, "missing required field config.table")
+
+
+# --- ids --------------------------------------------------------------------------------------
+
+
+def test_invalid_id(write, validate):
+    write("a.yaml", VALID_API.replace("name: SIS", "id: Bad_Id\nname: SIS"))
+    assert only(validate())[1:] == (3, 5, "id 'Bad_Id' is not a valid id")
+
+
+def test_reserved_id(write, validate):
+    write("a.yaml", VALID_API.replace("name: SIS", "id: health\nname: SIS"))
+    assert "reserved" in only(validate())[3]
+
+
+def test_file_name_that_is_not_an_id_needs_an_explicit_id(write, validate):
+    write("My Integration.yaml", VALID_API)
+    file, line, _, message = only(validate())
+    assert (file, line) == ("My Integration.yaml", 1)
+    assert "not a valid id" in message
+
+
+def test_multi_document_file_needs_ids(write, validate):
+    write("two.yaml", VALID_API.replace("name: SIS", "id: one\nname: SIS") + "---\n" + VALID_API)
+    assert only(validate())[1:] == (15, 1, "document 2 has no id")
+
+
+def test_duplicate_id_across_files_is_reported_in_both(write, validate):
+    write("a.yaml", VALID_API.replace("name: SIS", "id: same\nname: SIS"))
+    write("b.yaml", VALID_API.replace("name: SIS", "id: same\nname: SIS"))
+    result = validate()
+    assert sorted((d.file, d.line, d.code) for d in result.diagnostics) == [
+        ("a.yaml", 3, "duplicate-id"), ("b.yaml", 3, "duplicate-id")]
+    assert "b.yaml:3:5" in [d for d in result.diagnostics if d.file == "a.yaml"][0].message
+
+
+def test_id_defaulted_from_a_file_name_collides_with_a_declared_id(write, validate):
+    write("sis.yaml", VALID_API)
+    write("other.yaml", VALID_API.replace("name: SIS", "id: sis\nname: SIS"))
+    assert {d.code for d in validate().diagnostics} == {"duplicate-id"}
+
+
+# --- secrets ----------------------------------------------------------------------------------
+
+
+def test_literal_credential_in_auth_config_is_refused_without_echoing_it(write, validate):
+    write("a.yaml", VALID_API.replace("${env:SIS_API_KEY}", "sk_live_abc123"))
+    result = validate()
+    assert only(result)[1:3] == (8, 8)
+    assert "literal" in result.diagnostics[0].message
+    assert "sk_live_abc123" not in result.diagnostics[0].as_text()
+
+
+@pytest.mark.parametrize("reference, fragment", [
+    ("${env:}", "does not name an environment variable"),
+    ("${env:1ABC}", "does not name an environment variable"),
+    ("${vault:secret/x}", "unknown scheme 'vault'"),
+    ("${file:relative/path}", "not an absolute file path"),
+    ("${env:UNTERMINATED", "unterminated"),
+])
+def test_malformed_secret_reference(write, validate, reference, fragment):
+    write("a.yaml", VALID_API.replace("${env:SIS_API_KEY}", f"'{reference}'"))
+    result = validate()
+    messages = [d.message for d in result.diagnostics if d.line == 8]
+    assert any(fragment in m for m in messages), [d.as_text() for d in result.diagnostics]
+
+
+def test_secret_reference_inside_a_comment_is_not_read(write, validate):
+    write("a.yaml", VALID_API + "# old key: ${vault:nope}\n")
+    assert validate().diagnostics == []
+
+
+@pytest.mark.parametrize("url, fragment", [
+    ("https://user:hunter2@sis.example.edu/api", "literal password"),
+    ("https://sis.example.edu/api?api_key=abc123", "query parameter 'api_key'"),
+    ("https://sis.example.edu/api?token=abc", "query parameter 'token'"),
+])
+def test_credentials_in_urls_are_refused(write, validate, url, fragment):
+    write("a.yaml", VALID_API.replace("https://sis.example.edu/api/students", url))
+    file, line, column, message = only(validate())
+    assert (line, column) == (10, 13)
+    assert fragment in message
+    assert "hunter2" not in message and "abc123" not in message
+
+
+def test_references_in_urls_are_accepted(write, validate):
+    write("a.yaml", VALID_API.replace(
+        "https://sis.example.edu/api/students",
+        "https://bot:${env:SIS_PASSWORD}@sis.example.edu/api?token=${env:SIS_TOKEN}"))
+    assert validate().diagnostics == []
+
+
+def test_literal_authorization_header_is_refused(write, validate):
+    write("a.yaml", VALID_API.replace("config:\n", "config:\n  headers:\n    Authorization: Bearer abc\n"))
+    assert "literal credential" in only(validate())[3]
+
+
+def test_check_env_requires_references_to_resolve(write, validate, tmp_path):
+    secret_file = tmp_path / "key"
+    secret_file.write_text("k3y\n")
+    write("a.yaml", VALID_API.replace("${env:SIS_API_KEY}", "${file:%s}" % secret_file))
+    assert validate(check_env=True).diagnostics == []
+    write("a.yaml", VALID_API)
+    assert validate().diagnostics == []
+    result = validate(check_env=True, environ={})
+    assert only(result)[1:] == (8, 8, "environment variable SIS_API_KEY is not set (referenced as ${env:SIS_API_KEY})")
+    assert validate(check_env=True, environ={"SIS_API_KEY": "x"}).diagnostics == []
+
+
+def test_check_env_checks_a_url_that_was_a_whole_reference(write, validate):
+    write("a.yaml", VALID_API.replace("https://sis.example.edu/api/students", "${env:SIS_URL}"))
+    result = validate(check_env=True, environ={"SIS_API_KEY": "x", "SIS_URL": "http://sis.example.edu/x"})
+    assert "plain http://" in only(result)[3]
+
+
+# --- URLs -------------------------------------------------------------------------------------
+
+
+def test_plain_http_to_a_remote_host_needs_an_opt_in(write, validate):
+    write("a.yaml", VALID_API.replace("https://sis.example.edu", "http://sis.example.edu"))
+    assert only(validate())[1:3] == (10, 13)
+    write("a.yaml", VALID_API.replace("https://sis.example.edu", "http://sis.example.edu")
+          .replace("config:\n", "config:\n  allowInsecureHttp: true\n"))
+    assert validate().diagnostics == []
+
+
+@pytest.mark.parametrize("host", ["localhost:8080", "127.0.0.1", "127.1.2.3:9000", "[::1]:80"])
+def test_plain_http_to_a_local_host_is_allowed(write, validate, host):
+    write("a.yaml", VALID_API.replace("https://sis.example.edu", f"http://{host}"))
+    assert validate().diagnostics == []
+
+
+def test_unreplaced_placeholder_is_refused(write, validate):
+    write("a.yaml", VALID_API.replace("/api/students", "/sheets/{spreadsheetId}/values"))
+    assert only(validate())[3] == "config.endpoint contains the unreplaced placeholder {spreadsheetId}"
+
+
+def test_api_integration_needs_an_endpoint(write, validate):
+    write("a.yaml", VALID_API.replace("  endpoint: https://sis.example.edu/api/students\n", "  method: POST\n"))
+    assert only(validate())[3] == "config.endpoint is required for type api"
+
+
+# --- durations and frequencies ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("  timeout: 10\n", "config.timeout: 10 is not a duration"),
+    ("  timeout: 10 seconds\n", "config.timeout: '10 seconds' is not a duration"),
+    ("  timeout: 1h\n", "timeout 1h is out of range"),
+    ("  batchDelay: -1\n", "config.batchDelay: input should be greater than or equal to 0, got -1"),
+    ("  batchSize: 0\n", "config.batchSize: input should be greater than or equal to 1, got 0"),
+])
+def test_bad_config_numbers(write, validate, line, expected):
+    write("a.yaml", VALID_API.replace("config:\n", "config:\n" + line))
+    assert only(validate())[1:] == (10, line.index(":") + 3 if line.split(":")[1].strip() else 0, expected)
+
+
+def test_sync_frequency_bounds(write, validate):
+    write("a.yaml", VALID_API + "syncFrequency: -5\n")
+    assert only(validate())[1:3] == (13, 16)
+    write("a.yaml", VALID_API + "syncFrequency: 99999999\n")
+    assert "less than or equal" in only(validate())[3]
+    write("a.yaml", VALID_API + "syncFrequency: '60'\n")
+    assert only(validate())[1] == 13
+
+
+def test_retry_schedule_is_checked(write, validate):
+    write("a.yaml", VALID_API + "retry:\n  maxAttempts: 3\n  schedule: [0s, 5s, 30d]\n")
+    assert only(validate())[1:] == (15, 22, "retry interval 30d is out of range")
+
+
+# --- auth ---------------------------------------------------------------------------------------
+
+
+def test_auth_config_follows_auth_type(write, validate):
+    write("a.yaml", VALID_API.replace("authType: api_key", "authType: bearer"))
+    result = validate()
+    codes = sorted(d.message for d in result.diagnostics)
+    assert "missing required field authConfig.token" in codes
+    assert any(d.line == 7 and "unknown field 'header'" in d.message for d in result.diagnostics)
+
+
+def test_auth_type_none_takes_no_auth_config(write, validate):
+    write("a.yaml", VALID_API.replace("authType: api_key", "authType: none"))
+    assert only(validate())[3] == "authType none takes no authConfig"
+
+
+def test_auth_type_without_auth_config(write, validate):
+    write("a.yaml", HEADER + "name: A\ntype: api\nauthType: bearer\nconfig: {endpoint: 'https://a.example.org'}\n")
+    assert only(validate())[3] == "authType bearer needs authConfig"
+
+
+def test_oauth2_grants_need_their_secrets(write, validate):
+    write("a.yaml", HEADER + """\
+name: Sheets
+type: api
+authType: oauth2
+authConfig:
+  grantType: refresh_token
+  tokenUrl: https://oauth2.example.org/token
+  clientId: abc
+  clientSecret: ${env:CLIENT_SECRET}
+config: {endpoint: 'https://sheets.example.org/x'}
+""")
+    assert only(validate())[3] == "the refresh_token grant needs refreshToken"
+
+
+# --- subscriptions --------------------------------------------------------------------------
+
+
+def test_unknown_event_type_suggests_the_closest(write, validate):
+    write("a.yaml", VALID_API.replace("[user.registered]", "[user.registred]"))
+    result = validate()
+    assert only(result)[1:3] == (12, 14)
+    assert result.diagnostics[0].hint == "did you mean 'user.registered'?"
+
+
+def test_patterns_families_wildcards_and_custom_events_are_accepted(write, validate):
+    write("a.yaml", VALID_API.replace("[user.registered]", "['grade.*', '*', custom.anything, 'custom.*']"))
+    assert validate().diagnostics == []
+
+
+def test_family_that_matches_nothing_is_refused(write, validate):
+    write("a.yaml", VALID_API.replace("[user.registered]", "['grades.*']"))
+    assert only(validate())[3] == "event pattern 'grades.*' matches no known event type"
+
+
+def test_declared_event_type_can_be_subscribed(write, validate):
+    write("types.yaml", """\
+        apiVersion: cms.integrations/v1
+        kind: EventType
+        name: attendance.recorded
+        schema: {type: object, required: [studentId]}
+        example: {studentId: s1}
+        """)
+    write("a.yaml", VALID_API.replace("[user.registered]", "[attendance.recorded]"))
+    assert validate().diagnostics == []
+
+
+def test_event_type_with_an_invalid_schema(write, validate):
+    write("types.yaml", HEADER.replace("Integration", "EventType")
+          + "name: attendance.recorded\nschema: {type: objekt}\n")
+    write("a.yaml", VALID_API)
+    assert only(validate())[1:3] == (4, 9)
+
+
+def test_event_type_example_must_match_its_schema(write, validate):
+    write("types.yaml", HEADER.replace("Integration", "EventType")
+          + "name: attendance.recorded\nschema: {type: object, required: [studentId]}\nexample: {}\n")
+    write("a.yaml", VALID_API)
+    assert "does not match the schema" in only(validate())[3]
+
+
+def test_event_type_may_not_redeclare_a_builtin(write, validate):
+    write("types.yaml", HEADER.replace("Integration", "EventType") + "name: user.login\nschema: {}\n")
+    write("a.yaml", VALID_API)
+    assert only(validate())[3] == "event type user.login is built in"
+
+
+def test_filter_that_does_not_compile(write, validate):
+    write("a.yaml", VALID_API + "    filter: 'data.priority =='\n")
+    file, line, column, message = only(validate())
+    assert (line, column) == (13, 13)
+    assert message.startswith("the filter does not compile: at column")
+
+
+def test_filter_that_reads_an_unknown_variable(write, validate):
+    write("a.yaml", VALID_API + "    filter: 'dta.priority == \"high\"'\n")
+    file, line, column, message = only(validate())
+    assert line == 13
+    assert "sample user.registered event" in message and "dta" in message
+
+
+def test_filter_must_return_a_bool(write, validate):
+    write("a.yaml", VALID_API + "    filter: 'data.userId'\n")
+    assert "not a bool" in only(validate())[3]
+
+
+def test_filter_reading_an_optional_field_is_fine(write, validate):
+    write("a.yaml", VALID_API + "    filter: 'data.role == \"student\"'\n")
+    assert validate().diagnostics == []
+
+
+# --- templates ------------------------------------------------------------------------------
+
+
+def test_unknown_builtin_template(write, validate):
+    write("a.yaml", VALID_API.replace("config:\n", "config:\n  template: slak\n"))
+    assert only(validate())[1:3] == (10, 13)
+
+
+def test_template_syntax_error_points_at_the_leaf(write, validate):
+    write("a.yaml", VALID_API.replace("config:\n", "config:\n  template:\n    text: '{{ data.name '\n"))
+    file, line, column, message = only(validate())
+    assert (line, column) == (11, 11)
+    assert message.startswith("template syntax error")
+
+
+def test_template_reading_an_unknown_name(write, validate):
+    write("a.yaml", VALID_API + "    template: {text: '{{ user.name }}'}\n")
+    file, line, column, message = only(validate())
+    assert (line, column) == (13, 22)
+    assert "uses user" in message
+
+
+def test_template_that_fails_on_a_sample_event(write, validate):
+    write("a.yaml", VALID_API + "    template: {n: '{{ data.userId + \"x\" }}'}\n")
+    assert "fails on a sample user.registered event" in only(validate())[3]
+
+
+def test_inline_template_renders(write, validate):
+    write("a.yaml", VALID_API + "    template: {text: 'Welcome {{ data.name }}', id: '{{ data.userId }}'}\n")
+    assert validate().diagnostics == []
+
+
+# --- inbound --------------------------------------------------------------------------------
+
+INBOUND = HEADER + """\
+name: Partner
+type: webhook
+receive:
+  secret: ${env:PARTNER_SECRET}
+  verify: {scheme: github, secret: '${env:PARTNER_SIGNING}'}
+  event: custom.partner.push
+"""
+
+
+def test_inbound_webhook_needs_no_endpoint(write, validate):
+    write("p.yaml", INBOUND)
+    assert validate().diagnostics == []
+
+
+def test_inbound_secrets_are_unique(write, validate):
+    write("p.yaml", INBOUND)
+    write("q.yaml", INBOUND)
+    assert {(d.file, d.line, d.code) for d in validate().diagnostics} == {
+        ("p.yaml", 6, "duplicate-secret"), ("q.yaml", 6, "duplicate-secret")}
+
+
+def test_inbound_event_must_be_known(write, validate):
+    write("p.yaml", INBOUND.replace("custom.partner.push", "partner.push"))
+    assert only(validate())[1:3] == (8, 10)
+
+
+def test_inbound_secret_must_be_a_reference(write, validate):
+    write("p.yaml", INBOUND.replace("${env:PARTNER_SECRET}", "s3cret-path"))
+    assert "literal" in only(validate())[3]
+
+
+def test_receive_is_only_for_webhooks(write, validate):
+    write("p.yaml", INBOUND.replace("type: webhook", "type: api\nconfig: {endpoint: 'https://a.example.org'}"))
+    result = validate()
+    assert result.diagnostics[0].hint == "receive: is for type webhook"
+
+
+def test_unknown_verify_scheme(write, validate):
+    write("p.yaml", INBOUND.replace("scheme: github", "scheme: githup"))
+    result = validate()
+    assert only(result)[1] == 7
+    assert result.diagnostics[0].hint == "did you mean 'github'?"
+
+
+# --- database and file ----------------------------------------------------------------------
+
+
+def test_database_upsert_needs_a_key_among_the_columns(write, validate):
+    write("d.yaml", HEADER + """\
+name: Reporting
+type: database
+config:
+  url: postgresql://report@db.example.org/warehouse
+  table: events
+  mode: upsert
+  mapping: {student: data.studentId, grade: data.grade}
+  key: [event_id]
+""")
+    assert "key column event_id" in only(validate())[3]
+
+
+def test_file_path_parts_are_checked(write, validate):
+    write("f.yaml", HEADER + "name: Export\ntype: file\nconfig:\n  url: file://exports\n  path: '{evnt}/{date}.jsonl'\n")
+    assert only(validate())[3] == "path has unknown part {evnt}"
+
+
+def test_literal_storage_credentials_are_refused(write, validate):
+    write("f.yaml", HEADER + "name: Export\ntype: file\nconfig:\n  url: s3://bucket/x\n  storageOptions: {key: AKIA123, secret: abc}\n")
+    assert "literal credential" in only(validate())[3]
+
+
+# --- directories ----------------------------------------------------------------------------
+
+
+def test_directory_with_no_integrations(tmp_path):
+    from reconciler.spec.validate import validate_paths
+
+    (tmp_path / "README.md").write_text("nothing here")
+    result = validate_paths([tmp_path])
+    assert [d.code for d in result.diagnostics] == ["no-integrations"]
+
+
+def test_all_errors_of_all_files_in_one_pass(write, validate):
+    write("a.yaml", VALID_API.replace("[user.registered]", "[user.registred]").replace("config:\n", "config:\n  tmeout: 5s\n"))
+    write("b.yaml", "name: [unclosed\n")
+    write("c.yaml", b"\xff\xfe")
+    result = validate()
+    assert sorted((d.file, d.code) for d in result.diagnostics) == [
+        ("a.yaml", "unknown-event"), ("a.yaml", "unknown-field"), ("b.yaml", "yaml"), ("c.yaml", "encoding")]
