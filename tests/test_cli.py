@@ -18,8 +18,14 @@ BAD = HEADER + "name: A\ntype: api\nconfig:\n  endpoint: https://a.example.org\n
 
 
 def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "reconciler", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def test_validate_exit_codes_valid_invalid_and_could_not_run(tmp_path):
@@ -47,14 +53,20 @@ def test_json_format_is_machine_readable(tmp_path, capsys):
     assert report["valid"] is False and report["errors"] == 1
     [diagnostic] = report["diagnostics"]
     assert (diagnostic["line"], diagnostic["column"], diagnostic["pointer"], diagnostic["code"]) == (
-        7, 3, "/config/tmeout", "unknown-field")
+        7,
+        3,
+        "/config/tmeout",
+        "unknown-field",
+    )
 
 
 def test_github_format_emits_workflow_annotations(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text(BAD)
     assert main(["validate", "--format", "github", str(tmp_path)]) == 1
     line = capsys.readouterr().out.strip()
-    assert line.startswith(f"::error file={tmp_path}/bad.yaml,line=7,col=3,title=reconciler validate%3A unknown-field::")
+    assert line.startswith(
+        f"::error file={tmp_path}/bad.yaml,line=7,col=3,title=reconciler validate%3A unknown-field::"
+    )
     assert "%0Ahint: did you mean 'timeout'?" in line
 
 
@@ -63,9 +75,14 @@ def test_progress_line_on_a_terminal_for_large_trees(tmp_path):
     for i in range(250):
         (tmp_path / f"s{i}.yaml").write_text(template.replace("id: slack-notifications", f"id: s{i}"))
     primary, secondary = pty.openpty()
-    proc = subprocess.run([sys.executable, "-m", "reconciler", "validate", str(tmp_path)], cwd=ROOT,
-                          stdout=subprocess.PIPE, stderr=secondary, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "reconciler", "validate", str(tmp_path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     os.close(secondary)
     seen = b""
     while True:
@@ -100,7 +117,9 @@ def test_new_refuses_an_unknown_template_or_a_bad_id(capsys):
 
 def test_schemas_command_writes_the_committed_schemas(tmp_path):
     assert main(["schemas", "--output", str(tmp_path)]) == 0
-    assert (tmp_path / "integration.schema.json").read_text() == (ROOT / "schemas" / "integration.schema.json").read_text()
+    assert (tmp_path / "integration.schema.json").read_text() == (
+        ROOT / "schemas" / "integration.schema.json"
+    ).read_text()
 
 
 def test_pre_commit_hook_runs_the_validator():

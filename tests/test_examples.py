@@ -15,10 +15,16 @@ GUIDE = Path(__file__).parent / "data" / "guide"
 BUNDLED = ROOT / "integrations.d"
 # Which scaffolding template each bundled file comes from.
 BUNDLED_FROM = {
-    "slack.yaml": "slack", "google-sheets.yaml": "google-sheets", "sis.yaml": "sis",
-    "teams.yaml": "teams", "discord.yaml": "discord", "postgres-reporting.yaml": "postgres-reporting",
-    "s3-export.yaml": "s3-export", "inbound-partner.yaml": "inbound-partner",
-    "local-export.yaml": "local-export", "event-types.yaml": "event-type",
+    "slack.yaml": "slack",
+    "google-sheets.yaml": "google-sheets",
+    "sis.yaml": "sis",
+    "teams.yaml": "teams",
+    "discord.yaml": "discord",
+    "postgres-reporting.yaml": "postgres-reporting",
+    "s3-export.yaml": "s3-export",
+    "inbound-partner.yaml": "inbound-partner",
+    "local-export.yaml": "local-export",
+    "event-types.yaml": "event-type",
 }
 
 
@@ -39,7 +45,9 @@ def test_every_bundled_file_is_its_scaffold():
 
 def test_every_scaffold_with_a_new_id_validates(tmp_path):
     for name, scaffold in scaffolds().items():
-        (tmp_path / f"{name}.yaml").write_text(scaffold.render(f"my-{name}" if name != "event-type" else "my.custom.event"))
+        (tmp_path / f"{name}.yaml").write_text(
+            scaffold.render(f"my-{name}" if name != "event-type" else "my.custom.event")
+        )
     # the partner webhook emits the event type declared by the event-type scaffold
     (tmp_path / "event-type.yaml").write_text(scaffolds()["event-type"].render("partner.roster.updated"))
     result = validate_paths([tmp_path])
@@ -81,7 +89,8 @@ def test_guide_sheets_example_validates_once_edited(tmp_path):
     data["authConfig"]["token"] = "${env:GOOGLE_ACCESS_TOKEN}"
     data["config"]["endpoint"] = (
         "https://sheets.googleapis.com/v4/spreadsheets/1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms"
-        "/values/Sheet1!A1:append")
+        "/values/Sheet1!A1:append"
+    )
     assert validate_paths([write_json(tmp_path, "google-sheets", data)]).diagnostics == []
 
 

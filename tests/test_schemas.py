@@ -26,7 +26,10 @@ def test_committed_schemas_match_the_models():
 def test_catalog_has_the_guides_thirteen_event_types_and_the_layers_own():
     assert len(GUIDE_EVENT_TYPES) == 13
     assert set(BUILTIN_EVENT_TYPES) == set(GUIDE_EVENT_TYPES) | {
-        "integration.test", "integration.synced", "file.received"}
+        "integration.test",
+        "integration.synced",
+        "file.received",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_EVENT_TYPES))
@@ -43,8 +46,13 @@ def test_event_schema_accepts_its_example_and_requires_its_identifying_fields(na
 
 def test_user_registered_schema_accepts_the_guides_payload():
     schema = json.loads((SCHEMAS / "events" / "user.registered.schema.json").read_text())
-    guide = {"userId": 123, "email": "student@example.com", "name": "John Doe",
-             "studentId": "IT2024001", "registrationDate": "2024-01-15T10:30:00.000Z"}
+    guide = {
+        "userId": 123,
+        "email": "student@example.com",
+        "name": "John Doe",
+        "studentId": "IT2024001",
+        "registrationDate": "2024-01-15T10:30:00.000Z",
+    }
     assert jsonschema.Draft202012Validator(schema).is_valid(guide)
 
 
@@ -58,14 +66,17 @@ def test_integration_schema_accepts_every_bundled_integration():
         assert errors == [], path.name
 
 
-@pytest.mark.parametrize("change", [
-    {"type": "ftp"},
-    {"authType": "bearer"},  # authConfig then required, with a token
-    {"authConfig": {"token": "${env:X}"}},  # authType none takes no authConfig
-    {"tmeout": "5s"},
-    {"syncFrequency": -1},
-    {"id": "Not An Id"},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"type": "ftp"},
+        {"authType": "bearer"},  # authConfig then required, with a token
+        {"authConfig": {"token": "${env:X}"}},  # authType none takes no authConfig
+        {"tmeout": "5s"},
+        {"syncFrequency": -1},
+        {"id": "Not An Id"},
+    ],
+)
 def test_integration_schema_refuses_what_the_validator_refuses(change):
     schema = json.loads((SCHEMAS / "integration.schema.json").read_text())
     data = yaml.safe_load((ROOT / "integrations.d" / "slack.yaml").read_text())

@@ -70,8 +70,15 @@ def test_sheets_body_is_a_value_range_with_one_row_per_event():
 
 
 def test_single_expression_keeps_its_type_and_mixed_text_is_a_string():
-    body = render({"id": "{{ data.userId }}", "who": "user {{ data.userId }}", "list": "{{ events | length }}",
-                   "fixed": [1, True, None]}, [SAMPLES[0]])
+    body = render(
+        {
+            "id": "{{ data.userId }}",
+            "who": "user {{ data.userId }}",
+            "list": "{{ events | length }}",
+            "fixed": [1, True, None],
+        },
+        [SAMPLES[0]],
+    )
     assert body == {"id": 123, "who": "user 123", "list": 1, "fixed": [1, True, None]}
 
 

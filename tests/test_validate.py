@@ -6,7 +6,9 @@ import pytest
 
 from tests.conftest import HEADER, only
 
-VALID_API = HEADER + """\
+VALID_API = (
+    HEADER
+    + """\
 name: SIS
 type: api
 authType: api_key
@@ -18,6 +20,7 @@ config:
 webhooks:
   - events: [user.registered]
 """
+)
 
 
 def test_valid_file_has_no_diagnostics(write, validate):
@@ -105,8 +108,10 @@ def test_duplicate_id_across_files_is_reported_in_both(write, validate):
     write("b.yaml", VALID_API.replace("name: SIS", "id: same\nname: SIS"))
     result = validate()
     assert sorted((d.file, d.line, d.code) for d in result.diagnostics) == [
-        ("a.yaml", 3, "duplicate-id"), ("b.yaml", 3, "duplicate-id")]
-    assert "b.yaml:3:5" in [d for d in result.diagnostics if d.file == "a.yaml"][0].message
+        ("a.yaml", 3, "duplicate-id"),
+        ("b.yaml", 3, "duplicate-id"),
+    ]
+    assert "b.yaml:3:5" in next(d for d in result.diagnostics if d.file == "a.yaml").message
 
 
 def test_id_defaulted_from_a_file_name_collides_with_a_declared_id(write, validate):
@@ -126,13 +131,16 @@ def test_literal_credential_in_auth_config_is_refused_without_echoing_it(write, 
     assert "sk_live_abc123" not in result.diagnostics[0].as_text()
 
 
-@pytest.mark.parametrize("reference, fragment", [
-    ("${env:}", "does not name an environment variable"),
-    ("${env:1ABC}", "does not name an environment variable"),
-    ("${vault:secret/x}", "unknown scheme 'vault'"),
-    ("${file:relative/path}", "not an absolute file path"),
-    ("${env:UNTERMINATED", "unterminated"),
-])
+@pytest.mark.parametrize(
+    "reference, fragment",
+    [
+        ("${env:}", "does not name an environment variable"),
+        ("${env:1ABC}", "does not name an environment variable"),
+        ("${vault:secret/x}", "unknown scheme 'vault'"),
+        ("${file:relative/path}", "not an absolute file path"),
+        ("${env:UNTERMINATED", "unterminated"),
+    ],
+)
 def test_malformed_secret_reference(write, validate, reference, fragment):
     write("a.yaml", VALID_API.replace("${env:SIS_API_KEY}", f"'{reference}'"))
     result = validate()
@@ -145,11 +153,14 @@ def test_secret_reference_inside_a_comment_is_not_read(write, validate):
     assert validate().diagnostics == []
 
 
-@pytest.mark.parametrize("url, fragment", [
-    ("https://user:hunter2@sis.example.edu/api", "literal password"),
-    ("https://sis.example.edu/api?api_key=abc123", "query parameter 'api_key'"),
-    ("https://sis.example.edu/api?token=abc", "query parameter 'token'"),
-])
+@pytest.mark.parametrize(
+    "url, fragment",
+    [
+        ("https://user:hunter2@sis.example.edu/api", "literal password"),
+        ("https://sis.example.edu/api?api_key=abc123", "query parameter 'api_key'"),
+        ("https://sis.example.edu/api?token=abc", "query parameter 'token'"),
+    ],
+)
 def test_credentials_in_urls_are_refused(write, validate, url, fragment):
     write("a.yaml", VALID_API.replace("https://sis.example.edu/api/students", url))
     file, line, column, message = only(validate())
@@ -159,9 +170,13 @@ def test_credentials_in_urls_are_refused(write, validate, url, fragment):
 
 
 def test_references_in_urls_are_accepted(write, validate):
-    write("a.yaml", VALID_API.replace(
-        "https://sis.example.edu/api/students",
-        "https://bot:${env:SIS_PASSWORD}@sis.example.edu/api?token=${env:SIS_TOKEN}"))
+    write(
+        "a.yaml",
+        VALID_API.replace(
+            "https://sis.example.edu/api/students",
+            "https://bot:${env:SIS_PASSWORD}@sis.example.edu/api?token=${env:SIS_TOKEN}",
+        ),
+    )
     assert validate().diagnostics == []
 
 
@@ -173,7 +188,7 @@ def test_literal_authorization_header_is_refused(write, validate):
 def test_check_env_requires_references_to_resolve(write, validate, tmp_path):
     secret_file = tmp_path / "key"
     secret_file.write_text("k3y\n")
-    write("a.yaml", VALID_API.replace("${env:SIS_API_KEY}", "${file:%s}" % secret_file))
+    write("a.yaml", VALID_API.replace("${env:SIS_API_KEY}", f"${{file:{secret_file}}}"))
     assert validate(check_env=True).diagnostics == []
     write("a.yaml", VALID_API)
     assert validate().diagnostics == []
@@ -194,8 +209,12 @@ def test_check_env_checks_a_url_that_was_a_whole_reference(write, validate):
 def test_plain_http_to_a_remote_host_needs_an_opt_in(write, validate):
     write("a.yaml", VALID_API.replace("https://sis.example.edu", "http://sis.example.edu"))
     assert only(validate())[1:3] == (10, 13)
-    write("a.yaml", VALID_API.replace("https://sis.example.edu", "http://sis.example.edu")
-          .replace("config:\n", "config:\n  allowInsecureHttp: true\n"))
+    write(
+        "a.yaml",
+        VALID_API.replace("https://sis.example.edu", "http://sis.example.edu").replace(
+            "config:\n", "config:\n  allowInsecureHttp: true\n"
+        ),
+    )
     assert validate().diagnostics == []
 
 
@@ -218,13 +237,16 @@ def test_api_integration_needs_an_endpoint(write, validate):
 # --- durations and frequencies ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("line, expected", [
-    ("  timeout: 10\n", "config.timeout: 10 is not a duration"),
-    ("  timeout: 10 seconds\n", "config.timeout: '10 seconds' is not a duration"),
-    ("  timeout: 1h\n", "timeout 1h is out of range"),
-    ("  batchDelay: -1\n", "config.batchDelay: input should be greater than or equal to 0, got -1"),
-    ("  batchSize: 0\n", "config.batchSize: input should be greater than or equal to 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("  timeout: 10\n", "config.timeout: 10 is not a duration"),
+        ("  timeout: 10 seconds\n", "config.timeout: '10 seconds' is not a duration"),
+        ("  timeout: 1h\n", "timeout 1h is out of range"),
+        ("  batchDelay: -1\n", "config.batchDelay: input should be greater than or equal to 0, got -1"),
+        ("  batchSize: 0\n", "config.batchSize: input should be greater than or equal to 1, got 0"),
+    ],
+)
 def test_bad_config_numbers(write, validate, line, expected):
     write("a.yaml", VALID_API.replace("config:\n", "config:\n" + line))
     assert only(validate())[1:] == (10, line.index(":") + 3 if line.split(":")[1].strip() else 0, expected)
@@ -266,7 +288,10 @@ def test_auth_type_without_auth_config(write, validate):
 
 
 def test_oauth2_grants_need_their_secrets(write, validate):
-    write("a.yaml", HEADER + """\
+    write(
+        "a.yaml",
+        HEADER
+        + """\
 name: Sheets
 type: api
 authType: oauth2
@@ -276,7 +301,8 @@ authConfig:
   clientId: abc
   clientSecret: ${env:CLIENT_SECRET}
 config: {endpoint: 'https://sheets.example.org/x'}
-""")
+""",
+    )
     assert only(validate())[3] == "the refresh_token grant needs refreshToken"
 
 
@@ -301,27 +327,34 @@ def test_family_that_matches_nothing_is_refused(write, validate):
 
 
 def test_declared_event_type_can_be_subscribed(write, validate):
-    write("types.yaml", """\
+    write(
+        "types.yaml",
+        """\
         apiVersion: cms.integrations/v1
         kind: EventType
         name: attendance.recorded
         schema: {type: object, required: [studentId]}
         example: {studentId: s1}
-        """)
+        """,
+    )
     write("a.yaml", VALID_API.replace("[user.registered]", "[attendance.recorded]"))
     assert validate().diagnostics == []
 
 
 def test_event_type_with_an_invalid_schema(write, validate):
-    write("types.yaml", HEADER.replace("Integration", "EventType")
-          + "name: attendance.recorded\nschema: {type: objekt}\n")
+    write(
+        "types.yaml", HEADER.replace("Integration", "EventType") + "name: attendance.recorded\nschema: {type: objekt}\n"
+    )
     write("a.yaml", VALID_API)
     assert only(validate())[1:3] == (4, 9)
 
 
 def test_event_type_example_must_match_its_schema(write, validate):
-    write("types.yaml", HEADER.replace("Integration", "EventType")
-          + "name: attendance.recorded\nschema: {type: object, required: [studentId]}\nexample: {}\n")
+    write(
+        "types.yaml",
+        HEADER.replace("Integration", "EventType")
+        + "name: attendance.recorded\nschema: {type: object, required: [studentId]}\nexample: {}\n",
+    )
     write("a.yaml", VALID_API)
     assert "does not match the schema" in only(validate())[3]
 
@@ -390,7 +423,9 @@ def test_inline_template_renders(write, validate):
 
 # --- inbound --------------------------------------------------------------------------------
 
-INBOUND = HEADER + """\
+INBOUND = (
+    HEADER
+    + """\
 name: Partner
 type: webhook
 receive:
@@ -398,6 +433,7 @@ receive:
   verify: {scheme: github, secret: '${env:PARTNER_SIGNING}'}
   event: custom.partner.push
 """
+)
 
 
 def test_inbound_webhook_needs_no_endpoint(write, validate):
@@ -409,7 +445,9 @@ def test_inbound_secrets_are_unique(write, validate):
     write("p.yaml", INBOUND)
     write("q.yaml", INBOUND)
     assert {(d.file, d.line, d.code) for d in validate().diagnostics} == {
-        ("p.yaml", 6, "duplicate-secret"), ("q.yaml", 6, "duplicate-secret")}
+        ("p.yaml", 6, "duplicate-secret"),
+        ("q.yaml", 6, "duplicate-secret"),
+    }
 
 
 def test_inbound_event_must_be_known(write, validate):
@@ -439,7 +477,10 @@ def test_unknown_verify_scheme(write, validate):
 
 
 def test_database_upsert_needs_a_key_among_the_columns(write, validate):
-    write("d.yaml", HEADER + """\
+    write(
+        "d.yaml",
+        HEADER
+        + """\
 name: Reporting
 type: database
 config:
@@ -448,17 +489,24 @@ config:
   mode: upsert
   mapping: {student: data.studentId, grade: data.grade}
   key: [event_id]
-""")
+""",
+    )
     assert "key column event_id" in only(validate())[3]
 
 
 def test_file_path_parts_are_checked(write, validate):
-    write("f.yaml", HEADER + "name: Export\ntype: file\nconfig:\n  url: file://exports\n  path: '{evnt}/{date}.jsonl'\n")
+    write(
+        "f.yaml", HEADER + "name: Export\ntype: file\nconfig:\n  url: file://exports\n  path: '{evnt}/{date}.jsonl'\n"
+    )
     assert only(validate())[3] == "path has unknown part {evnt}"
 
 
 def test_literal_storage_credentials_are_refused(write, validate):
-    write("f.yaml", HEADER + "name: Export\ntype: file\nconfig:\n  url: s3://bucket/x\n  storageOptions: {key: AKIA123, secret: abc}\n")
+    write(
+        "f.yaml",
+        HEADER
+        + "name: Export\ntype: file\nconfig:\n  url: s3://bucket/x\n  storageOptions: {key: AKIA123, secret: abc}\n",
+    )
     assert "literal credential" in only(validate())[3]
 
 
@@ -474,9 +522,16 @@ def test_directory_with_no_integrations(tmp_path):
 
 
 def test_all_errors_of_all_files_in_one_pass(write, validate):
-    write("a.yaml", VALID_API.replace("[user.registered]", "[user.registred]").replace("config:\n", "config:\n  tmeout: 5s\n"))
+    write(
+        "a.yaml",
+        VALID_API.replace("[user.registered]", "[user.registred]").replace("config:\n", "config:\n  tmeout: 5s\n"),
+    )
     write("b.yaml", "name: [unclosed\n")
     write("c.yaml", b"\xff\xfe")
     result = validate()
     assert sorted((d.file, d.code) for d in result.diagnostics) == [
-        ("a.yaml", "unknown-event"), ("a.yaml", "unknown-field"), ("b.yaml", "yaml"), ("c.yaml", "encoding")]
+        ("a.yaml", "unknown-event"),
+        ("a.yaml", "unknown-field"),
+        ("b.yaml", "yaml"),
+        ("c.yaml", "encoding"),
+    ]

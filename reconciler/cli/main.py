@@ -34,31 +34,40 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reconciler",
-        description="Declare course-system integrations in YAML, validate them in CI, "
-                    "and deliver events durably.",
+        description="Declare course-system integrations in YAML, validate them in CI, and deliver events durably.",
     )
     parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     validate = commands.add_parser(
-        "validate", help="check integration files; exit 0 valid, 1 invalid, 2 could not run",
+        "validate",
+        help="check integration files; exit 0 valid, 1 invalid, 2 could not run",
         description="Check integration files against the schema and the semantic rules, "
-                    "reporting every error as file:line:col.")
-    validate.add_argument("paths", nargs="*", metavar="PATH",
-                          help="files or directories (default: integrations.d)")
-    validate.add_argument("--format", choices=("text", "json", "github"), default="text",
-                          help="text for people, json for tools, github for workflow annotations")
-    validate.add_argument("--check-env", action="store_true",
-                          help="also require every ${env:...} and ${file:...} reference to resolve")
+        "reporting every error as file:line:col.",
+    )
+    validate.add_argument("paths", nargs="*", metavar="PATH", help="files or directories (default: integrations.d)")
+    validate.add_argument(
+        "--format",
+        choices=("text", "json", "github"),
+        default="text",
+        help="text for people, json for tools, github for workflow annotations",
+    )
+    validate.add_argument(
+        "--check-env", action="store_true", help="also require every ${env:...} and ${file:...} reference to resolve"
+    )
     validate.add_argument("--quiet", "-q", action="store_true", help="print only errors")
     validate.set_defaults(handler=_validate)
 
-    new = commands.add_parser("new", help="scaffold an integration file from a template",
-                              description="Print (or write) a new integration file from a template.")
+    new = commands.add_parser(
+        "new",
+        help="scaffold an integration file from a template",
+        description="Print (or write) a new integration file from a template.",
+    )
     new.add_argument("template", nargs="?", help="template name; omit to list them")
     new.add_argument("id", nargs="?", help="the new integration's id (an EventType's name)")
-    new.add_argument("--output", "-o", metavar="FILE",
-                     help="write to FILE (refuses to overwrite) instead of standard output")
+    new.add_argument(
+        "--output", "-o", metavar="FILE", help="write to FILE (refuses to overwrite) instead of standard output"
+    )
     new.set_defaults(handler=_new)
 
     schemas = commands.add_parser("schemas", help="write the JSON Schemas (make schemas)")
@@ -117,18 +126,22 @@ def _new(args: argparse.Namespace) -> int:
     available = scaffolds()
     if not args.template:
         width = max(len(n) for n in available)
-        for name, scaffold in available.items():
-            print(f"{name:<{width}}  {scaffold.description}")
+        for name, listed in available.items():
+            print(f"{name:<{width}}  {listed.description}")
         return EXIT_OK
     scaffold = available.get(args.template)
     if scaffold is None:
-        print(f"reconciler new: unknown template {args.template!r}; templates: "
-              + ", ".join(available), file=sys.stderr)
+        print(
+            f"reconciler new: unknown template {args.template!r}; templates: " + ", ".join(available), file=sys.stderr
+        )
         return EXIT_ERROR
     ident = args.id or scaffold.default_id
     if scaffold.data.get("kind") == "Integration" and not re.match(ID_PATTERN, ident):
-        print(f"reconciler new: {ident!r} is not a valid id: use lowercase letters, digits and "
-              "dashes (slack-notifications)", file=sys.stderr)
+        print(
+            f"reconciler new: {ident!r} is not a valid id: use lowercase letters, digits and "
+            "dashes (slack-notifications)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     text = scaffold.render(ident)
     if args.output:

@@ -71,7 +71,8 @@ def summary(envelope: Any) -> str:
     if not isinstance(envelope, dict):
         return str(envelope)
     event = str(envelope.get("event", "event"))
-    data = envelope.get("data") if isinstance(envelope.get("data"), dict) else {}
+    raw = envelope.get("data")
+    data: dict[str, Any] = raw if isinstance(raw, dict) else {}
     pattern = _SUMMARIES.get(event)
     if pattern is None:
         return f"{event}: {json.dumps(data, sort_keys=True, default=str)[:500]}"
@@ -102,7 +103,7 @@ def rows(events: Any) -> list[list[Any]]:
 
 BUILTIN_TEMPLATES: dict[str, Any] = {
     # Slack incoming webhooks answer 400 `no_text` without `text`.
-    "slack": {"text": "{{ events | map('summary') | join('\\n') | truncate(%d) }}" % SLACK_TEXT_MAX_CHARS},
+    "slack": {"text": "{{ events | map('summary') | join('\\n') | truncate(" + str(SLACK_TEXT_MAX_CHARS) + ") }}"},
     # Teams incoming webhook / Workflows: a message with one Adaptive Card attachment.
     "teams": {
         "type": "message",
@@ -115,10 +116,14 @@ BUILTIN_TEMPLATES: dict[str, Any] = {
                     "type": "AdaptiveCard",
                     "version": "1.4",
                     "body": [
-                        {"type": "TextBlock", "text": "{{ event }}", "weight": "Bolder",
-                         "size": "Medium", "wrap": True},
-                        {"type": "TextBlock", "text": "{{ events | map('summary') | join('\\n') }}",
-                         "wrap": True},
+                        {
+                            "type": "TextBlock",
+                            "text": "{{ event }}",
+                            "weight": "Bolder",
+                            "size": "Medium",
+                            "wrap": True,
+                        },
+                        {"type": "TextBlock", "text": "{{ events | map('summary') | join('\\n') }}", "wrap": True},
                         {"type": "FactSet", "facts": "{{ facts(data) }}"},
                     ],
                 },
@@ -127,8 +132,7 @@ BUILTIN_TEMPLATES: dict[str, Any] = {
     },
     # Discord webhooks need `content` (or embeds), at most 2,000 characters.
     "discord": {
-        "content": "{{ events | map('summary') | join('\\n') | truncate(%d) }}"
-        % DISCORD_CONTENT_MAX_CHARS,
+        "content": "{{ events | map('summary') | join('\\n') | truncate(" + str(DISCORD_CONTENT_MAX_CHARS) + ") }}",
         "allowed_mentions": {"parse": []},
     },
     # Sheets `spreadsheets.values.append`: a ValueRange with `values`, one row per event.
@@ -170,8 +174,7 @@ def compile_template(source: Any) -> CompiledTemplate:
     if isinstance(source, str):
         if source not in BUILTIN_TEMPLATES:
             raise TemplateProblem(
-                f"unknown built-in template {source!r}; built-ins are "
-                + ", ".join(sorted(BUILTIN_TEMPLATES))
+                f"unknown built-in template {source!r}; built-ins are " + ", ".join(sorted(BUILTIN_TEMPLATES))
             )
         return CompiledTemplate(source, _compile_node(BUILTIN_TEMPLATES[source], ()))
     return CompiledTemplate(source, _compile_node(source, ()))

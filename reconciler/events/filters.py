@@ -34,9 +34,7 @@ class CompiledFilter:
         except (RuntimeError, TypeError, ValueError) as exc:
             raise FilterError(_first_line(str(exc))) from None
         if not isinstance(result, bool):
-            raise FilterError(
-                f"the filter returned {type(result).__name__} {result!r}, not a bool"
-            )
+            raise FilterError(f"the filter returned {type(result).__name__} {result!r}, not a bool")
         return result
 
 

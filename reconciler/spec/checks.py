@@ -32,9 +32,8 @@ from reconciler.events.patterns import EVENT_NAME, is_valid_pattern, matches
 from reconciler.spec import secrets
 from reconciler.spec.diagnostics import Diagnostic, pointer_of
 from reconciler.spec.fields import FieldProblem, check_url, walk_strings
-from reconciler.spec.models import HttpConfig
-
 from reconciler.spec.loader import Document
+from reconciler.spec.models import HttpConfig
 
 if TYPE_CHECKING:
     from reconciler.spec.validate import ValidationResult, ValidIntegration
@@ -67,8 +66,9 @@ def event_catalog(result: ValidationResult) -> dict[str, EventType]:
     for declared in result.event_types:
         spec = declared.spec
         if spec.name not in catalog:
-            catalog[spec.name] = EventType(spec.name, spec.description or "", spec.schema_,
-                                           spec.example or {}, builtin=False)
+            catalog[spec.name] = EventType(
+                spec.name, spec.description or "", spec.schema_, spec.example or {}, builtin=False
+            )
     return catalog
 
 
@@ -84,8 +84,12 @@ def _where(doc: Document, loc: tuple[str | int, ...]) -> str:
 
 
 def _duplicates(
-    docs: list[Document], key: Callable[[Document], str | None], loc: tuple[str | int, ...],
-    message: Callable[[str, str], str], hint: str, code: str,
+    docs: list[Document],
+    key: Callable[[Document], str | None],
+    loc: tuple[str | int, ...],
+    message: Callable[[str, str], str],
+    hint: str,
+    code: str,
 ) -> Iterator[Diagnostic]:
     groups: dict[str, list[Document]] = defaultdict(list)
     for doc in docs:
@@ -102,9 +106,12 @@ def _duplicates(
 
 def _duplicate_ids(docs: list[Document]) -> Iterator[Diagnostic]:
     return _duplicates(
-        docs, document_id, ("id",),
+        docs,
+        document_id,
+        ("id",),
         lambda ident, others: f"duplicate id {ident!r}: also declared at {others}",
-        "ids are unique across all files; rename one of them", "duplicate-id",
+        "ids are unique across all files; rename one of them",
+        "duplicate-id",
     )
 
 
@@ -116,7 +123,9 @@ def _receive_secret(doc: Document) -> str | None:
 
 def _duplicate_receive_secrets(docs: list[Document]) -> Iterator[Diagnostic]:
     return _duplicates(
-        docs, _receive_secret, ("receive", "secret"),
+        docs,
+        _receive_secret,
+        ("receive", "secret"),
         lambda _secret, others: f"inbound secret reference is also used at {others}",
         "every inbound integration needs its own secret: it selects the integration",
         "duplicate-secret",
@@ -128,12 +137,19 @@ def _event_type_names(result: ValidationResult) -> Iterator[Diagnostic]:
     for declared in result.event_types:
         name = declared.spec.name
         if name in BUILTIN_EVENT_TYPES:
-            yield declared.doc.diagnostic(("name",), f"event type {name} is built in",
-                                          "declare only new event types; use a custom. prefix",
-                                          "duplicate-event-type")
+            yield declared.doc.diagnostic(
+                ("name",),
+                f"event type {name} is built in",
+                "declare only new event types; use a custom. prefix",
+                "duplicate-event-type",
+            )
         elif name in seen:
-            yield declared.doc.diagnostic(("name",), f"event type {name} is also declared at {seen[name]}",
-                                          "declare each event type once", "duplicate-event-type")
+            yield declared.doc.diagnostic(
+                ("name",),
+                f"event type {name} is also declared at {seen[name]}",
+                "declare each event type once",
+                "duplicate-event-type",
+            )
         else:
             seen[name] = _where(declared.doc, ("name",))
 
@@ -150,14 +166,22 @@ def _subscriptions(doc: Document, catalog: dict[str, EventType]) -> Iterator[Dia
             continue
         base = ("webhooks", s_index)
         raw_events = sub.get("events")
-        patterns = [p for p in raw_events if isinstance(p, str) and is_valid_pattern(p)] \
-            if isinstance(raw_events, list) else []
+        patterns = (
+            [p for p in raw_events if isinstance(p, str) and is_valid_pattern(p)]
+            if isinstance(raw_events, list)
+            else []
+        )
         for p_index, pattern in enumerate(raw_events if isinstance(raw_events, list) else []):
-            if pattern in patterns and not pattern.startswith(CUSTOM_PREFIX) \
-                    and not subscribed_types([pattern], catalog):
+            if (
+                pattern in patterns
+                and not pattern.startswith(CUSTOM_PREFIX)
+                and not subscribed_types([pattern], catalog)
+            ):
                 yield doc.diagnostic(
-                    (*base, "events", p_index), f"event pattern {pattern!r} matches no known event type",
-                    _pattern_hint(pattern, catalog), "unknown-event",
+                    (*base, "events", p_index),
+                    f"event pattern {pattern!r} matches no known event type",
+                    _pattern_hint(pattern, catalog),
+                    "unknown-event",
                 )
         types = subscribed_types(patterns, catalog)
         all_types.update((t.name, t) for t in types)
@@ -168,14 +192,21 @@ def _subscriptions(doc: Document, catalog: dict[str, EventType]) -> Iterator[Dia
     config = doc.data.get("config")
     config = config if isinstance(config, dict) else {}
     if _is_template(config.get("template")):
-        yield from _template_renders(doc, ("config", "template"), config["template"],
-                                     list(all_types.values()))
+        yield from _template_renders(doc, ("config", "template"), config["template"], list(all_types.values()))
     receive = doc.data.get("receive")
     event = receive.get("event") if isinstance(receive, dict) else None
-    if isinstance(event, str) and EVENT_NAME.match(event) and event not in catalog \
-            and not event.startswith(CUSTOM_PREFIX):
-        yield doc.diagnostic(("receive", "event"), f"receive.event {event!r} is not a known event type",
-                             _pattern_hint(event, catalog), "unknown-event")
+    if (
+        isinstance(event, str)
+        and EVENT_NAME.match(event)
+        and event not in catalog
+        and not event.startswith(CUSTOM_PREFIX)
+    ):
+        yield doc.diagnostic(
+            ("receive", "event"),
+            f"receive.event {event!r} is not a known event type",
+            _pattern_hint(event, catalog),
+            "unknown-event",
+        )
 
 
 def _is_template(value: Any) -> bool:
@@ -205,9 +236,12 @@ def _filter_runs(
         try:
             compiled.evaluate(sample_envelope(event))
         except FilterError as exc:
-            yield doc.diagnostic(loc, f"the filter fails on a sample {event.name} event: {exc}",
-                                 "a filter sees id, event, timestamp and data, and must return true or false",
-                                 "filter")
+            yield doc.diagnostic(
+                loc,
+                f"the filter fails on a sample {event.name} event: {exc}",
+                "a filter sees id, event, timestamp and data, and must return true or false",
+                "filter",
+            )
             return
 
 
@@ -224,9 +258,12 @@ def _template_renders(
     except TemplateProblem as exc:
         where = (*loc, *exc.where) if not isinstance(source, str) else loc
         suffix = f" (line {exc.line} of the template)" if exc.line and exc.line > 1 else ""
-        yield doc.diagnostic(where, exc.message + suffix,
-                             "templates use Jinja2: {{ data.name }}, {% if ... %}; see docs/templates.md",
-                             "template")
+        yield doc.diagnostic(
+            where,
+            exc.message + suffix,
+            "templates use Jinja2: {{ data.name }}, {% if ... %}; see docs/templates.md",
+            "template",
+        )
         return
     integration = {"id": document_id(doc), "name": doc.data.get("name")}
     config = doc.data.get("config")
@@ -238,9 +275,12 @@ def _template_renders(
             json.dumps(compiled.render(render_context(envelopes, integration)))
         except (TemplateProblem, TypeError, ValueError) as exc:
             message = exc.message if isinstance(exc, TemplateProblem) else str(exc)
-            yield doc.diagnostic(loc, f"the template fails on a sample {event.name} event: {message}",
-                                 "check the fields the template reads against the event's schema in schemas/events/",
-                                 "template")
+            yield doc.diagnostic(
+                loc,
+                f"the template fails on a sample {event.name} event: {message}",
+                "check the fields the template reads against the event's schema in schemas/events/",
+                "template",
+            )
             return
 
 
@@ -256,9 +296,11 @@ def _resolve_references(item: ValidIntegration, environ: Mapping[str, str] | Non
             continue
         if loc in (("config", "endpoint"), ("config", "syncEndpoint")) and isinstance(item.spec.config, HttpConfig):
             try:
-                check_url(value, schemes=("https", "http"),
-                          allow_insecure_http=item.spec.config.allowInsecureHttp,
-                          what=f"config.{loc[-1]} (resolved)")
+                check_url(
+                    value,
+                    schemes=("https", "http"),
+                    allow_insecure_http=item.spec.config.allowInsecureHttp,
+                    what=f"config.{loc[-1]} (resolved)",
+                )
             except FieldProblem as problem:
                 yield item.doc.diagnostic(loc, problem.message, problem.hint, "invalid")
-

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     ERROR = "error"
     WARNING = "warning"
 
@@ -66,8 +66,14 @@ def sort_key(d: Diagnostic) -> tuple[str, int, int, str]:
 def render(diagnostics: Iterable[Diagnostic], fmt: str, summary: dict[str, int]) -> str:
     items = sorted(diagnostics, key=sort_key)
     if fmt == "json":
-        return json.dumps({"valid": not any(d.severity is Severity.ERROR for d in items),
-                           **summary, "diagnostics": [d.as_dict() for d in items]}, indent=2)
+        return json.dumps(
+            {
+                "valid": not any(d.severity is Severity.ERROR for d in items),
+                **summary,
+                "diagnostics": [d.as_dict() for d in items],
+            },
+            indent=2,
+        )
     if fmt == "github":
         return "\n".join(d.as_github() for d in items)
     return "\n".join(d.as_text() for d in items)

@@ -76,8 +76,7 @@ def require_reference(value: str, what: str) -> str:
         return value
     raise FieldProblem(
         f"{what} is a literal value; credentials must not be committed to git",
-        "write a secret reference such as ${env:NAME} or ${file:/run/secrets/name} "
-        "and set the value outside git",
+        "write a secret reference such as ${env:NAME} or ${file:/run/secrets/name} and set the value outside git",
     )
 
 
@@ -99,8 +98,7 @@ def check_url(
     if placeholder:
         raise FieldProblem(
             f"{what} contains the unreplaced placeholder {{{placeholder.group(1)}}}",
-            f"replace {{{placeholder.group(1)}}} with the real value "
-            "(or a secret reference such as ${env:NAME})",
+            f"replace {{{placeholder.group(1)}}} with the real value (or a secret reference such as ${{env:NAME}})",
         )
     masked = secrets.mask_references(url)
     try:
@@ -125,8 +123,7 @@ def check_url(
         if looks_like_credential_name(name) and value and not secrets.has_reference(value):
             raise FieldProblem(
                 f"{what} carries a literal credential in its query parameter {name!r}",
-                f"write {name}=${{env:NAME}} (a secret reference), or use authType api_key "
-                "with a query parameter",
+                f"write {name}=${{env:NAME}} (a secret reference), or use authType api_key with a query parameter",
             )
     if parts.scheme == "http" and not allow_insecure_http and not is_local_host(host):
         raise FieldProblem(

@@ -120,8 +120,9 @@ def discover(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[
         elif path.is_file():
             found.append(path)
         else:
-            problems.append(Diagnostic(str(path), 0, 0, "no such file or directory",
-                                       hint="check the path", code="missing-path"))
+            problems.append(
+                Diagnostic(str(path), 0, 0, "no such file or directory", hint="check the path", code="missing-path")
+            )
     return found, problems
 
 
@@ -131,8 +132,14 @@ def load_file(path: Path, display: str | None = None) -> LoadedFile:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        problem = Diagnostic(name, 0, 0, f"cannot read the file: {exc.strerror}",
-                             hint="check that it exists and is readable", code="unreadable")
+        problem = Diagnostic(
+            name,
+            0,
+            0,
+            f"cannot read the file: {exc.strerror}",
+            hint="check that it exists and is readable",
+            code="unreadable",
+        )
         return LoadedFile(name, "", [], [problem])
     return load_bytes(raw, name)
 
@@ -164,8 +171,7 @@ def _parse(raw: bytes, name: str) -> Iterator[Document]:
         )
     text = _decode(raw)
     if not text.strip():
-        raise _LoadProblem((1, 1), "the file is empty", "declare an integration in it, or delete it",
-                           "empty")
+        raise _LoadProblem((1, 1), "the file is empty", "declare an integration in it, or delete it", "empty")
     try:
         roots = [node for node in yaml.compose_all(text, Loader=_Loader) if not _is_blank(node)]
     except yaml.MarkedYAMLError as exc:
@@ -173,8 +179,9 @@ def _parse(raw: bytes, name: str) -> Iterator[Document]:
     except yaml.YAMLError as exc:
         raise _LoadProblem((1, 1), f"YAML error: {exc}") from None
     if not roots:
-        raise _LoadProblem((1, 1), "the file holds only comments",
-                           "declare an integration in it, or delete it", "empty")
+        raise _LoadProblem(
+            (1, 1), "the file holds only comments", "declare an integration in it, or delete it", "empty"
+        )
     for index, node in enumerate(roots):
         builder = _Builder()
         data = builder.build(node, (), 0)
@@ -190,8 +197,9 @@ def _parse(raw: bytes, name: str) -> Iterator[Document]:
 
 def _is_blank(node: yaml.Node | None) -> bool:
     """An empty document, such as the one after a trailing `---`."""
-    return node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")
-                            and node.value in ("", "~", "null"))
+    return node is None or (
+        isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null") and node.value in ("", "~", "null")
+    )
 
 
 def _decode(raw: bytes) -> str:
@@ -248,14 +256,14 @@ class _Builder:
         if self.count > MAX_NODES_PER_FILE:
             raise _LoadProblem(
                 _start(node),
-                f"the document expands to more than {MAX_NODES_PER_FILE:,} nodes "
-                "(aliases referring to aliases?)",
+                f"the document expands to more than {MAX_NODES_PER_FILE:,} nodes (aliases referring to aliases?)",
                 "use fewer anchors and aliases; an integration file needs none",
                 "alias-bomb",
             )
         if depth > MAX_DEPTH:
-            raise _LoadProblem(_start(node), f"nesting deeper than {MAX_DEPTH} levels",
-                               "flatten the structure", "too-deep")
+            raise _LoadProblem(
+                _start(node), f"nesting deeper than {MAX_DEPTH} levels", "flatten the structure", "too-deep"
+            )
         self.values[pointer_of(loc)] = _start(node)
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, loc, depth)
@@ -305,8 +313,12 @@ class _Builder:
         merged: dict[str, Any] = {}
         for source in reversed(sources):
             if not isinstance(source, yaml.MappingNode):
-                raise _LoadProblem(_start(source), "a merge key (<<) needs a mapping or a list of mappings",
-                                   "write <<: *anchor where the anchor names a mapping", "merge")
+                raise _LoadProblem(
+                    _start(source),
+                    "a merge key (<<) needs a mapping or a list of mappings",
+                    "write <<: *anchor where the anchor names a mapping",
+                    "merge",
+                )
             merged.update(self._mapping(source, loc, depth + 1))
         return merged
 

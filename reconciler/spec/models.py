@@ -41,8 +41,7 @@ MAX_TOLERANCE_SECONDS = 3600.0
 MAX_BATCH_DELAY_MS = 3_600_000
 SIZE_PATTERN = r"^\s*\d+\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$"
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$")
-_SIZE_FACTOR = {None: 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
-                "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+_SIZE_FACTOR = {None: 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
 SQL_IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 FIELD_PATH = r"^(id|event|timestamp|data)(\.[A-Za-z0-9_-]+)*$"
 HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
@@ -51,8 +50,10 @@ DURATION_FIELD = Field(pattern=DURATION_PATTERN, json_schema_extra={"format": "d
 Duration = Annotated[str, DURATION_FIELD]
 Template = Annotated[
     str | dict[str, Any] | list[Any],
-    Field(description="a built-in template name (slack, teams, discord, sheets) or an inline "
-                      "JSON structure whose strings are Jinja2 templates"),
+    Field(
+        description="a built-in template name (slack, teams, discord, sheets) or an inline "
+        "JSON structure whose strings are Jinja2 templates"
+    ),
 ]
 
 
@@ -90,8 +91,10 @@ class Strict(BaseModel):
 
 Credential = Annotated[
     str,
-    Field(description="a secret reference: ${env:NAME} or ${file:/path}",
-          pattern=r"^\s*\$\{(env:[A-Za-z_][A-Za-z0-9_]*|file:/[^}\s]+)\}\s*$"),
+    Field(
+        description="a secret reference: ${env:NAME} or ${file:/path}",
+        pattern=r"^\s*\$\{(env:[A-Za-z_][A-Za-z0-9_]*|file:/[^}\s]+)\}\s*$",
+    ),
 ]
 
 
@@ -114,8 +117,10 @@ class ApiKeyAuth(Strict):
     @model_validator(mode="after")
     def _one_place(self) -> ApiKeyAuth:
         if self.header and self.query:
-            problems_at("ApiKeyAuth", [(("query",), FieldProblem(
-                "give either header or query, not both", "remove one of them"))])
+            problems_at(
+                "ApiKeyAuth",
+                [(("query",), FieldProblem("give either header or query, not both", "remove one of them"))],
+            )
         return self
 
 
@@ -157,13 +162,27 @@ class OAuth2Auth(Strict):
     @model_validator(mode="after")
     def _grant_needs(self) -> OAuth2Auth:
         if self.grantType == "client_credentials" and self.clientSecret is None:
-            problems_at("OAuth2Auth", [(("clientSecret",), FieldProblem(
-                "the client_credentials grant needs clientSecret",
-                "add clientSecret: ${env:NAME}"))])
+            problems_at(
+                "OAuth2Auth",
+                [
+                    (
+                        ("clientSecret",),
+                        FieldProblem(
+                            "the client_credentials grant needs clientSecret", "add clientSecret: ${env:NAME}"
+                        ),
+                    )
+                ],
+            )
         if self.grantType == "refresh_token" and self.refreshToken is None:
-            problems_at("OAuth2Auth", [(("refreshToken",), FieldProblem(
-                "the refresh_token grant needs refreshToken",
-                "add refreshToken: ${env:NAME}"))])
+            problems_at(
+                "OAuth2Auth",
+                [
+                    (
+                        ("refreshToken",),
+                        FieldProblem("the refresh_token grant needs refreshToken", "add refreshToken: ${env:NAME}"),
+                    )
+                ],
+            )
         return self
 
 
@@ -213,15 +232,15 @@ class Subscription(Strict):
             try:
                 compile_filter(value)
             except FilterError as exc:
-                raise FieldProblem(f"the filter does not compile: {exc}",
-                                   'CEL looks like: data.priority == "high" && event != "user.login"') from None
+                raise FieldProblem(
+                    f"the filter does not compile: {exc}",
+                    'CEL looks like: data.priority == "high" && event != "user.login"',
+                ) from None
         return value
 
 
 BatchSize = Annotated[int, Field(ge=1, le=10_000, description="events per request")]
-BatchDelay = Annotated[
-    int, Field(ge=0, le=MAX_BATCH_DELAY_MS, description="milliseconds between batch requests")
-]
+BatchDelay = Annotated[int, Field(ge=0, le=MAX_BATCH_DELAY_MS, description="milliseconds between batch requests")]
 
 
 # --- config per type ------------------------------------------------------------------------
@@ -270,9 +289,12 @@ class HttpConfig(Strict):
     @classmethod
     def _url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
-            check_url(value, schemes=("https", "http"),
-                      allow_insecure_http=bool(info.data.get("allowInsecureHttp")),
-                      what=f"config.{info.field_name}")
+            check_url(
+                value,
+                schemes=("https", "http"),
+                allow_insecure_http=bool(info.data.get("allowInsecureHttp")),
+                what=f"config.{info.field_name}",
+            )
         return value
 
 
@@ -284,8 +306,9 @@ class DatabaseConfig(Strict):
     tableSchema: str | None = Field(None, pattern=SQL_IDENTIFIER, description="database schema of the table")
     mode: Literal["append", "upsert"] = "append"
     key: list[Annotated[str, Field(pattern=SQL_IDENTIFIER)]] | None = Field(None, min_length=1)
-    mapping: dict[Annotated[str, Field(pattern=SQL_IDENTIFIER)], Annotated[str, Field(pattern=FIELD_PATH)]] | None = Field(
-        None, min_length=1, description="column -> event field (id, event, timestamp, data.x.y)")
+    mapping: dict[Annotated[str, Field(pattern=SQL_IDENTIFIER)], Annotated[str, Field(pattern=FIELD_PATH)]] | None = (
+        Field(None, min_length=1, description="column -> event field (id, event, timestamp, data.x.y)")
+    )
     createTable: bool = False
     timeout: Duration = "10s"
     batchSize: BatchSize = 1
@@ -306,19 +329,45 @@ class DatabaseConfig(Strict):
     def _key_for_upsert(self) -> DatabaseConfig:
         columns = set(self.mapping) if self.mapping else {"event_id", "event", "timestamp", "data"}
         if self.mode == "upsert" and not self.key:
-            problems_at("DatabaseConfig", [(("mode",), FieldProblem(
-                "mode upsert needs key: the columns that identify a row",
-                "add key: [event_id] (or the mapped columns that identify a row)"))])
+            problems_at(
+                "DatabaseConfig",
+                [
+                    (
+                        ("mode",),
+                        FieldProblem(
+                            "mode upsert needs key: the columns that identify a row",
+                            "add key: [event_id] (or the mapped columns that identify a row)",
+                        ),
+                    )
+                ],
+            )
         missing = [k for k in self.key or [] if k not in columns]
         if missing:
-            problems_at("DatabaseConfig", [(("key",), FieldProblem(
-                f"key column {missing[0]} is not among the written columns ({', '.join(sorted(columns))})",
-                "add it to mapping, or name a mapped column"))])
+            problems_at(
+                "DatabaseConfig",
+                [
+                    (
+                        ("key",),
+                        FieldProblem(
+                            f"key column {missing[0]} is not among the written columns ({', '.join(sorted(columns))})",
+                            "add it to mapping, or name a mapped column",
+                        ),
+                    )
+                ],
+            )
         return self
 
 
-DATABASE_SCHEMES = ("postgresql", "postgresql+psycopg", "postgres", "mysql", "mysql+pymysql",
-                    "mariadb", "mariadb+pymysql", "sqlite")
+DATABASE_SCHEMES = (
+    "postgresql",
+    "postgresql+psycopg",
+    "postgres",
+    "mysql",
+    "mysql+pymysql",
+    "mariadb",
+    "mariadb+pymysql",
+    "sqlite",
+)
 
 
 class FileConfig(Strict):
@@ -327,7 +376,9 @@ class FileConfig(Strict):
     url: str = Field(description="fsspec URL of the target: file://, s3://, gs://, ...")
     storageOptions: dict[str, Any] = Field(default_factory=dict)
     format: Literal["jsonl", "csv"] = "jsonl"
-    path: str = Field("{event}/{date}.jsonl", description="object name pattern: {event} {date} {year} {month} {day} {hour} {id}")
+    path: str = Field(
+        "{event}/{date}.jsonl", description="object name pattern: {event} {date} {year} {month} {day} {hour} {id}"
+    )
     rolloverSize: Annotated[str, Field(pattern=SIZE_PATTERN)] | int = "64MiB"
     mapping: dict[str, Annotated[str, Field(pattern=FIELD_PATH)]] | None = Field(None, min_length=1)
     copyAttachments: bool = False
@@ -343,8 +394,10 @@ class FileConfig(Strict):
         from reconciler.spec.secrets import mask_references
 
         if "://" not in mask_references(value):
-            raise FieldProblem(f"config.url {value!r} has no scheme",
-                               "write an fsspec URL such as file://state/exports or s3://bucket/prefix")
+            raise FieldProblem(
+                f"config.url {value!r} has no scheme",
+                "write an fsspec URL such as file://state/exports or s3://bucket/prefix",
+            )
         check_url(value, schemes=_any_scheme(value), what="config.url")
         return value
 
@@ -353,8 +406,10 @@ class FileConfig(Strict):
     def _path(cls, value: str) -> str:
         unknown = set(re.findall(r"\{([^}]*)\}", value)) - PATH_PARTS
         if unknown:
-            raise FieldProblem(f"path has unknown part {{{sorted(unknown)[0]}}}",
-                               "parts are " + " ".join("{" + p + "}" for p in sorted(PATH_PARTS)))
+            raise FieldProblem(
+                f"path has unknown part {{{sorted(unknown)[0]}}}",
+                "parts are " + " ".join("{" + p + "}" for p in sorted(PATH_PARTS)),
+            )
         if value.startswith("/") or ".." in value.split("/"):
             raise FieldProblem("path must stay under the target URL", "write a relative path without ..")
         return value
@@ -368,8 +423,9 @@ class FileConfig(Strict):
         for loc, text in walk_strings(value):
             name = str(loc[-1])
             if looks_like_credential_name(name) and not has_reference(text):
-                raise FieldProblem(f"storageOptions.{'.'.join(map(str, loc))} is a literal credential",
-                                   "write it as ${env:NAME}")
+                raise FieldProblem(
+                    f"storageOptions.{'.'.join(map(str, loc))} is a literal credential", "write it as ${env:NAME}"
+                )
         return value
 
 
@@ -391,7 +447,9 @@ class VerifyConfig(Strict):
     scheme: Literal["standard-webhooks", "github", "stripe", "slack", "hmac-sha256"]
     secret: Credential
     tolerance: Duration = "5m"
-    header: str | None = Field(None, pattern=HEADER_NAME, description="hmac-sha256 only: the signature header (default X-Signature)")
+    header: str | None = Field(
+        None, pattern=HEADER_NAME, description="hmac-sha256 only: the signature header (default X-Signature)"
+    )
 
     _check_secret = field_validator("secret", mode="before")(_credential)
 
@@ -420,8 +478,12 @@ class IntegrationBase(Strict):
     authType: AuthType = "none"
     authConfig: AuthConfig | None = None
     active: bool = True
-    labels: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")], str] = Field(default_factory=dict)
-    syncFrequency: int = Field(0, ge=0, le=MAX_SYNC_FREQUENCY_SECONDS, description="seconds; 0 delivers each event as it happens")
+    labels: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")], str] = Field(
+        default_factory=dict
+    )
+    syncFrequency: int = Field(
+        0, ge=0, le=MAX_SYNC_FREQUENCY_SECONDS, description="seconds; 0 delivers each event as it happens"
+    )
     webhooks: list[Subscription] = Field(default_factory=list)
     retry: Retry | None = None
 
@@ -429,8 +491,9 @@ class IntegrationBase(Strict):
     @classmethod
     def _not_reserved(cls, value: str | None) -> str | None:
         if value in RESERVED_IDS:
-            raise FieldProblem(f"id {value!r} is reserved by the API's routes",
-                               f"choose another id, such as {value}-integration")
+            raise FieldProblem(
+                f"id {value!r} is reserved by the API's routes", f"choose another id, such as {value}-integration"
+            )
         return value
 
     @field_validator("authConfig", mode="before")
@@ -441,19 +504,27 @@ class IntegrationBase(Strict):
             return value  # authType itself is invalid; that error is enough
         if auth_type == "none":
             if value not in (None, {}):
-                raise FieldProblem("authType none takes no authConfig",
-                                   "remove authConfig, or set authType to the scheme it configures")
+                raise FieldProblem(
+                    "authType none takes no authConfig",
+                    "remove authConfig, or set authType to the scheme it configures",
+                )
             return None
         if value is None:
-            raise FieldProblem(f"authType {auth_type} needs authConfig",
-                               _AUTH_HINTS[auth_type])
+            raise FieldProblem(f"authType {auth_type} needs authConfig", _AUTH_HINTS[auth_type])
         return AUTH_MODELS[auth_type].model_validate(value)
 
     @model_validator(mode="after")
     def _auth_present(self) -> IntegrationBase:
         if self.authType != "none" and self.authConfig is None:
-            problems_at("Integration", [(("authType",), FieldProblem(
-                f"authType {self.authType} needs authConfig", _AUTH_HINTS[self.authType]))])
+            problems_at(
+                "Integration",
+                [
+                    (
+                        ("authType",),
+                        FieldProblem(f"authType {self.authType} needs authConfig", _AUTH_HINTS[self.authType]),
+                    )
+                ],
+            )
         return self
 
 
@@ -467,8 +538,15 @@ _AUTH_HINTS = {
 
 def _require_endpoint(config: HttpConfig, why: str) -> None:
     if not config.endpoint:
-        problems_at("Integration", [(("config", "endpoint"), FieldProblem(
-            f"config.endpoint is required {why}", "add endpoint: https://... (or ${env:NAME})"))])
+        problems_at(
+            "Integration",
+            [
+                (
+                    ("config", "endpoint"),
+                    FieldProblem(f"config.endpoint is required {why}", "add endpoint: https://... (or ${env:NAME})"),
+                )
+            ],
+        )
 
 
 class ApiIntegration(IntegrationBase):
@@ -493,8 +571,9 @@ class WebhookIntegration(IntegrationBase):
     @model_validator(mode="after")
     def _endpoint(self) -> WebhookIntegration:
         if self.receive is None or self.webhooks:
-            _require_endpoint(self.config, "to deliver events" if self.receive else "for type webhook "
-                              "without a receive: block")
+            _require_endpoint(
+                self.config, "to deliver events" if self.receive else "for type webhook without a receive: block"
+            )
         return self
 
 
@@ -516,7 +595,8 @@ Integration = Annotated[
     ApiIntegration | WebhookIntegration | DatabaseIntegration | FileIntegration,
     Field(discriminator="type"),
 ]
-INTEGRATION_MODELS: dict[str, type[IntegrationBase]] = {
+AnyIntegration = ApiIntegration | WebhookIntegration | DatabaseIntegration | FileIntegration
+INTEGRATION_MODELS: dict[str, type[AnyIntegration]] = {
     "api": ApiIntegration,
     "webhook": WebhookIntegration,
     "database": DatabaseIntegration,
@@ -545,8 +625,10 @@ class EventTypeDecl(Strict):
             jsonschema.Draft202012Validator.check_schema(value)
         except jsonschema.SchemaError as exc:
             where = "/".join(map(str, exc.absolute_path)) or "(root)"
-            raise FieldProblem(f"not a valid JSON Schema at {where}: {exc.message}",
-                               "see https://json-schema.org/understanding-json-schema/") from None
+            raise FieldProblem(
+                f"not a valid JSON Schema at {where}: {exc.message}",
+                "see https://json-schema.org/understanding-json-schema/",
+            ) from None
         return value
 
     @model_validator(mode="after")
@@ -556,9 +638,18 @@ class EventTypeDecl(Strict):
         if self.example is not None:
             errors = list(jsonschema.Draft202012Validator(self.schema_).iter_errors(self.example))
             if errors:
-                problems_at("EventType", [(("example", *errors[0].absolute_path), FieldProblem(
-                    f"the example does not match the schema: {errors[0].message}",
-                    "fix the example or the schema"))])
+                problems_at(
+                    "EventType",
+                    [
+                        (
+                            ("example", *errors[0].absolute_path),
+                            FieldProblem(
+                                f"the example does not match the schema: {errors[0].message}",
+                                "fix the example or the schema",
+                            ),
+                        )
+                    ],
+                )
         return self
 
 

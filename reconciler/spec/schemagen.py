@@ -24,25 +24,26 @@ def integration_schema() -> dict[str, Any]:
         "$schema": JSON_SCHEMA_DIALECT,
         "$id": BASE_ID + "integration.schema.json",
         "title": "Integration",
-        "description": "One integration of the course management system (kind: Integration). "
-                       "See docs/file-format.md.",
+        "description": "One integration of the course management system (kind: Integration). See docs/file-format.md.",
         **schema,
     }
 
 
 def _add_auth_conditions(schema: dict[str, Any]) -> None:
     """authConfig's shape follows authType: say so to editors with if/then per integration type."""
-    conditions = [
-        {"if": {"properties": {"authType": {"const": name}}, "required": ["authType"]},
-         "then": {"properties": {"authConfig": {"$ref": f"#/$defs/{model.__name__}"}},
-                  "required": ["authConfig"]}}
+    conditions: list[dict[str, Any]] = [
+        {
+            "if": {"properties": {"authType": {"const": name}}, "required": ["authType"]},
+            "then": {"properties": {"authConfig": {"$ref": f"#/$defs/{model.__name__}"}}, "required": ["authConfig"]},
+        }
         for name, model in AUTH_MODELS.items()
     ]
-    conditions.append({
-        "if": {"anyOf": [{"not": {"required": ["authType"]}},
-                         {"properties": {"authType": {"const": "none"}}}]},
-        "then": {"not": {"required": ["authConfig"]}},
-    })
+    conditions.append(
+        {
+            "if": {"anyOf": [{"not": {"required": ["authType"]}}, {"properties": {"authType": {"const": "none"}}}]},
+            "then": {"not": {"required": ["authConfig"]}},
+        }
+    )
     for definition in schema.get("$defs", {}).values():
         if "authType" in definition.get("properties", {}):
             definition["allOf"] = conditions

@@ -59,16 +59,13 @@ def parse_references(text: str) -> list[Reference]:
     for match in _ANY_REFERENCE.finditer(text):
         body = match.group(0)
         if not body.endswith("}"):
-            raise ReferenceError(
-                f"unterminated secret reference {body!r}", "close it with }: ${env:NAME}"
-            )
+            raise ReferenceError(f"unterminated secret reference {body!r}", "close it with }: ${env:NAME}")
         scheme, _, target = match.group(1).partition(":")
         if scheme == "env":
             if not _ENV_NAME.match(target):
                 raise ReferenceError(
                     f"{body} does not name an environment variable",
-                    "variable names are letters, digits and _, not starting with a digit: "
-                    "${env:SLACK_WEBHOOK_URL}",
+                    "variable names are letters, digits and _, not starting with a digit: ${env:SLACK_WEBHOOK_URL}",
                 )
         elif scheme == "file":
             if not target.startswith("/") or any(c.isspace() for c in target):

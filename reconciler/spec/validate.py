@@ -24,8 +24,13 @@ from reconciler.spec.models import (
     ID_PATTERN,
     INTEGRATION_MODELS,
     KINDS,
+    AnyIntegration,
+    ApiIntegration,
+    DatabaseIntegration,
     EventTypeDecl,
+    FileIntegration,
     IntegrationBase,
+    WebhookIntegration,
 )
 
 Progress = Callable[[int, int], None]
@@ -34,7 +39,7 @@ Progress = Callable[[int, int], None]
 @dataclass
 class ValidIntegration:
     doc: Document
-    spec: IntegrationBase  # `id` always set (defaulted from the file name where absent)
+    spec: AnyIntegration  # `id` always set (defaulted from the file name where absent)
 
 
 @dataclass
@@ -60,8 +65,12 @@ class ValidationResult:
         return not self.diagnostics
 
     def summary(self) -> dict[str, int]:
-        return {"files": self.files, "documents": self.documents,
-                "integrations": len(self.integrations), "errors": len(self.diagnostics)}
+        return {
+            "files": self.files,
+            "documents": self.documents,
+            "integrations": len(self.integrations),
+            "errors": len(self.diagnostics),
+        }
 
 
 def validate_paths(
@@ -89,10 +98,16 @@ def validate_paths(
             progress(number, len(files))
     if not result.integrations and not result.event_types and not result.diagnostics:
         where = ", ".join(str(p) for p in paths) or "."
-        result.diagnostics.append(Diagnostic(
-            where, 0, 0, "no integrations found",
-            hint="add files with kind: Integration (try `reconciler new slack ID`)",
-            code="no-integrations"))
+        result.diagnostics.append(
+            Diagnostic(
+                where,
+                0,
+                0,
+                "no integrations found",
+                hint="add files with kind: Integration (try `reconciler new slack ID`)",
+                code="no-integrations",
+            )
+        )
     result.diagnostics.extend(check_across_documents(result, check_env=check_env, environ=environ))
     return result
 
@@ -111,13 +126,13 @@ def _validate_into(doc: Document, result: ValidationResult) -> None:
         result.integration_docs.append(doc)
     spec, problems = validate_document(doc)
     result.diagnostics.extend(problems)
-    if isinstance(spec, IntegrationBase):
+    if isinstance(spec, ApiIntegration | WebhookIntegration | DatabaseIntegration | FileIntegration):
         result.integrations.append(ValidIntegration(doc, spec))
     elif isinstance(spec, EventTypeDecl):
         result.event_types.append(ValidEventType(doc, spec))
 
 
-def validate_document(doc: Document) -> tuple[IntegrationBase | EventTypeDecl | None, list[Diagnostic]]:
+def validate_document(doc: Document) -> tuple[AnyIntegration | EventTypeDecl | None, list[Diagnostic]]:
     """Validate one document; the model is returned only when there is no problem."""
     data = doc.data
     problems = list(_reference_problems(doc))
@@ -146,30 +161,43 @@ def _envelope_problems(doc: Document) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     version = data.get("apiVersion")
     if version is None:
-        out.append(doc.diagnostic((), "missing apiVersion", f"add apiVersion: {API_VERSION} at the top",
-                                  "missing-field"))
+        out.append(
+            doc.diagnostic((), "missing apiVersion", f"add apiVersion: {API_VERSION} at the top", "missing-field")
+        )
     elif version != API_VERSION:
-        out.append(doc.diagnostic(("apiVersion",), f"unknown apiVersion {version!r}",
-                                  f"this version of reconciler reads apiVersion: {API_VERSION}",
-                                  "api-version"))
+        out.append(
+            doc.diagnostic(
+                ("apiVersion",),
+                f"unknown apiVersion {version!r}",
+                f"this version of reconciler reads apiVersion: {API_VERSION}",
+                "api-version",
+            )
+        )
     kind = data.get("kind")
     if kind is None:
-        out.append(doc.diagnostic((), "missing kind", "add kind: Integration (or kind: EventType)",
-                                  "missing-field"))
+        out.append(doc.diagnostic((), "missing kind", "add kind: Integration (or kind: EventType)", "missing-field"))
     elif kind not in KINDS:
-        out.append(doc.diagnostic(("kind",), f"unknown kind {kind!r}",
-                                  _did_you_mean(str(kind), KINDS, "kinds are Integration and EventType"),
-                                  "kind"))
+        out.append(
+            doc.diagnostic(
+                ("kind",),
+                f"unknown kind {kind!r}",
+                _did_you_mean(str(kind), KINDS, "kinds are Integration and EventType"),
+                "kind",
+            )
+        )
     elif kind == "Integration":
         kind_type = data.get("type")
         if kind_type is None:
-            out.append(doc.diagnostic((), "missing type", "add type: api, webhook, database or file",
-                                      "missing-field"))
+            out.append(doc.diagnostic((), "missing type", "add type: api, webhook, database or file", "missing-field"))
         elif kind_type not in INTEGRATION_MODELS:
-            out.append(doc.diagnostic(("type",), f"unknown type {kind_type!r}",
-                                      _did_you_mean(str(kind_type), INTEGRATION_MODELS,
-                                                    "types are api, webhook, database and file"),
-                                      "type"))
+            out.append(
+                doc.diagnostic(
+                    ("type",),
+                    f"unknown type {kind_type!r}",
+                    _did_you_mean(str(kind_type), INTEGRATION_MODELS, "types are api, webhook, database and file"),
+                    "type",
+                )
+            )
     return out
 
 
@@ -179,13 +207,24 @@ def _id_problems(doc: Document) -> list[Diagnostic]:
     if "id" in doc.data:
         return []
     if doc.count > 1:
-        return [doc.diagnostic((), f"document {doc.index + 1} has no id",
-                               "a file with several documents needs an id in each", "missing-field")]
+        return [
+            doc.diagnostic(
+                (),
+                f"document {doc.index + 1} has no id",
+                "a file with several documents needs an id in each",
+                "missing-field",
+            )
+        ]
     stem = Path(doc.file).stem
     if not re.match(ID_PATTERN, stem):
-        return [doc.diagnostic((), f"no id, and the file name {stem!r} is not a valid id",
-                               "add id: a-slug (lowercase letters, digits, dashes) or rename the file",
-                               "id")]
+        return [
+            doc.diagnostic(
+                (),
+                f"no id, and the file name {stem!r} is not a valid id",
+                "add id: a-slug (lowercase letters, digits, dashes) or rename the file",
+                "id",
+            )
+        ]
     return []
 
 
@@ -205,8 +244,7 @@ def _reference_problems(doc: Document) -> Iterable[Diagnostic]:
 # --- pydantic errors as diagnostics ----------------------------------------------------------
 
 # Values at these places may be secrets typed by mistake: never echo them in messages.
-_SENSITIVE = ("authConfig", "receive", "signingSecret", "headers", "storageOptions", "url",
-              "endpoint", "syncEndpoint")
+_SENSITIVE = ("authConfig", "receive", "signingSecret", "headers", "storageOptions", "url", "endpoint", "syncEndpoint")
 
 
 def _from_pydantic(doc: Document, model: type[BaseModel], error: Any) -> Diagnostic:
@@ -218,18 +256,32 @@ def _from_pydantic(doc: Document, model: type[BaseModel], error: Any) -> Diagnos
         allowed = _allowed_fields(model, loc[:-1], doc.data)
         hint = _did_you_mean(str(loc[-1]), allowed, "allowed here: " + ", ".join(sorted(allowed)))
         hint = _other_type_hint(str(loc[-1]), loc, hint)
-        return doc.diagnostic(loc, f"unknown field {loc[-1]!r}" + (f" in {_dotted(loc[:-1])}" if loc[:-1] else ""),
-                              hint, "unknown-field", at_key=True)
+        return doc.diagnostic(
+            loc,
+            f"unknown field {loc[-1]!r}" + (f" in {_dotted(loc[:-1])}" if loc[:-1] else ""),
+            hint,
+            "unknown-field",
+            at_key=True,
+        )
     if kind == "missing":
         # point at the key of the mapping that lacks the field
         line, column = doc.position(pointer_of(loc[:-1]), at_key=True)
-        return Diagnostic(doc.file, line, column, f"missing required field {name}", pointer_of(loc),
-                          f"add {loc[-1]}: ..." + (f" under {_dotted(loc[:-1])}" if loc[:-1] else ""),
-                          "missing-field")
+        return Diagnostic(
+            doc.file,
+            line,
+            column,
+            f"missing required field {name}",
+            pointer_of(loc),
+            f"add {loc[-1]}: ..." + (f" under {_dotted(loc[:-1])}" if loc[:-1] else ""),
+            "missing-field",
+        )
     if kind == "string_type" and _is_duration(loc):
-        return doc.diagnostic(loc, f"{name}: {error.get('input')!r} is not a duration",
-                              f"durations carry a unit: {error.get('input')}s for seconds, or 500ms, 5m",
-                              "type")
+        return doc.diagnostic(
+            loc,
+            f"{name}: {error.get('input')!r} is not a duration",
+            f"durations carry a unit: {error.get('input')}s for seconds, or 500ms, 5m",
+            "type",
+        )
     if kind == "value_error" and isinstance(ctx.get("error"), FieldProblem):
         problem: FieldProblem = ctx["error"]
         return doc.diagnostic(loc, problem.message, problem.hint, "invalid")
@@ -239,11 +291,13 @@ def _from_pydantic(doc: Document, model: type[BaseModel], error: Any) -> Diagnos
         expected = ctx.get("expected", "")
         value = error.get("input")
         choices = [c.strip(" '") for c in str(expected).replace(" or ", ",").split(",")]
-        return doc.diagnostic(loc, f"{name}: {value!r} is not one of {expected}",
-                              _did_you_mean(str(value), choices, ""), "enum")
+        return doc.diagnostic(
+            loc, f"{name}: {value!r} is not one of {expected}", _did_you_mean(str(value), choices, ""), "enum"
+        )
     if kind == "string_pattern_mismatch":
-        return doc.diagnostic(loc, _pattern_message(loc, name, error.get("input"), _echo(loc)),
-                              _pattern_hint(loc), "pattern")
+        return doc.diagnostic(
+            loc, _pattern_message(loc, name, error.get("input"), _echo(loc)), _pattern_hint(loc), "pattern"
+        )
     if kind == "union_tag_invalid" or kind == "model_type" or kind == "dict_type":
         return doc.diagnostic(loc, f"{name}: expected a mapping", "write it as key: value lines", "type")
     message = error["msg"]
