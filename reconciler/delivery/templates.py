@@ -153,7 +153,7 @@ _GLOBALS = frozenset(_ENV.globals)
 Leaf = Callable[[dict[str, Any]], Any]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity: holds dicts
 class CompiledTemplate:
     """A template compiled once per applied generation; `render` gives a JSON value."""
 

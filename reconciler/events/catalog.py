@@ -17,7 +17,7 @@ JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 CUSTOM_PREFIX = "custom."
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity: holds dicts
 class EventType:
     name: str
     description: str

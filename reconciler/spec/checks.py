@@ -52,8 +52,9 @@ def check_across_documents(
     out += _duplicate_ids(result.integration_docs)
     out += _duplicate_receive_secrets(result.integration_docs)
     out += _event_type_names(result)
+    subscribed = _Subscribed(catalog)
     for doc in result.integration_docs:
-        out += _subscriptions(doc, catalog)
+        out += _subscriptions(doc, catalog, subscribed)
     if check_env:
         for item in result.integrations:
             out += _resolve_references(item, environ)
@@ -158,7 +159,21 @@ def subscribed_types(patterns: Iterable[str], catalog: Mapping[str, EventType]) 
     return [event for name, event in catalog.items() if any(matches(p, name) for p in patterns)]
 
 
-def _subscriptions(doc: Document, catalog: dict[str, EventType]) -> Iterator[Diagnostic]:
+class _Subscribed:
+    """subscribed_types, memoised per pattern list for one catalog (one validation run)."""
+
+    def __init__(self, catalog: Mapping[str, EventType]) -> None:
+        self.catalog = catalog
+        self.memo: dict[tuple[str, ...], list[EventType]] = {}
+
+    def __call__(self, patterns: Iterable[str]) -> list[EventType]:
+        key = tuple(patterns)
+        if key not in self.memo:
+            self.memo[key] = subscribed_types(key, self.catalog)
+        return self.memo[key]
+
+
+def _subscriptions(doc: Document, catalog: dict[str, EventType], subscribed: _Subscribed) -> Iterator[Diagnostic]:
     webhooks = doc.data.get("webhooks")
     all_types: dict[str, EventType] = {}
     for s_index, sub in enumerate(webhooks if isinstance(webhooks, list) else []):
@@ -175,7 +190,7 @@ def _subscriptions(doc: Document, catalog: dict[str, EventType]) -> Iterator[Dia
             if (
                 pattern in patterns
                 and not pattern.startswith(CUSTOM_PREFIX)
-                and not subscribed_types([pattern], catalog)
+                and not subscribed([pattern])
             ):
                 yield doc.diagnostic(
                     (*base, "events", p_index),
@@ -183,7 +198,7 @@ def _subscriptions(doc: Document, catalog: dict[str, EventType]) -> Iterator[Dia
                     _pattern_hint(pattern, catalog),
                     "unknown-event",
                 )
-        types = subscribed_types(patterns, catalog)
+        types = subscribed(patterns)
         all_types.update((t.name, t) for t in types)
         if isinstance(sub.get("filter"), str):
             yield from _filter_runs(doc, (*base, "filter"), sub["filter"], types)
@@ -265,16 +280,12 @@ def _template_renders(
             "template",
         )
         return
-    integration = {"id": document_id(doc), "name": doc.data.get("name")}
     config = doc.data.get("config")
     size = config.get("batchSize", 1) if isinstance(config, dict) else 1
-    batch = size if isinstance(size, int) and size > 1 else 1
+    batched = isinstance(size, int) and size > 1
     for event in types:
-        envelopes = [sample_envelope(event)] * min(batch, 2)
-        try:
-            json.dumps(compiled.render(render_context(envelopes, integration)))
-        except (TemplateProblem, TypeError, ValueError) as exc:
-            message = exc.message if isinstance(exc, TemplateProblem) else str(exc)
+        message = _render_problem(compiled, event, batched)
+        if message is not None:
             yield doc.diagnostic(
                 loc,
                 f"the template fails on a sample {event.name} event: {message}",
@@ -282,6 +293,23 @@ def _template_renders(
                 "template",
             )
             return
+
+
+_SAMPLE_INTEGRATION = {"id": "sample-integration", "name": "Sample Integration"}
+
+
+@functools.lru_cache(maxsize=65536)
+def _render_problem(compiled: CompiledTemplate, event: EventType, batched: bool) -> str | None:
+    """Why the template fails on a sample event (and a batch of two), or None; cached because
+    thousands of files share a handful of templates."""
+    envelopes = [sample_envelope(event)] * (2 if batched else 1)
+    try:
+        json.dumps(compiled.render(render_context(envelopes, _SAMPLE_INTEGRATION)))
+    except TemplateProblem as exc:
+        return exc.message
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
 
 
 def _resolve_references(item: ValidIntegration, environ: Mapping[str, str] | None) -> Iterator[Diagnostic]:

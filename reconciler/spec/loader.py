@@ -184,7 +184,7 @@ def _parse(raw: bytes, name: str) -> Iterator[Document]:
         )
     for index, node in enumerate(roots):
         builder = _Builder()
-        data = builder.build(node, (), 0)
+        data = builder.build(node, "", 0)
         if not isinstance(data, dict):
             raise _LoadProblem(
                 _start(node),
@@ -251,7 +251,7 @@ class _Builder:
         self.keys: dict[str, Position] = {}
         self.count = 0
 
-    def build(self, node: yaml.Node, loc: tuple[str | int, ...], depth: int) -> Any:
+    def build(self, node: yaml.Node, pointer: str, depth: int) -> Any:
         self.count += 1
         if self.count > MAX_NODES_PER_FILE:
             raise _LoadProblem(
@@ -261,19 +261,17 @@ class _Builder:
                 "alias-bomb",
             )
         if depth > MAX_DEPTH:
-            raise _LoadProblem(
-                _start(node), f"nesting deeper than {MAX_DEPTH} levels", "flatten the structure", "too-deep"
-            )
-        self.values[pointer_of(loc)] = _start(node)
+            raise _LoadProblem(_start(node), f"nesting deeper than {MAX_DEPTH} levels", "flatten the structure", "too-deep")
+        self.values[pointer] = _start(node)
         if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, loc, depth)
+            return self._mapping(node, pointer, depth)
         if isinstance(node, yaml.SequenceNode):
             if node.tag != _SEQ:
                 raise _unsupported_tag(node)
-            return [self.build(item, (*loc, i), depth + 1) for i, item in enumerate(node.value)]
+            return [self.build(item, f"{pointer}/{i}", depth + 1) for i, item in enumerate(node.value)]
         return _scalar(node)
 
-    def _mapping(self, node: yaml.MappingNode, loc: tuple[str | int, ...], depth: int) -> dict[str, Any]:
+    def _mapping(self, node: yaml.MappingNode, pointer: str, depth: int) -> dict[str, Any]:
         if node.tag != _MAP:
             raise _unsupported_tag(node)
         result: dict[str, Any] = {}
@@ -281,13 +279,14 @@ class _Builder:
         merged: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE:
-                merged.update(self._merge_sources(value_node, loc, depth))
+                merged.update(self._merge_sources(value_node, pointer, depth))
                 continue
             key = _scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
             if not isinstance(key, str):
+                kind = _kind(key) if key_node.tag != _MAP else "a mapping"
                 raise _LoadProblem(
                     _start(key_node),
-                    f"keys must be strings; this key is {_kind(key) if key_node.tag != _MAP else 'a mapping'}",
+                    f"keys must be strings; this key is {kind}",
                     "quote the key (YAML reads on/off/yes/no as booleans and digits as numbers)",
                     "key-type",
                 )
@@ -299,15 +298,15 @@ class _Builder:
                     "remove one of them: YAML keeps only the last, which hides the first",
                     "duplicate-key",
                 )
-            seen[key] = _start(key_node)
-            child = (*loc, key)
-            self.keys[pointer_of(child)] = _start(key_node)
+            position = seen[key] = _start(key_node)
+            child = pointer + "/" + (key.replace("~", "~0").replace("/", "~1") if "~" in key or "/" in key else key)
+            self.keys[child] = position
             result[key] = self.build(value_node, child, depth + 1)
         for key, value in merged.items():
             result.setdefault(key, value)
         return result
 
-    def _merge_sources(self, node: yaml.Node, loc: tuple[str | int, ...], depth: int) -> dict[str, Any]:
+    def _merge_sources(self, node: yaml.Node, pointer: str, depth: int) -> dict[str, Any]:
         """`<<: *defaults` or `<<: [*a, *b]`: earlier sources win, explicit keys win over all."""
         sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
         merged: dict[str, Any] = {}
@@ -319,7 +318,7 @@ class _Builder:
                     "write <<: *anchor where the anchor names a mapping",
                     "merge",
                 )
-            merged.update(self._mapping(source, loc, depth + 1))
+            merged.update(self._mapping(source, pointer, depth + 1))
         return merged
 
 

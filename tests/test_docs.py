@@ -1,0 +1,53 @@
+"""Docs that cannot drift: every field, event type, template and command is documented."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from reconciler.cli.main import _parser
+from reconciler.delivery.templates import BUILTIN_TEMPLATES
+from reconciler.events.catalog import BUILTIN_EVENT_TYPES
+from reconciler.spec import models
+from reconciler.spec.scaffold import scaffolds
+from tests.conftest import ROOT
+
+FILE_FORMAT = (ROOT / "docs" / "file-format.md").read_text()
+README = (ROOT / "README.md").read_text()
+DOCUMENTED_MODELS = [
+    models.ApiIntegration, models.WebhookIntegration, models.DatabaseIntegration, models.FileIntegration,
+    models.HttpConfig, models.DatabaseConfig, models.FileConfig, models.ApiKeyAuth, models.BearerAuth,
+    models.BasicAuth, models.OAuth2Auth, models.RateLimit, models.Retry, models.Subscription,
+    models.Receive, models.VerifyConfig, models.EventTypeDecl,
+]
+
+
+@pytest.mark.parametrize("model", DOCUMENTED_MODELS, ids=lambda m: m.__name__)
+def test_every_field_is_in_the_file_format_doc(model):
+    for name, info in model.model_fields.items():
+        assert f"`{info.alias or name}`" in FILE_FORMAT, f"{model.__name__}.{name} is not in docs/file-format.md"
+
+
+def test_every_event_type_is_in_the_file_format_doc():
+    for name in BUILTIN_EVENT_TYPES:
+        assert f"`{name}`" in FILE_FORMAT, name
+
+
+def test_every_builtin_template_is_documented():
+    templates = (ROOT / "docs" / "templates.md").read_text()
+    for name in BUILTIN_TEMPLATES:
+        assert f"`{name}`" in templates, name
+
+
+def test_every_scaffold_and_command_is_in_the_readme():
+    for name in scaffolds():
+        assert f"`{name}`" in README, f"scaffold {name} is not in README.md"
+    commands = _parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for command in commands:
+        assert re.search(rf"reconciler {command}\b", README), f"command {command} is not in README.md"
+
+
+def test_readme_first_screen_gives_the_two_setup_commands():
+    first_screen = "\n".join(README.splitlines()[:40])
+    assert "make run" in first_screen and "make test" in first_screen
