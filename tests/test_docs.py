@@ -16,10 +16,23 @@ from tests.conftest import ROOT
 FILE_FORMAT = (ROOT / "docs" / "file-format.md").read_text()
 README = (ROOT / "README.md").read_text()
 DOCUMENTED_MODELS = [
-    models.ApiIntegration, models.WebhookIntegration, models.DatabaseIntegration, models.FileIntegration,
-    models.HttpConfig, models.DatabaseConfig, models.FileConfig, models.ApiKeyAuth, models.BearerAuth,
-    models.BasicAuth, models.OAuth2Auth, models.RateLimit, models.Retry, models.Subscription,
-    models.Receive, models.VerifyConfig, models.EventTypeDecl,
+    models.ApiIntegration,
+    models.WebhookIntegration,
+    models.DatabaseIntegration,
+    models.FileIntegration,
+    models.HttpConfig,
+    models.DatabaseConfig,
+    models.FileConfig,
+    models.ApiKeyAuth,
+    models.BearerAuth,
+    models.BasicAuth,
+    models.OAuth2Auth,
+    models.RateLimit,
+    models.Retry,
+    models.Subscription,
+    models.Receive,
+    models.VerifyConfig,
+    models.EventTypeDecl,
 ]
 
 

@@ -7,11 +7,10 @@ filter not match (rather than fail the delivery), so optional fields need no `ha
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import sys
 import types
+from dataclasses import dataclass
+from typing import Any
 
 # The `cel` package imports its interactive CLI (prompt_toolkit, rich) on import, which
 # costs about 0.4 s at every start of `reconciler`. Registering an empty `cel.cli` first

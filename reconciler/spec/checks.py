@@ -44,17 +44,32 @@ def check_across_documents(
     *,
     check_env: bool = False,
     environ: Mapping[str, str] | None = None,
+    memo: dict[tuple[str, str, int, str], list[Diagnostic]] | None = None,
 ) -> list[Diagnostic]:
     """Checks over the raw data of every Integration document, valid or not, so that one run
-    reports these problems beside the schema errors of the same file."""
+    reports these problems beside the schema errors of the same file.
+
+    `memo` keeps each document's subscription checks across runs (the reconciler's passes),
+    keyed by file, content hash, document and the declared event types.
+    """
     catalog = event_catalog(result)
     out: list[Diagnostic] = []
     out += _duplicate_ids(result.integration_docs)
     out += _duplicate_receive_secrets(result.integration_docs)
     out += _event_type_names(result)
     subscribed = _Subscribed(catalog)
+    catalog_key = json.dumps([[e.name, e.schema, e.example] for e in catalog.values() if not e.builtin], sort_keys=True)
+    memo = {} if memo is None else memo
+    fresh: dict[tuple[str, str, int, str], list[Diagnostic]] = {}
     for doc in result.integration_docs:
-        out += _subscriptions(doc, catalog, subscribed)
+        key = (doc.file, result.hashes.get(doc.file, ""), doc.index, catalog_key)
+        found = memo.get(key)
+        if found is None:
+            found = list(_subscriptions(doc, catalog, subscribed))
+        fresh[key] = found
+        out += found
+    memo.clear()
+    memo.update(fresh)
     if check_env:
         for item in result.integrations:
             out += _resolve_references(item, environ)
@@ -187,11 +202,7 @@ def _subscriptions(doc: Document, catalog: dict[str, EventType], subscribed: _Su
             else []
         )
         for p_index, pattern in enumerate(raw_events if isinstance(raw_events, list) else []):
-            if (
-                pattern in patterns
-                and not pattern.startswith(CUSTOM_PREFIX)
-                and not subscribed([pattern])
-            ):
+            if pattern in patterns and not pattern.startswith(CUSTOM_PREFIX) and not subscribed([pattern]):
                 yield doc.diagnostic(
                     (*base, "events", p_index),
                     f"event pattern {pattern!r} matches no known event type",

@@ -261,7 +261,9 @@ class _Builder:
                 "alias-bomb",
             )
         if depth > MAX_DEPTH:
-            raise _LoadProblem(_start(node), f"nesting deeper than {MAX_DEPTH} levels", "flatten the structure", "too-deep")
+            raise _LoadProblem(
+                _start(node), f"nesting deeper than {MAX_DEPTH} levels", "flatten the structure", "too-deep"
+            )
         self.values[pointer] = _start(node)
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, pointer, depth)

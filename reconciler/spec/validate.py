@@ -7,7 +7,7 @@ error, so one run reports all of them.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from reconciler.spec import secrets
 from reconciler.spec.diagnostics import Diagnostic, pointer_of
 from reconciler.spec.fields import FieldProblem, walk_strings
-from reconciler.spec.loader import Document, discover, load_file
+from reconciler.spec.loader import Document, LoadedFile, content_hash, discover, load_bytes
 from reconciler.spec.models import (
     API_VERSION,
     AUTH_MODELS,
@@ -82,34 +82,119 @@ def validate_paths(
     root: Path | None = None,
 ) -> ValidationResult:
     """Load and validate every integration file under `paths`."""
-    from reconciler.spec.checks import check_across_documents
+    return TreeValidator().validate_paths(paths, check_env=check_env, environ=environ, progress=progress, root=root)
 
-    paths = list(paths)
-    files, problems = discover(paths)
-    result = ValidationResult(diagnostics=problems, files=len(files))
-    for number, path in enumerate(files, 1):
-        loaded = load_file(path, _display(path, root))
-        result.hashes[loaded.path] = loaded.content_hash
-        result.diagnostics.extend(loaded.problems)
-        for doc in loaded.documents:
-            result.documents += 1
-            _validate_into(doc, result)
-        if progress is not None:
-            progress(number, len(files))
-    if not result.integrations and not result.event_types and not result.diagnostics:
+
+Source = tuple[str, bytes | LoadedFile]  # the file's display name, and its content (or a load failure)
+
+
+@dataclass
+class _CheckedFile:
+    loaded: LoadedFile
+    checked: list[tuple[Document, AnyIntegration | EventTypeDecl | None, list[Diagnostic]]]
+
+
+class TreeValidator:
+    """Validates a tree of files, re-parsing only the files whose content changed since the
+    previous call (the reconciler keeps one for its whole life; the CLI uses one per run)."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, _CheckedFile] = {}
+        self._cross_file_memo: dict[tuple[str, str, int, str], list[Diagnostic]] = {}
+
+    def validate_paths(
+        self,
+        paths: Iterable[str | Path],
+        *,
+        check_env: bool = False,
+        environ: Mapping[str, str] | None = None,
+        progress: Progress | None = None,
+        root: Path | None = None,
+    ) -> ValidationResult:
+        paths = list(paths)
+        files, problems = discover(paths)
+
+        def sources() -> Iterator[Source]:
+            for path in files:
+                name = _display(path, root)
+                try:
+                    yield name, path.read_bytes()
+                except OSError as exc:
+                    yield name, unreadable(name, exc)
+
         where = ", ".join(str(p) for p in paths) or "."
-        result.diagnostics.append(
-            Diagnostic(
-                where,
-                0,
-                0,
-                "no integrations found",
-                hint="add files with kind: Integration (try `reconciler new slack ID`)",
-                code="no-integrations",
-            )
+        return self.validate_sources(
+            sources(),
+            total=len(files),
+            problems=problems,
+            where=where,
+            check_env=check_env,
+            environ=environ,
+            progress=progress,
         )
-    result.diagnostics.extend(check_across_documents(result, check_env=check_env, environ=environ))
-    return result
+
+    def validate_sources(
+        self,
+        sources: Iterable[Source],
+        *,
+        total: int,
+        where: str,
+        problems: list[Diagnostic] | None = None,
+        check_env: bool = False,
+        environ: Mapping[str, str] | None = None,
+        progress: Progress | None = None,
+    ) -> ValidationResult:
+        from reconciler.spec.checks import check_across_documents
+
+        result = ValidationResult(diagnostics=list(problems or []), files=total)
+        seen: dict[str, _CheckedFile] = {}
+        for number, (name, content) in enumerate(sources, 1):
+            entry = self._check_file(name, content)
+            seen[name] = entry
+            result.hashes[name] = entry.loaded.content_hash
+            result.diagnostics.extend(entry.loaded.problems)
+            for doc, spec, doc_problems in entry.checked:
+                result.documents += 1
+                _collect(result, doc, spec, doc_problems)
+            if progress is not None:
+                progress(number, total)
+        self._files = seen  # forget files that are gone
+        if not result.integrations and not result.event_types and not result.diagnostics:
+            result.diagnostics.append(
+                Diagnostic(
+                    where,
+                    0,
+                    0,
+                    "no integrations found",
+                    hint="add files with kind: Integration (try `reconciler new slack ID`)",
+                    code="no-integrations",
+                )
+            )
+        result.diagnostics.extend(
+            check_across_documents(result, check_env=check_env, environ=environ, memo=self._cross_file_memo)
+        )
+        return result
+
+    def _check_file(self, name: str, content: bytes | LoadedFile) -> _CheckedFile:
+        if isinstance(content, LoadedFile):
+            return _CheckedFile(content, [])
+        cached = self._files.get(name)
+        if cached is not None and cached.loaded.content_hash == content_hash(content):
+            return cached
+        loaded = load_bytes(content, name)
+        return _CheckedFile(loaded, [(doc, *validate_document(doc)) for doc in loaded.documents])
+
+
+def unreadable(name: str, exc: OSError) -> LoadedFile:
+    problem = Diagnostic(
+        name,
+        0,
+        0,
+        f"cannot read the file: {exc.strerror}",
+        hint="check that it exists and is readable",
+        code="unreadable",
+    )
+    return LoadedFile(name, "", [], [problem])
 
 
 def _display(path: Path, root: Path | None) -> str:
@@ -121,10 +206,11 @@ def _display(path: Path, root: Path | None) -> str:
     return str(path)
 
 
-def _validate_into(doc: Document, result: ValidationResult) -> None:
+def _collect(
+    result: ValidationResult, doc: Document, spec: AnyIntegration | EventTypeDecl | None, problems: list[Diagnostic]
+) -> None:
     if doc.data.get("kind") == "Integration":
         result.integration_docs.append(doc)
-    spec, problems = validate_document(doc)
     result.diagnostics.extend(problems)
     if isinstance(spec, ApiIntegration | WebhookIntegration | DatabaseIntegration | FileIntegration):
         result.integrations.append(ValidIntegration(doc, spec))
