@@ -23,6 +23,7 @@ class Diagnostic:
     hint: str = ""
     code: str = "invalid"  # a stable category for machines (json output, tests)
     severity: Severity = Severity.ERROR
+    document: int | None = None  # 0-based document in a multi-document file; None: the whole file
 
     def location(self) -> str:
         return f"{self.file}:{self.line}:{self.column}" if self.line else self.file

@@ -80,7 +80,7 @@ class Document:
     ) -> Diagnostic:
         pointer = pointer_of(loc)
         line, column = self.position(pointer, at_key)
-        return Diagnostic(self.file, line, column, message, pointer, hint, code)
+        return Diagnostic(self.file, line, column, message, pointer, hint, code, document=self.index)
 
 
 @dataclass

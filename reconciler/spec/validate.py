@@ -360,6 +360,7 @@ def _from_pydantic(doc: Document, model: type[BaseModel], error: Any) -> Diagnos
             pointer_of(loc),
             f"add {loc[-1]}: ..." + (f" under {_dotted(loc[:-1])}" if loc[:-1] else ""),
             "missing-field",
+            document=doc.index,
         )
     if kind == "string_type" and _is_duration(loc):
         return doc.diagnostic(
