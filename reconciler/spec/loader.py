@@ -129,8 +129,14 @@ def discover(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[
 def load_file(path: Path, display: str | None = None) -> LoadedFile:
     """Read and parse one file; every problem becomes a Diagnostic, never an exception."""
     name = display or str(path)
+    raw = read_file(path, name)
+    return raw if isinstance(raw, LoadedFile) else load_bytes(raw, name)
+
+
+def read_file(path: Path, name: str) -> bytes | LoadedFile:
+    """The file's bytes, or a LoadedFile that says why it cannot be read."""
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         problem = Diagnostic(
             name,
@@ -141,7 +147,6 @@ def load_file(path: Path, display: str | None = None) -> LoadedFile:
             code="unreadable",
         )
         return LoadedFile(name, "", [], [problem])
-    return load_bytes(raw, name)
 
 
 def load_bytes(raw: bytes, name: str) -> LoadedFile:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from reconciler.spec import secrets
 from reconciler.spec.diagnostics import Diagnostic, pointer_of
 from reconciler.spec.fields import FieldProblem, walk_strings
-from reconciler.spec.loader import Document, LoadedFile, content_hash, discover, load_bytes
+from reconciler.spec.loader import Document, LoadedFile, content_hash, discover, load_bytes, read_file
 from reconciler.spec.models import (
     API_VERSION,
     AUTH_MODELS,
@@ -117,10 +117,7 @@ class TreeValidator:
         def sources() -> Iterator[Source]:
             for path in files:
                 name = _display(path, root)
-                try:
-                    yield name, path.read_bytes()
-                except OSError as exc:
-                    yield name, unreadable(name, exc)
+                yield name, read_file(path, name)
 
         where = ", ".join(str(p) for p in paths) or "."
         return self.validate_sources(
@@ -183,18 +180,6 @@ class TreeValidator:
             return cached
         loaded = load_bytes(content, name)
         return _CheckedFile(loaded, [(doc, *validate_document(doc)) for doc in loaded.documents])
-
-
-def unreadable(name: str, exc: OSError) -> LoadedFile:
-    problem = Diagnostic(
-        name,
-        0,
-        0,
-        f"cannot read the file: {exc.strerror}",
-        hint="check that it exists and is readable",
-        code="unreadable",
-    )
-    return LoadedFile(name, "", [], [problem])
 
 
 def _display(path: Path, root: Path | None) -> str:
