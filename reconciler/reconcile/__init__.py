@@ -1,0 +1,1 @@
+"""Reconcile: desired state from the files, converged into the registry, level-triggered."""

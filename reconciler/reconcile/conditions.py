@@ -1,0 +1,86 @@
+"""Status as typed conditions, in the Kubernetes style Flux and Argo CD users know.
+
+Each integration carries four conditions. A condition's `lastTransitionTime` moves only when
+its status flips, so "since when" is always answerable. Every reason is a constant here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"  # applied and delivering
+    SYNCED = "Synced"  # the running version is the one declared in git
+    SUSPENDED = "Suspended"  # an operator suspended it at runtime (drift from git)
+    DEGRADED = "Degraded"  # delivering, but with trouble (failing target, open circuit)
+
+
+class Status(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Reason:
+    APPLIED = "Applied"  # the declared version is applied
+    UP_TO_DATE = "UpToDate"  # the running version matches the file
+    INACTIVE = "Inactive"  # declared with active: false
+    VALIDATION_FAILED = "ValidationFailed"  # the file's version does not validate; the last good one runs
+    NEVER_APPLIED = "NeverApplied"  # no version of this integration has validated yet
+    SECRET_MISSING = "SecretMissing"  # a secret reference does not resolve
+    SUSPENDED_BY_OPERATOR = "SuspendedByOperator"  # suspended through the API or CLI
+    NOT_SUSPENDED = "NotSuspended"  # no runtime override
+    REMOVING = "Removing"  # its file is gone; in-flight deliveries are finishing
+    HEALTHY = "Healthy"  # no delivery trouble
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str
+    reason: str
+    message: str
+    observedGeneration: int
+    lastTransitionTime: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def now_rfc3339() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
+def set_condition(
+    conditions: list[dict[str, Any]],
+    type_: ConditionType,
+    status: Status,
+    reason: str,
+    message: str,
+    generation: int,
+) -> list[dict[str, Any]]:
+    """A new list with the condition set; the transition time is kept when the status holds."""
+    previous = next((c for c in conditions if c.get("type") == type_), None)
+    since = previous["lastTransitionTime"] if previous and previous.get("status") == status else now_rfc3339()
+    updated = Condition(type_.value, status.value, reason, message, generation, since).as_dict()
+    others = [c for c in conditions if c.get("type") != type_]
+    order = [t.value for t in ConditionType]
+    return sorted([*others, updated], key=lambda c: order.index(c["type"]) if c["type"] in order else 99)
+
+
+def condition(conditions: list[dict[str, Any]], type_: ConditionType) -> dict[str, Any] | None:
+    return next((c for c in conditions if c.get("type") == type_), None)
+
+
+def same_state(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
+    """Equal but for transition times: a pass that changes nothing writes nothing."""
+
+    def strip(items: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return sorted((c["type"], c["status"], c["reason"], c["message"], c["observedGeneration"]) for c in items)
+
+    return strip(a) == strip(b)

@@ -1,0 +1,244 @@
+"""The store interface, shared by the SQLite and PostgreSQL implementations.
+
+Both speak SQLAlchemy Core; what differs (engine set-up, upserts, locking) lives in
+`sqlite.py` and `postgres.py`. Calls are synchronous and short; the daemon runs them in a
+worker thread so the event loop never waits on disk.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+
+from reconciler.store import schema as t
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or used; the message names the URL (without password) and the fix."""
+
+
+@dataclass
+class IntegrationRecord:
+    """A registry row: what is applied for one integration, and its status."""
+
+    id: str
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    type: str | None = None
+    name: str | None = None
+    generation: int = 0
+    spec: dict[str, Any] | None = None  # applied spec, redacted; None: never applied
+    spec_hash: str | None = None
+    source_file: str | None = None
+    source_document: int | None = None
+    last_applied_revision: dict[str, Any] | None = None
+    last_attempted_revision: dict[str, Any] | None = None
+    applied_at: float | None = None
+    updated_at: float = 0.0
+
+    @property
+    def applied(self) -> bool:
+        return self.spec is not None
+
+
+@dataclass(frozen=True)
+class Override:
+    integration_id: str
+    suspended: bool
+    reason: str
+    actor: str
+    at: float
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    action: str  # add | change | remove | refuse | suspend | resume | ...
+    message: str
+    integration_id: str | None = None
+    actor: str = "reconciler"
+    generation: int | None = None
+    revision: dict[str, Any] | None = None
+    details: dict[str, Any] | None = None
+    at: float = field(default_factory=time.time)
+    seq: int | None = None
+
+
+_RECORD_COLUMNS = [c.name for c in t.integrations.columns]
+
+
+class Store:
+    """One database: the registry, runtime overrides, the audit trail and the outbox."""
+
+    dialect = "sql"
+
+    def __init__(self, url: str, engine: sa.Engine) -> None:
+        self.url = url
+        self.engine = engine
+
+    # --- life cycle ---------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Apply pending migrations; return the schema version."""
+        with self.engine.begin() as connection:
+            self._lock_for_migration(connection)
+            t.schema_version.create(connection, checkfirst=True)
+            current = connection.execute(sa.select(sa.func.max(t.schema_version.c.version))).scalar() or 0
+            for version in sorted(v for v in t.MIGRATIONS if v > current):
+                t.MIGRATIONS[version](connection)
+                connection.execute(sa.insert(t.schema_version).values(version=version, applied_at=time.time()))
+                current = version
+        return current
+
+    def _lock_for_migration(self, connection: sa.Connection) -> None:
+        """Replicas starting together must not migrate twice (PostgreSQL takes a lock)."""
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def describe(self) -> str:
+        """The URL without its password, for logs and errors."""
+        return redact_url(self.url)
+
+    # --- registry -----------------------------------------------------------------------
+
+    def list_integrations(self) -> list[IntegrationRecord]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(t.integrations).order_by(t.integrations.c.id)).mappings()
+            return [IntegrationRecord(**dict(row)) for row in rows]
+
+    def get_integration(self, integration_id: str) -> IntegrationRecord | None:
+        with self.engine.connect() as connection:
+            row = (
+                connection.execute(sa.select(t.integrations).where(t.integrations.c.id == integration_id))
+                .mappings()
+                .first()
+            )
+            return IntegrationRecord(**dict(row)) if row else None
+
+    def save(self, records: Sequence[IntegrationRecord], audit: Iterable[AuditEntry] = ()) -> None:
+        """Upsert registry rows and append audit entries in one transaction."""
+        with self.engine.begin() as connection:
+            for record in records:
+                values = {name: getattr(record, name) for name in _RECORD_COLUMNS}
+                values["updated_at"] = time.time()
+                self._upsert(connection, t.integrations, values, ["id"])
+            self._append_audit(connection, audit)
+
+    def delete_integration(self, integration_id: str, audit: Iterable[AuditEntry] = ()) -> None:
+        """Remove a registry row; its deliveries stay in the outbox."""
+        with self.engine.begin() as connection:
+            connection.execute(sa.delete(t.integrations).where(t.integrations.c.id == integration_id))
+            self._append_audit(connection, audit)
+
+    # --- overrides ----------------------------------------------------------------------
+
+    def set_override(self, override: Override, audit: AuditEntry) -> None:
+        with self.engine.begin() as connection:
+            values = {
+                "integration_id": override.integration_id,
+                "suspended": override.suspended,
+                "reason": override.reason,
+                "actor": override.actor,
+                "at": override.at,
+            }
+            self._upsert(connection, t.overrides, values, ["integration_id"])
+            self._append_audit(connection, [audit])
+
+    def clear_override(self, integration_id: str, audit: AuditEntry) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(sa.delete(t.overrides).where(t.overrides.c.integration_id == integration_id))
+            self._append_audit(connection, [audit])
+
+    def overrides(self) -> dict[str, Override]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(t.overrides)).mappings()
+            return {row["integration_id"]: Override(**dict(row)) for row in rows}
+
+    # --- audit --------------------------------------------------------------------------
+
+    def audit_trail(self, integration_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        """Newest first."""
+        query = sa.select(t.audit).order_by(t.audit.c.seq.desc()).limit(limit)
+        if integration_id is not None:
+            query = query.where(t.audit.c.integration_id == integration_id)
+        with self.engine.connect() as connection:
+            return [AuditEntry(**dict(row)) for row in connection.execute(query).mappings()]
+
+    def _append_audit(self, connection: sa.Connection, entries: Iterable[AuditEntry]) -> None:
+        rows = [
+            {
+                "at": e.at,
+                "integration_id": e.integration_id,
+                "action": e.action,
+                "actor": e.actor,
+                "generation": e.generation,
+                "revision": e.revision,
+                "message": e.message,
+                "details": e.details,
+            }
+            for e in entries
+        ]
+        if rows:
+            connection.execute(sa.insert(t.audit), rows)
+
+    # --- meta ---------------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        with self.engine.connect() as connection:
+            value = connection.execute(sa.select(t.meta.c.value).where(t.meta.c.key == key)).scalar()
+            return default if value is None else value
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.engine.begin() as connection:
+            self._upsert(connection, t.meta, {"key": key, "value": value}, ["key"])
+
+    # --- outbox (counts the registry shows; the event pipeline adds the rest) ------------
+
+    def delivery_counts(self, integration_id: str | None = None) -> dict[str, int]:
+        query = sa.select(t.deliveries.c.status, sa.func.count()).group_by(t.deliveries.c.status)
+        if integration_id is not None:
+            query = query.where(t.deliveries.c.integration_id == integration_id)
+        with self.engine.connect() as connection:
+            return {status: count for status, count in connection.execute(query)}
+
+    # --- dialect --------------------------------------------------------------------------
+
+    def _upsert(self, connection: sa.Connection, table: sa.Table, values: dict[str, Any], key: list[str]) -> None:
+        raise NotImplementedError
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def open_store(url: str) -> Store:
+    """Open (and migrate) the store at `url`: sqlite:///path or postgresql://user@host/db."""
+    scheme = url.split(":", 1)[0].lower()
+    store: Store
+    if scheme == "sqlite":
+        from reconciler.store.sqlite import SQLiteStore
+
+        store = SQLiteStore.from_url(url)
+    elif scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        from reconciler.store.postgres import PostgresStore
+
+        store = PostgresStore.from_url(url)
+    else:
+        raise StoreError(
+            f"unsupported store URL {redact_url(url)!r}: use sqlite:///path/to/state.db or postgresql://user@host/db"
+        )
+    try:
+        store.migrate()
+    except sa.exc.OperationalError as exc:
+        store.close()
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise StoreError(f"cannot open the store at {redact_url(url)}: {reason}") from None
+    return store

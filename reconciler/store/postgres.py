@@ -1,0 +1,31 @@
+"""The scale-out store: PostgreSQL, shared by several `reconciler run` replicas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+
+from reconciler.store.base import Store
+
+# pg_advisory_xact_lock key for migrations: replicas starting together migrate once.
+MIGRATION_LOCK_KEY = 0x5245434F4E  # "RECON"
+
+
+class PostgresStore(Store):
+    dialect = "postgresql"
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresStore:
+        scheme, rest = url.split("://", 1)
+        engine = sa.create_engine(f"postgresql+psycopg://{rest}", pool_pre_ping=True, pool_size=5, max_overflow=5)
+        return cls(url, engine)
+
+    def _lock_for_migration(self, connection: sa.Connection) -> None:
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+
+    def _upsert(self, connection: sa.Connection, table: sa.Table, values: dict[str, Any], key: list[str]) -> None:
+        statement = insert(table).values(**values)
+        updates = {name: statement.excluded[name] for name in values if name not in key}
+        connection.execute(statement.on_conflict_do_update(index_elements=key, set_=updates))

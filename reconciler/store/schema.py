@@ -1,0 +1,125 @@
+"""The store's tables and their versioned migrations.
+
+Each migration is applied once, in order, at start; `schema_version` records the last one.
+A migration never edits an earlier one: the schema only moves forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)
+
+# The registry: one row per integration the daemon knows, applied or refused.
+integrations = sa.Table(
+    "integrations",
+    metadata,
+    sa.Column("id", sa.String(63), primary_key=True),
+    sa.Column("type", sa.String(16), nullable=True),
+    sa.Column("name", sa.String(200), nullable=True),
+    sa.Column("generation", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("spec", sa.JSON, nullable=True),  # the applied spec, secrets redacted; null: never applied
+    sa.Column("spec_hash", sa.String(80), nullable=True),
+    sa.Column("source_file", sa.String(1024), nullable=True),
+    sa.Column("source_document", sa.Integer, nullable=True),
+    sa.Column("last_applied_revision", sa.JSON, nullable=True),
+    sa.Column("last_attempted_revision", sa.JSON, nullable=True),
+    sa.Column("conditions", sa.JSON, nullable=False),
+    sa.Column("applied_at", sa.Float, nullable=True),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# Runtime overrides of declared state (suspend/resume), shown as drift from git.
+overrides = sa.Table(
+    "overrides",
+    metadata,
+    sa.Column("integration_id", sa.String(63), primary_key=True),
+    sa.Column("suspended", sa.Boolean, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+)
+
+# The audit trail of reconcile actions and operator actions.
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("integration_id", sa.String(63), nullable=True, index=True),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("generation", sa.Integer, nullable=True),
+    sa.Column("revision", sa.JSON, nullable=True),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("details", sa.JSON, nullable=True),
+)
+
+# Small facts of the daemon: the config revision, the last pass and its result.
+meta = sa.Table(
+    "meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.JSON, nullable=False),
+)
+
+# The outbox: events, one delivery per (event, subscribed integration), one attempt row each try.
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("event", sa.String(128), nullable=False),
+    sa.Column("timestamp", sa.String(32), nullable=False),
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("event_id", sa.String(64), nullable=False, index=True),
+    sa.Column("integration_id", sa.String(63), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending | delivering | delivered | failed | dead
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.Float, nullable=False),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_expires_at", sa.Float, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("deliveries_due", "integration_id", "status", "next_attempt_at"),
+)
+
+attempts = sa.Table(
+    "attempts",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("delivery_id", sa.String(64), nullable=False, index=True),
+    sa.Column("integration_id", sa.String(63), nullable=False, index=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("latency_ms", sa.Float, nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("response_excerpt", sa.Text, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+)
+
+
+def _v1(connection: sa.Connection) -> None:
+    for table in (integrations, overrides, audit, meta, events, deliveries, attempts):
+        table.create(connection, checkfirst=True)
+
+
+# version -> migration; append, never edit
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1}

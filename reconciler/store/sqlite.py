@@ -1,0 +1,50 @@
+"""The embedded store: SQLite in WAL mode, created on first use (default ./state/reconciler.db)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import insert
+
+from reconciler.store.base import Store, StoreError
+
+BUSY_TIMEOUT_MS = 10_000  # a second process (the CLI, a test) may hold the write lock briefly
+
+
+class SQLiteStore(Store):
+    dialect = "sqlite"
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        path = url.split("sqlite:///", 1)[1] if url.startswith("sqlite:///") else ""
+        if not path:
+            raise StoreError(
+                f"{url!r} names no file: use sqlite:///state/reconciler.db (relative) "
+                "or sqlite:////var/lib/reconciler/state.db (absolute)"
+            )
+        if path != ":memory:":
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the directory for {path}: {exc.strerror}") from None
+        engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+        sa.event.listen(engine, "connect", _configure)
+        return cls(url, engine)
+
+    def _upsert(self, connection: sa.Connection, table: sa.Table, values: dict[str, Any], key: list[str]) -> None:
+        statement = insert(table).values(**values)
+        updates = {name: statement.excluded[name] for name in values if name not in key}
+        connection.execute(statement.on_conflict_do_update(index_elements=key, set_=updates))
+
+
+def _configure(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL: readers never block the writer. synchronous=FULL: a commit is on disk before it is
+    # acknowledged (the outbox promises nothing is lost once an event is accepted).
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.close()

@@ -1,0 +1,326 @@
+"""The reconcile loop with the real watcher on a temporary directory, on both stores.
+
+Each test reads like a timeline: files change, and the registry converges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from reconciler.reconcile.conditions import ConditionType, Reason, condition
+from reconciler.reconcile.loop import Reconciler
+from reconciler.reconcile.watch import watch
+from reconciler.store import IntegrationRecord, open_store
+from tests.conftest import ROOT
+
+CONVERGE_SECONDS = 10.0  # generous for a loaded CI machine; typical convergence is well under a second
+EXPORT = """\
+apiVersion: cms.integrations/v1
+kind: Integration
+name: {name}
+type: file
+config:
+  url: file://state/exports
+webhooks:
+  - events: ["{events}"]
+"""
+
+
+def export(name: str = "Export", events: str = "*") -> str:
+    return EXPORT.format(name=name, events=events)
+
+
+class Harness:
+    """A reconciler and its watcher running on `config`, with helpers to wait for the registry."""
+
+    def __init__(self, config: Path, store_url: str, environ: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.store_url = store_url
+        self.environ = environ if environ is not None else {}
+
+    async def __aenter__(self) -> Harness:
+        self.store = open_store(self.store_url)
+        self.reconciler = Reconciler(self.store, self.config, environ=self.environ, resync_seconds=3600)
+        self.stop = asyncio.Event()
+        self.tasks = [
+            asyncio.create_task(self.reconciler.run(self.stop)),
+            asyncio.create_task(watch(self.config, self.reconciler.trigger, self.stop)),
+        ]
+        await self.until(lambda: self.reconciler.passes >= 1)
+        await asyncio.sleep(0.2)  # let the watcher start before the test writes files
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop.set()
+        await asyncio.wait_for(asyncio.gather(*self.tasks), timeout=10)
+        self.store.close()
+
+    def record(self, integration_id: str) -> IntegrationRecord | None:
+        return self.reconciler.registry.get(integration_id)
+
+    async def until(self, check: Callable[[], object], what: str = "") -> None:
+        deadline = time.monotonic() + CONVERGE_SECONDS
+        while time.monotonic() < deadline:
+            if check():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"did not converge: {what or check}; registry: {self.reconciler.registry}")
+
+    async def until_generation(self, integration_id: str, generation: int) -> IntegrationRecord:
+        await self.until(
+            lambda: (r := self.record(integration_id)) is not None and r.generation == generation,
+            f"{integration_id} at generation {generation}",
+        )
+        record = self.record(integration_id)
+        assert record is not None
+        return record
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(scenario())
+
+
+def status(record: IntegrationRecord | None, type_: ConditionType) -> tuple[str, str]:
+    assert record is not None
+    found = condition(record.conditions, type_)
+    assert found is not None
+    return found["status"], found["reason"]
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    folder = tmp_path / "integrations.d"
+    folder.mkdir()
+    return folder
+
+
+def test_create_edit_rename_and_delete_converge(config, store_url):
+    async def scenario() -> None:
+        async with Harness(config, store_url) as h:
+            (config / "export.yaml").write_text(export())
+            record = await h.until_generation("export", 1)
+            assert status(record, ConditionType.READY) == ("True", Reason.APPLIED)
+            assert status(record, ConditionType.SYNCED) == ("True", Reason.UP_TO_DATE)
+            assert record.source_file == "export.yaml" and record.spec["name"] == "Export"
+
+            (config / "export.yaml").write_text(export(name="Export v2"))
+            record = await h.until_generation("export", 2)
+            assert record.spec["name"] == "Export v2"
+            trail = h.store.audit_trail("export")
+            assert [e.action for e in trail[:2]] == ["change", "add"]
+            assert trail[0].details == {"fields": ["/name"]}
+
+            # a rename moves the file; the id comes from the file name, so one goes and one comes
+            (config / "export.yaml").rename(config / "renamed.yaml")
+            await h.until(lambda: h.record("export") is None and h.record("renamed") is not None)
+            assert [e.action for e in h.store.audit_trail("export")][0] == "remove"
+
+            (config / "renamed.yaml").unlink()
+            await h.until(lambda: h.record("renamed") is None)
+            assert h.store.list_integrations() == []
+
+    run(scenario)
+
+
+def test_editor_atomic_save_is_picked_up(config, store_url):
+    async def scenario() -> None:
+        async with Harness(config, store_url) as h:
+            (config / "export.yaml").write_text(export())
+            await h.until_generation("export", 1)
+            # what vim and many editors do: write a temporary file, then rename it over the original
+            temporary = config / ".export.yaml.swp"
+            temporary.write_text(export(name="Saved atomically"))
+            os.replace(temporary, config / "export.yaml")
+            record = await h.until_generation("export", 2)
+            assert record.spec["name"] == "Saved atomically"
+
+    run(scenario)
+
+
+def test_broken_edit_keeps_the_last_good_version(config, store_url):
+    async def scenario() -> None:
+        async with Harness(config, store_url) as h:
+            (config / "export.yaml").write_text(export())
+            (config / "other.yaml").write_text(export(name="Other"))
+            await h.until_generation("export", 1)
+            (config / "export.yaml").write_text(export().replace("type: file", "type: file\n  bogus: 1"))
+            await h.until(lambda: status(h.record("export"), ConditionType.SYNCED)[0] == "False")
+            record = h.record("export")
+            assert record is not None and record.generation == 1 and record.spec["name"] == "Export"
+            assert status(record, ConditionType.READY) == ("True", Reason.APPLIED)
+            synced = condition(record.conditions, ConditionType.SYNCED)
+            assert synced is not None and synced["reason"] == Reason.VALIDATION_FAILED
+            assert synced["message"].startswith("export.yaml:")
+            assert "export" in h.reconciler.applied, "the last good version still runs"
+            # the other file applies normally meanwhile
+            (config / "other.yaml").write_text(export(name="Other v2"))
+            await h.until_generation("other", 2)
+            # the fix is picked up
+            (config / "export.yaml").write_text(export(name="Fixed"))
+            record = await h.until_generation("export", 2)
+            assert status(record, ConditionType.SYNCED) == ("True", Reason.UP_TO_DATE)
+            assert [e.action for e in h.store.audit_trail("export")][:2] == ["change", "refuse"]
+
+    run(scenario)
+
+
+def test_yaml_syntax_error_keeps_the_integration_and_names_the_line(config, store_url):
+    async def scenario() -> None:
+        async with Harness(config, store_url) as h:
+            (config / "export.yaml").write_text(export())
+            await h.until_generation("export", 1)
+            (config / "export.yaml").write_text("name: [unclosed\n")
+            await h.until(lambda: status(h.record("export"), ConditionType.SYNCED)[0] == "False")
+            synced = condition(h.record("export").conditions, ConditionType.SYNCED)  # type: ignore[union-attr]
+            assert synced is not None and synced["message"].startswith("export.yaml:2:1: YAML syntax error")
+
+    run(scenario)
+
+
+def test_duplicate_id_refuses_the_new_file_not_the_running_one(config, store_url):
+    async def scenario() -> None:
+        async with Harness(config, store_url) as h:
+            (config / "a.yaml").write_text("id: shared\n" + export(name="A"))
+            await h.until_generation("shared", 1)
+            (config / "b.yaml").write_text("id: shared\n" + export(name="B"))
+            await h.until(lambda: status(h.record("shared"), ConditionType.SYNCED)[0] == "False")
+            record = h.record("shared")
+            assert record is not None and record.spec["name"] == "A" and record.source_file == "a.yaml"
+            synced = condition(record.conditions, ConditionType.SYNCED)
+            assert synced is not None and "duplicate id 'shared'" in synced["message"]
+            (config / "b.yaml").unlink()
+            await h.until(lambda: status(h.record("shared"), ConditionType.SYNCED)[0] == "True")
+            assert h.record("shared").generation == 1  # type: ignore[union-attr]
+
+    run(scenario)
+
+
+def test_daemon_started_on_a_broken_directory_recovers_when_fixed(config, store_url):
+    (config / "export.yaml").write_text(export().replace("type: file", "type: fil"))
+
+    async def scenario() -> None:
+        async with Harness(config, store_url) as h:
+            record = h.record("export")
+            assert status(record, ConditionType.READY) == ("False", Reason.NEVER_APPLIED)
+            assert h.reconciler.last_pass is not None and h.reconciler.last_pass.files_refused == ["export.yaml"]
+            (config / "export.yaml").write_text(export())
+            record = await h.until_generation("export", 1)
+            assert status(record, ConditionType.READY) == ("True", Reason.APPLIED)
+
+    run(scenario)
+
+
+def test_missing_secret_blocks_that_integration_only(config, store_url):
+    slack = (ROOT / "integrations.d" / "slack.yaml").read_text()
+    (config / "slack.yaml").write_text(slack)
+    (config / "export.yaml").write_text(export())
+
+    async def scenario() -> None:
+        async with Harness(config, store_url, environ={}) as h:
+            record = h.record("slack-notifications")
+            assert status(record, ConditionType.READY) == ("False", Reason.SECRET_MISSING)
+            ready = condition(record.conditions, ConditionType.READY)  # type: ignore[union-attr]
+            assert ready is not None and "SLACK_WEBHOOK_URL" in ready["message"]
+            assert status(h.record("export"), ConditionType.READY) == ("True", Reason.APPLIED)
+        # set the variable: the next daemon applies it
+        async with Harness(config, store_url, environ={"SLACK_WEBHOOK_URL": "https://hooks.example.org/x"}) as h:
+            assert status(h.record("slack-notifications"), ConditionType.READY) == ("True", Reason.APPLIED)
+            assert h.reconciler.applied["slack-notifications"].resolved is not None
+
+    run(scenario)
+
+
+def test_unchanged_integrations_are_not_reapplied(config, store_url):
+    (config / "export.yaml").write_text(export())
+
+    async def scenario() -> None:
+        async with Harness(config, store_url) as h:
+            (config / "other.yaml").write_text(export(name="Other"))
+            await h.until_generation("other", 1)
+            await h.reconciler.reconcile_once("test")
+            assert h.record("export").generation == 1  # type: ignore[union-attr]
+            assert [e.action for e in h.store.audit_trail("export")] == ["add"]
+
+    run(scenario)
+
+
+def test_restart_keeps_registry_and_suspensions(config, store_url):
+    (config / "export.yaml").write_text(export())
+
+    async def scenario() -> None:
+        async with Harness(config, store_url) as h:
+            record = await h.reconciler.suspend("export", "alice", "partner outage")
+            assert status(record, ConditionType.SUSPENDED) == ("True", Reason.SUSPENDED_BY_OPERATOR)
+            assert status(record, ConditionType.READY) == ("False", Reason.SUSPENDED_BY_OPERATOR)
+            assert not h.reconciler.applied["export"].delivering
+        async with Harness(config, store_url) as h:
+            record = h.record("export")
+            assert record is not None and record.generation == 1
+            suspended = condition(record.conditions, ConditionType.SUSPENDED)
+            assert suspended is not None and suspended["message"] == "suspended by alice: partner outage"
+            assert h.reconciler.applied["export"].suspended
+            record = await h.reconciler.resume("export", "bob", "partner back")
+            assert status(record, ConditionType.READY) == ("True", Reason.APPLIED)
+            assert [(e.action, e.actor) for e in h.store.audit_trail("export")][:2] == [
+                ("resume", "bob"),
+                ("suspend", "alice"),
+            ]
+
+    run(scenario)
+
+
+def test_last_good_version_survives_a_restart_with_a_broken_file(config, store_url):
+    (config / "export.yaml").write_text(export())
+
+    async def scenario() -> None:
+        async with Harness(config, store_url) as h:
+            await h.until_generation("export", 1)
+        (config / "export.yaml").write_text("name: [broken\n")
+        async with Harness(config, store_url) as h:
+            assert "export" in h.reconciler.applied
+            assert status(h.record("export"), ConditionType.READY) == ("True", Reason.APPLIED)
+            assert status(h.record("export"), ConditionType.SYNCED) == ("False", Reason.VALIDATION_FAILED)
+
+    run(scenario)
+
+
+def test_missing_config_directory_changes_nothing(config, store_url):
+    (config / "export.yaml").write_text(export())
+
+    async def scenario() -> None:
+        async with Harness(config, store_url) as h:
+            moved = config.with_name("elsewhere")
+            shutil.move(config, moved)
+            result = await h.reconciler.reconcile_once("test")
+            assert result.error is not None and "does not exist" in result.error
+            assert h.record("export") is not None
+            shutil.move(moved, config)
+
+    run(scenario)
+
+
+def test_revision_is_the_git_commit_when_in_a_work_tree(config, store_url):
+    import subprocess
+
+    git = ["git", "-C", str(config), "-c", "user.email=t@example.org", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (config / "export.yaml").write_text(export())
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "add export"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+
+    async def scenario() -> None:
+        async with Harness(config, store_url) as h:
+            record = h.record("export")
+            assert record is not None and record.last_applied_revision is not None
+            assert record.last_applied_revision["commit"] == head
+            assert record.last_applied_revision["contentHash"].startswith("sha256:")
+
+    run(scenario)

@@ -1,0 +1,100 @@
+"""The store's interface, run against SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from reconciler.store import AuditEntry, IntegrationRecord, Override, StoreError, open_store
+from reconciler.store.schema import MIGRATIONS
+
+
+def test_migrations_are_applied_once_and_recorded(store, store_url):
+    assert store.migrate() == max(MIGRATIONS)
+    again = open_store(store_url)
+    try:
+        with again.engine.connect() as connection:
+            versions = connection.execute(sa.text("SELECT version FROM schema_version")).scalars().all()
+        assert versions == sorted(MIGRATIONS)
+    finally:
+        again.close()
+
+
+def test_registry_rows_round_trip_and_upsert(store):
+    record = IntegrationRecord(
+        "slack",
+        [{"type": "Ready", "status": "True"}],
+        type="webhook",
+        name="Slack",
+        generation=1,
+        spec={"config": {"endpoint": "${env:SLACK}"}},
+        spec_hash="sha256:1",
+        source_file="slack.yaml",
+        source_document=0,
+        last_applied_revision={"commit": None, "contentHash": "sha256:f"},
+    )
+    store.save([record], [AuditEntry("add", "added", "slack")])
+    loaded = store.get_integration("slack")
+    assert loaded is not None and loaded.spec == record.spec and loaded.generation == 1
+    record.generation = 2
+    store.save([record])
+    assert [r.generation for r in store.list_integrations()] == [2]
+    assert store.get_integration("nope") is None
+
+
+def test_delete_keeps_deliveries(store):
+    from reconciler.store.schema import deliveries
+
+    store.save([IntegrationRecord("gone", [])])
+    with store.engine.begin() as connection:
+        connection.execute(
+            sa.insert(deliveries).values(
+                id="d1",
+                event_id="e1",
+                integration_id="gone",
+                status="pending",
+                next_attempt_at=0.0,
+                created_at=0.0,
+                updated_at=0.0,
+            )
+        )
+    store.delete_integration("gone", [AuditEntry("remove", "removed", "gone")])
+    assert store.get_integration("gone") is None
+    assert store.delivery_counts("gone") == {"pending": 1}
+
+
+def test_overrides_are_stored_with_audit(store):
+    store.set_override(
+        Override("sis", True, "partner outage", "alice", 1.0), AuditEntry("suspend", "partner outage", "sis", "alice")
+    )
+    assert store.overrides()["sis"].actor == "alice"
+    store.clear_override("sis", AuditEntry("resume", "back", "sis", "bob"))
+    assert store.overrides() == {}
+    trail = store.audit_trail("sis")
+    assert [(e.action, e.actor) for e in trail] == [("resume", "bob"), ("suspend", "alice")]
+
+
+def test_meta_values(store):
+    assert store.get_meta("last_pass", {}) == {}
+    store.set_meta("last_pass", {"ok": True})
+    store.set_meta("last_pass", {"ok": False})
+    assert store.get_meta("last_pass") == {"ok": False}
+
+
+def test_sqlite_store_is_created_under_a_new_directory_in_wal_mode(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path}/new/dir/state.db")
+    try:
+        with store.engine.connect() as connection:
+            assert connection.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
+    finally:
+        store.close()
+    assert (tmp_path / "new" / "dir" / "state.db").exists()
+
+
+def test_unsupported_or_unreachable_store_urls_say_so():
+    with pytest.raises(StoreError, match="unsupported store URL 'mysql://u:\\*\\*\\*@h/d'"):
+        open_store("mysql://u:pw@h/d")
+    with pytest.raises(StoreError, match="cannot open the store at postgresql://nobody:\\*\\*\\*@127.0.0.1:1/x"):
+        open_store("postgresql://nobody:pw@127.0.0.1:1/x?connect_timeout=2")
+    with pytest.raises(StoreError, match="names no file"):
+        open_store("sqlite://")
