@@ -81,7 +81,8 @@ def desired_state(result: ValidationResult) -> DesiredState:
 
 def canonical_spec(spec: AnyIntegration) -> dict[str, Any]:
     """The spec as stored and compared: JSON types, defaults filled, credentials redacted."""
-    return redact(spec.model_dump(mode="json", by_alias=True))
+    redacted: dict[str, Any] = redact(spec.model_dump(mode="json", by_alias=True))
+    return redacted
 
 
 def spec_hash(spec: dict[str, Any]) -> str:

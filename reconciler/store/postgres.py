@@ -18,7 +18,7 @@ class PostgresStore(Store):
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
-        scheme, rest = url.split("://", 1)
+        _scheme, rest = url.split("://", 1)
         engine = sa.create_engine(f"postgresql+psycopg://{rest}", pool_pre_ping=True, pool_size=5, max_overflow=5)
         return cls(url, engine)
 
