@@ -70,6 +70,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     new.set_defaults(handler=_new)
 
+    run = commands.add_parser(
+        "run",
+        help="start the daemon: reconcile loop, watcher and HTTP API",
+        description="Watch the config directory, reconcile it into the registry and serve the API. "
+        "SIGTERM or SIGINT stops it gracefully (exit 0).",
+    )
+    run.add_argument("--config-dir", default="integrations.d", metavar="DIR", help="default: integrations.d")
+    run.add_argument(
+        "--store",
+        default="sqlite:///state/reconciler.db",
+        metavar="URL",
+        help="sqlite:///path (default sqlite:///state/reconciler.db) or postgresql://user@host/db",
+    )
+    run.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="default: 127.0.0.1:8080")
+    run.add_argument(
+        "--resync",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="full pass at least this often, besides file events (default 60)",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=("auto", "json", "text"),
+        default="auto",
+        help="auto: JSON when stderr is not a terminal",
+    )
+    run.set_defaults(handler=_run)
+
     schemas = commands.add_parser("schemas", help="write the JSON Schemas (make schemas)")
     schemas.add_argument("--output", "-o", default="schemas", metavar="DIR")
     schemas.set_defaults(handler=_schemas)
@@ -154,6 +183,23 @@ def _new(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from reconciler import logs
+    from reconciler.api.auth import AdminSecretError
+    from reconciler.daemon import Settings, StartupError, serve
+    from reconciler.store import StoreError
+
+    logs.configure(args.log_format)
+    settings = Settings(Path(args.config_dir), args.store, args.listen, args.resync)
+    try:
+        return asyncio.run(serve(settings))
+    except (StartupError, StoreError, AdminSecretError) as exc:
+        print(f"reconciler run: {exc}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 def _schemas(args: argparse.Namespace) -> int:

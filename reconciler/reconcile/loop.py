@@ -469,4 +469,16 @@ def _differs(old: IntegrationRecord | None, new: IntegrationRecord) -> bool:
 
 def _log_pass(result: PassResult) -> None:
     level = logging.WARNING if result.error or result.refused else logging.INFO
-    log.log(level, "reconcile pass", extra={"fields": {k: v for k, v in result.as_dict().items() if v}})
+    parts = [f"{result.integrations} integrations"]
+    for label, ids in (
+        ("added", result.added),
+        ("changed", result.changed),
+        ("removed", result.removed),
+        ("refused", result.refused),
+    ):
+        if ids:
+            parts.append(f"{len(ids)} {label}")
+    if result.error:
+        parts.append(result.error)
+    fields = {k: v for k, v in result.as_dict().items() if v and k not in ("started_at",)}
+    log.log(level, "reconcile pass: " + ", ".join(parts), extra={"fields": fields})

@@ -1,0 +1,134 @@
+"""`reconciler run`: the reconcile loop, the watcher and the HTTP API in one process.
+
+The roles share one stop event: SIGTERM or SIGINT sets it, the API stops taking requests,
+the loop finishes its pass, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from reconciler.api.app import Runtime, create_app
+from reconciler.api.auth import load_admin_secret
+from reconciler.reconcile.loop import RESYNC_SECONDS, Reconciler
+from reconciler.reconcile.watch import watch
+from reconciler.store import open_store
+
+log = logging.getLogger("reconciler")
+SHUTDOWN_GRACE_SECONDS = 10.0
+DEFAULT_STORE = "sqlite:///state/reconciler.db"
+DEFAULT_LISTEN = "127.0.0.1:8080"
+
+
+class StartupError(RuntimeError):
+    """The daemon cannot start; the message says why and what to do."""
+
+
+@dataclass
+class Settings:
+    config_dir: Path
+    store_url: str = DEFAULT_STORE
+    listen: str = DEFAULT_LISTEN
+    resync_seconds: float = RESYNC_SECONDS
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the admin secret lives: beside the SQLite database, or ./state."""
+        if self.store_url.startswith("sqlite:///"):
+            return Path(self.store_url.removeprefix("sqlite:///")).parent
+        return Path("state")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the daemon owns the signals and the exit code."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def bind(listen: str) -> socket.socket:
+    host, _, port_text = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise StartupError(f"--listen {listen!r} is not HOST:PORT (for example 127.0.0.1:8080)") from None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(
+            f"cannot listen on {listen}: {exc.strerror}; choose another with --listen HOST:PORT"
+        ) from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(settings: Settings) -> int:
+    if not settings.config_dir.is_dir():
+        raise StartupError(f"config directory {settings.config_dir} does not exist; create it or pass --config-dir")
+    sock = bind(settings.listen)
+    store = await asyncio.to_thread(open_store, settings.store_url)
+    admin_secret, secret_source = load_admin_secret(settings.state_dir)
+    reconciler = Reconciler(store, settings.config_dir, resync_seconds=settings.resync_seconds)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    server = _Server(
+        uvicorn.Config(
+            create_app(Runtime(reconciler, admin_secret)),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+        )
+    )
+    host, port = sock.getsockname()[:2]
+    log.info(
+        "starting",
+        extra={
+            "fields": {
+                "configDir": str(settings.config_dir),
+                "store": store.describe(),
+                "listen": f"http://{host}:{port}",
+                "adminSecret": secret_source,
+            }
+        },
+    )
+    tasks = [
+        asyncio.create_task(reconciler.run(stop), name="reconcile"),
+        asyncio.create_task(watch(settings.config_dir, reconciler.trigger, stop), name="watch"),
+        asyncio.create_task(server.serve(sockets=[sock]), name="api"),
+    ]
+    stopped = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({stopped, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+    failed = [t for t in done if t is not stopped and t.exception() is not None]
+    stop.set()
+    server.should_exit = True
+    log.info("stopping: finishing in-flight work")
+    _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS)
+    for task in pending:
+        task.cancel()
+    await asyncio.to_thread(store.close)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(signum)
+    if failed:
+        log.error("a role stopped unexpectedly", exc_info=failed[0].exception())
+        return 1
+    log.info("stopped")
+    return 0
