@@ -99,6 +99,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_run)
 
+    plan = commands.add_parser(
+        "plan",
+        help="show what a change would do: + add, ~ change, - remove; exit 0 none, 1 changes, 2 error",
+        description="Compare the integrations at a base (a git revision, or a running daemon) with a head "
+        "(a git revision, or the work tree). Secrets show only as reference names.",
+    )
+    plan.add_argument("--config-dir", default="integrations.d", metavar="DIR", help="default: integrations.d")
+    plan.add_argument("--base", metavar="REV", help="git revision to compare from (origin/main in a pull request)")
+    plan.add_argument("--head", metavar="REV", help="git revision to compare to (default: the work tree)")
+    plan.add_argument("--server", metavar="URL", help="compare from a running daemon's registry instead of --base")
+    plan.add_argument(
+        "--admin-secret-file",
+        metavar="FILE",
+        help="file holding the daemon's admin secret (default: the ADMIN_SECRET variable)",
+    )
+    plan.add_argument(
+        "--format", choices=("text", "markdown", "json"), default="text", help="markdown for a pull-request comment"
+    )
+    plan.set_defaults(handler=_plan)
+
     schemas = commands.add_parser("schemas", help="write the JSON Schemas (make schemas)")
     schemas.add_argument("--output", "-o", default="schemas", metavar="DIR")
     schemas.set_defaults(handler=_schemas)
@@ -200,6 +220,40 @@ def _run(args: argparse.Namespace) -> int:
     except (StartupError, StoreError, AdminSecretError) as exc:
         print(f"reconciler run: {exc}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from reconciler.reconcile import plan as planning
+    from reconciler.spec.diagnostics import render
+
+    if bool(args.base) == bool(args.server):
+        print("reconciler plan: give either --base REV or --server URL", file=sys.stderr)
+        return EXIT_ERROR
+    config_dir = Path(args.config_dir)
+    if not config_dir.is_dir():
+        print(f"reconciler plan: no such directory: {config_dir}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        head = planning.side_from_git(config_dir, args.head) if args.head else planning.side_from_work_tree(config_dir)
+        if head.diagnostics:
+            print(render(head.diagnostics, "text", {}), file=sys.stderr)
+            print(f"reconciler plan: {head.label} does not validate; fix the errors above first", file=sys.stderr)
+            return EXIT_ERROR
+        if args.server:
+            secret = (
+                Path(args.admin_secret_file).read_text().strip()
+                if args.admin_secret_file
+                else os.environ.get("ADMIN_SECRET", "")
+            )
+            base = planning.side_from_server(args.server, secret)
+        else:
+            base = planning.side_from_git(config_dir, args.base)
+    except (planning.PlanError, OSError) as exc:
+        print(f"reconciler plan: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    result = planning.make_plan(base, head)
+    print(planning.RENDERERS[args.format](result))
+    return EXIT_INVALID if result.changes else EXIT_OK
 
 
 def _schemas(args: argparse.Namespace) -> int:
