@@ -126,7 +126,7 @@ def git_sources(config_dir: Path, revision: str) -> list[tuple[str, bytes]]:
     relative = config_dir.resolve().relative_to(Path(top).resolve()).as_posix()
     commit = _git(config_dir, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}", what=revision)
     archive = _git(Path(top), "archive", "--format=tar", commit.decode().strip(), "--", relative, allow_empty=True)
-    sources = []
+    sources: list[tuple[str, bytes]] = []
     if not archive:
         return sources
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
