@@ -91,15 +91,186 @@ def bench_validate(args: argparse.Namespace) -> list[dict[str, object]]:
     return rows
 
 
+# Every secret the scaffolding templates reference, so generated integrations apply.
+BENCH_ENV = {
+    name: "https://bench.example.org/x" if name.endswith("_URL") else "bench-value"
+    for name in (
+        "SLACK_WEBHOOK_URL",
+        "TEAMS_WEBHOOK_URL",
+        "DISCORD_WEBHOOK_URL",
+        "GOOGLE_CLIENT_ID",
+        "GOOGLE_CLIENT_SECRET",
+        "GOOGLE_REFRESH_TOKEN",
+        "SHEETS_SPREADSHEET_ID",
+        "SIS_API_KEY",
+        "REPORTING_DATABASE_URL",
+        "EXPORT_BUCKET",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    )
+}
+BENCH_ENV["REPORTING_DATABASE_URL"] = "postgresql://bench@127.0.0.1/bench"
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def _edit_latencies(folder: Path, files: list[Path], edits: int) -> tuple[list[float], list[float]]:
+    """(reconciler: write -> registry, bare watchfiles: write -> notification), in milliseconds."""
+    import asyncio
+
+    import watchfiles
+
+    from reconciler.reconcile.loop import Reconciler
+    from reconciler.reconcile.watch import DEBOUNCE_MS, STEP_MS, watch
+    from reconciler.store import open_store
+
+    store = open_store(f"sqlite:///{folder.parent}/state/bench.db")
+    reconciler = Reconciler(store, folder, environ=BENCH_ENV, resync_seconds=3600)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(reconciler.run(stop)), asyncio.create_task(watch(folder, reconciler.trigger, stop))]
+    while reconciler.passes == 0:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.5)
+    ours = []
+    for n in range(edits):
+        path = files[(n * 37) % len(files)]
+        ident = path.stem
+        before = reconciler.registry[ident].generation
+        text = path.read_text().replace("\nname: ", f"\nname: Edit {n} ", 1)
+        start = time.perf_counter()
+        path.write_text(text)
+        while (record := reconciler.registry.get(ident)) is None or record.generation == before:
+            await asyncio.sleep(0.001)
+        ours.append((time.perf_counter() - start) * 1000)
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.gather(*tasks)
+    store.close()
+
+    # the peer: the bare watcher with the same settings, noticing the same kind of write
+    bare = []
+    stop_bare = asyncio.Event()
+    noticed = asyncio.Event()
+
+    async def bare_watch() -> None:
+        async for _ in watchfiles.awatch(folder, debounce=DEBOUNCE_MS, step=STEP_MS, stop_event=stop_bare):
+            noticed.set()
+
+    watcher = asyncio.create_task(bare_watch())
+    await asyncio.sleep(0.5)
+    for n in range(edits):
+        path = files[(n * 37) % len(files)]
+        noticed.clear()
+        start = time.perf_counter()
+        path.write_text(path.read_text() + f"# {n}\n")
+        await noticed.wait()
+        bare.append((time.perf_counter() - start) * 1000)
+        await asyncio.sleep(0.05)
+    stop_bare.set()
+    await watcher
+    return ours, bare
+
+
+def bench_reconcile(args: argparse.Namespace) -> list[dict[str, object]]:
+    """Write-to-registry latency with 1,000 integrations; a full pass over 10,000 files."""
+    import asyncio
+
+    rows: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-reconcile-") as tmp:
+        folder = Path(tmp) / "integrations.d"
+        folder.mkdir()
+        files = generate_integrations(folder, 1000)
+        ours, bare = asyncio.run(_edit_latencies(folder, files, args.edits))
+        row = {
+            "integrations": 1000,
+            "edits": len(ours),
+            "p50_ms": round(_percentile(ours, 0.5), 1),
+            "p99_ms": round(_percentile(ours, 0.99), 1),
+            "bare_watch_p50_ms": round(_percentile(bare, 0.5), 1),
+            "bare_watch_p99_ms": round(_percentile(bare, 0.99), 1),
+        }
+        print(
+            f"reconcile: file write -> registry, 1,000 integrations, {row['edits']} edits: "
+            f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms  (bare watchfiles notification: "
+            f"p50 {row['bare_watch_p50_ms']} ms, p99 {row['bare_watch_p99_ms']} ms)",
+            flush=True,
+        )
+        rows.append(row)
+    with tempfile.TemporaryDirectory(prefix="bench-fullpass-") as tmp:
+        folder = Path(tmp) / "integrations.d"
+        folder.mkdir()
+        generate_integrations(folder, args.full_pass_files)
+        out = subprocess.run(
+            [sys.executable, __file__, "_full_pass", str(folder)], capture_output=True, text=True, check=True
+        )
+        figures = json.loads(out.stdout)
+        print(
+            f"reconcile: full pass over {args.full_pass_files:,} files: first {figures['first_pass_s']} s, "
+            f"unchanged {figures['second_pass_s']} s, peak {figures['peak_mib']} MiB  (bare read + yaml.safe_load "
+            f"of the same files: {figures['bare_parse_s']} s; ratio {figures['ratio']}x)",
+            flush=True,
+        )
+        rows.append({"files": args.full_pass_files, **figures})
+    return rows
+
+
+def _full_pass(folder: Path) -> None:
+    """Child process of bench_reconcile: its peak memory is the reconciler's alone."""
+    import asyncio
+    import resource
+
+    import yaml
+
+    from reconciler.reconcile.loop import Reconciler
+    from reconciler.store import open_store
+
+    start = time.perf_counter()
+    for path in sorted(folder.iterdir()):
+        yaml.load(path.read_bytes(), Loader=yaml.CSafeLoader)
+    bare = time.perf_counter() - start
+
+    store = open_store(f"sqlite:///{folder.parent}/state/bench.db")
+    reconciler = Reconciler(store, folder, environ=BENCH_ENV, resync_seconds=3600)
+    start = time.perf_counter()
+    first = asyncio.run(reconciler.reconcile_once("bench"))
+    first_s = time.perf_counter() - start
+    assert len(first.added) == len(list(folder.iterdir())), first.refused[:3]
+    start = time.perf_counter()
+    asyncio.run(reconciler.reconcile_once("bench"))
+    second_s = time.perf_counter() - start
+    store.close()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "first_pass_s": round(first_s, 2),
+                "second_pass_s": round(second_s, 2),
+                "peak_mib": round(peak),
+                "bare_parse_s": round(bare, 2),
+                "ratio": round(first_s / bare, 1),
+            }
+        )
+    )
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], list[dict[str, object]]]] = {
     "validate": bench_validate,
+    "reconcile": bench_reconcile,
 }
 
 
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "_full_pass":
+        _full_pass(Path(sys.argv[2]))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sections", nargs="*", metavar="SECTION", help=f"one of {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], help="file counts for validate")
+    parser.add_argument("--edits", type=int, default=60, help="edits timed by the reconcile section")
+    parser.add_argument("--full-pass-files", type=int, default=10000, help="files in the reconcile full pass")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()
     unknown = [name for name in args.sections if name not in SECTIONS]

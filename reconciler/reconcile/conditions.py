@@ -56,6 +56,9 @@ def now_rfc3339() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
 
 
+_ORDER = tuple(t.value for t in ConditionType)
+
+
 def set_condition(
     conditions: list[dict[str, Any]],
     type_: ConditionType,
@@ -67,10 +70,17 @@ def set_condition(
     """A new list with the condition set; the transition time is kept when the status holds."""
     previous = next((c for c in conditions if c.get("type") == type_), None)
     since = previous["lastTransitionTime"] if previous and previous.get("status") == status else now_rfc3339()
-    updated = Condition(type_.value, status.value, reason, message, generation, since).as_dict()
-    others = [c for c in conditions if c.get("type") != type_]
-    order = [t.value for t in ConditionType]
-    return sorted([*others, updated], key=lambda c: order.index(c["type"]) if c["type"] in order else 99)
+    updated = {
+        "type": type_.value,
+        "status": status.value,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+        "lastTransitionTime": since,
+    }
+    by_type = {c.get("type"): c for c in conditions}
+    by_type[type_.value] = updated
+    return [by_type[t] for t in _ORDER if t in by_type]
 
 
 def condition(conditions: list[dict[str, Any]], type_: ConditionType) -> dict[str, Any] | None:

@@ -18,7 +18,6 @@ from typing import Any
 from reconciler.spec import secrets
 from reconciler.spec.checks import document_id
 from reconciler.spec.diagnostics import Diagnostic
-from reconciler.spec.fields import walk_strings
 from reconciler.spec.models import AnyIntegration
 from reconciler.spec.validate import ValidationResult
 
@@ -81,8 +80,8 @@ def desired_state(result: ValidationResult) -> DesiredState:
 
 def canonical_spec(spec: AnyIntegration) -> dict[str, Any]:
     """The spec as stored and compared: JSON types, defaults filled, credentials redacted."""
-    redacted: dict[str, Any] = redact(spec.model_dump(mode="json", by_alias=True))
-    return redacted
+    dumped = spec.model_dump(mode="json", by_alias=True)
+    return {k: redact(v, k) if k in _CREDENTIAL_HOMES else v for k, v in dumped.items()}
 
 
 def spec_hash(spec: dict[str, Any]) -> str:
@@ -90,10 +89,19 @@ def spec_hash(spec: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
+# Subtrees where credentials can be: the rest (templates, subscriptions) is left as it is.
+_CREDENTIAL_HOMES = ("authConfig", "config", "receive")
+_NOT_CREDENTIAL_HOMES = frozenset({"template", "mapping", "webhooks"})
+
+
 def redact(value: Any, key: str = "") -> Any:
-    """Credential fields keep their references (names) and lose any literal value."""
+    """Credential fields keep their references (names) and lose any literal value.
+
+    The models already refuse literal credentials; this is the second line of defence for
+    anything stored or shown.
+    """
     if isinstance(value, dict):
-        return {k: redact(v, k) for k, v in value.items()}
+        return {k: v if k in _NOT_CREDENTIAL_HOMES else redact(v, k) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v, key) for v in value]
     if key in CREDENTIAL_FIELDS and isinstance(value, str) and not secrets.is_single_reference(value):
@@ -109,24 +117,43 @@ class Resolved:
     fingerprint: str  # changes when any value changes (a rotated secret file), reveals nothing
 
 
+def references_of(spec: AnyIntegration) -> tuple[secrets.Reference, ...]:
+    """The distinct secret references of a spec, computed once per spec object."""
+    cached = _REFERENCES.get(id(spec))
+    if cached is not None and cached[0] is spec:
+        return cached[1]
+    # One JSON dump and a regex beat walking the tree; a dump has no comments to mislead it.
+    references = tuple({str(r): r for r in secrets.parse_references(spec.model_dump_json())}.values())
+    if len(_REFERENCES) > _REFERENCES_MAX:
+        _REFERENCES.clear()
+    _REFERENCES[id(spec)] = (spec, references)
+    return references
+
+
+_REFERENCES: dict[int, tuple[AnyIntegration, tuple[secrets.Reference, ...]]] = {}
+_REFERENCES_MAX = 100_000
+
+
 def resolve_secrets(spec: AnyIntegration, environ: Mapping[str, str] | None = None) -> tuple[Resolved | None, str]:
     """Resolve every reference in the spec; (None, reason) names the first that fails."""
     values: dict[str, str] = {}
-    for _loc, text in walk_strings(spec.model_dump(mode="json", by_alias=True)):
-        if not secrets.has_reference(text):
-            continue
-        for reference in secrets.parse_references(text):
-            key = str(reference)
-            if key in values:
-                continue
-            try:
-                values[key] = secrets.resolve_reference(reference, environ)
-            except secrets.ReferenceError as exc:
-                return None, exc.message
-    digest = hashlib.sha256()
-    for key in sorted(values):
-        digest.update(key.encode() + b"\0" + values[key].encode() + b"\0")
-    return Resolved(values, digest.hexdigest()[:16]), ""
+    for reference in references_of(spec):
+        try:
+            values[str(reference)] = secrets.resolve_reference(reference, environ)
+        except secrets.ReferenceError as exc:
+            return None, exc.message
+    return Resolved(values, _fingerprint(values)), ""
+
+
+def secrets_fingerprint(spec: AnyIntegration, environ: Mapping[str, str] | None = None) -> str:
+    """Changes when any referenced value appears, disappears or changes; reveals none of them."""
+    resolved, why = resolve_secrets(spec, environ)
+    return resolved.fingerprint if resolved is not None else "missing:" + why
+
+
+def _fingerprint(values: Mapping[str, str]) -> str:
+    # Compared in memory only, within one process: Python's (salted) hash is enough and cheap.
+    return format(hash(tuple(sorted(values.items()))) & 0xFFFFFFFFFFFFFFFF, "016x")
 
 
 def git_commit(directory: Path) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -26,12 +27,13 @@ from reconciler.reconcile.desired import (
     desired_state,
     git_commit,
     resolve_secrets,
+    secrets_fingerprint,
     spec_hash,
 )
 from reconciler.reconcile.diff import diff_specs
 from reconciler.spec.diagnostics import Diagnostic
 from reconciler.spec.models import INTEGRATION_MODELS, AnyIntegration
-from reconciler.spec.validate import TreeValidator
+from reconciler.spec.validate import TreeValidator, paused_gc
 from reconciler.store import AuditEntry, IntegrationRecord, Override, Store
 
 log = logging.getLogger("reconciler.reconcile")
@@ -65,13 +67,14 @@ class PassResult:
     added: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # a version that does not validate
+    waiting: list[str] = field(default_factory=list)  # a valid version whose secrets do not resolve
     files_refused: list[str] = field(default_factory=list)
     error: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.error is None and not self.refused and not self.files_refused
+        return self.error is None and not self.refused and not self.waiting and not self.files_refused
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "ok": self.ok}
@@ -104,6 +107,7 @@ class Reconciler:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._in_git = git_commit(config_dir) is not None if config_dir.is_dir() else False
+        self._last_inputs: dict[str, tuple[Any, ...]] = {}
         self._restore_last_known_good()
 
     # --- driving ---------------------------------------------------------------------------
@@ -132,11 +136,16 @@ class Reconciler:
 
     async def reconcile_once(self, trigger: str = "manual") -> PassResult:
         async with self._lock:
-            result, removals = await asyncio.to_thread(self._pass, trigger)
+            result, removals = await asyncio.to_thread(self._pass_without_gc, trigger)
             for integration_id in removals:
                 await self._remove(integration_id, result)
             self.last_pass = result
             self.passes += 1
+            if self.passes == 1:
+                # The first pass builds thousands of long-lived objects (documents, specs, records);
+                # moving them out of the collector's reach keeps later passes free of long GC pauses.
+                gc.collect()
+                gc.freeze()
             await asyncio.to_thread(self.store.set_meta, "last_pass", result.as_dict())
             _log_pass(result)
             return result
@@ -165,7 +174,7 @@ class Reconciler:
             else:
                 await asyncio.to_thread(self.store.clear_override, integration_id, entry)
                 self.overrides.pop(integration_id, None)
-            updated = copy.deepcopy(record)
+            updated = copy.copy(record)
             self._apply_override(updated)
             if integration_id in self.applied:
                 self.applied[integration_id].suspended = suspend
@@ -174,6 +183,10 @@ class Reconciler:
             return updated
 
     # --- one pass (in a worker thread) ------------------------------------------------------
+
+    def _pass_without_gc(self, trigger: str) -> tuple[PassResult, list[str]]:
+        with paused_gc():
+            return self._pass(trigger)
 
     def _pass(self, trigger: str) -> tuple[PassResult, list[str]]:
         started = time.time()
@@ -190,24 +203,38 @@ class Reconciler:
                 error=f"config directory {self.config_dir} does not exist; nothing changed",
             )
             return result, []
-        validation = self.validator.validate_paths([self.config_dir], root=self.config_dir, environ=self.environ)
+        # File events name what changed, so their passes trust file stats; the periodic pass and
+        # the first one read every file, healing anything a stat could hide.
+        trust_stat = trigger == "watch"
+        validation = self.validator.validate_paths(
+            [self.config_dir], root=self.config_dir, environ=self.environ, trust_stat=trust_stat
+        )
         desired = desired_state(validation)
         result = PassResult(trigger, started, 0.0, commit, len(desired.integrations))
         result.files_refused = sorted({d.file for d in validation.diagnostics})
         registry: dict[str, IntegrationRecord] = {}
+        touched: list[IntegrationRecord] = []
         audit: list[AuditEntry] = []
+        inputs: dict[str, tuple[Any, ...]] = {}
         for integration_id, claimants in desired.integrations.items():
             old = self.registry.get(integration_id)
-            record = copy.deepcopy(old) if old else IntegrationRecord(id=integration_id)
-            claimant = _pick(claimants, record)
+            claimant = _pick(claimants, old) if old else claimants[0]
+            inputs[integration_id] = self._inputs(claimants, claimant, commit)
+            if old is not None and self._last_inputs.get(integration_id) == inputs[integration_id]:
+                registry[integration_id] = old  # nothing it depends on changed: skip
+                _note_unchanged(old, result)
+                continue
+            record = copy.copy(old) if old else IntegrationRecord(id=integration_id)
             revision = {"commit": commit, "contentHash": claimant.content_hash, "file": claimant.source_file}
             self._converge(record, claimant, revision, audit, result)
+            self._apply_override(record)
             registry[integration_id] = record
+            touched.append(record)
         removals = []
         for integration_id, old in self.registry.items():
             if integration_id in registry:
                 continue
-            record = copy.deepcopy(old)
+            record = copy.copy(old)
             if record.source_file in desired.broken_files:
                 # The file is there but unreadable as a whole: keep what runs, say why.
                 problems = desired.broken_files[record.source_file]
@@ -228,15 +255,32 @@ class Reconciler:
                     record.generation,
                 )
                 removals.append(integration_id)
-            registry[integration_id] = record
-        for record in registry.values():
             self._apply_override(record)
-        changed = [r for r in registry.values() if _differs(self.registry.get(r.id), r)]
+            registry[integration_id] = record
+            touched.append(record)
+        changed = [r for r in touched if _differs(self.registry.get(r.id), r)]
         if changed or audit:
             self.store.save(changed, audit)
         self.registry = registry
+        self._last_inputs = inputs
         result.duration_ms = round((time.perf_counter() - clock) * 1000, 2)
         return result, removals
+
+    def _inputs(
+        self, claimants: list[DesiredIntegration], claimant: DesiredIntegration, commit: str | None
+    ) -> tuple[Any, ...]:
+        """Everything a converge step reads. Equal inputs give an equal outcome, so a pass skips
+        integrations whose inputs are unchanged: a pass over 1,000 files costs what the changed ones cost."""
+        secrets_state = secrets_fingerprint(claimant.spec, self.environ) if claimant.spec is not None else None
+        override = self.overrides.get(claimant.id)
+        return (
+            tuple((c.source_file, c.source_document, c.content_hash) for c in claimants),
+            tuple(p.as_text() for p in claimant.problems),
+            commit,
+            secrets_state,
+            (override.suspended, override.actor, override.reason) if override else None,
+            id(self.applied.get(claimant.id)),
+        )
 
     def _converge(
         self,
@@ -319,7 +363,7 @@ class Reconciler:
     ) -> None:
         """Keep the last good version running (if any) and say why the new one was refused."""
         repeated = previous_attempt == record.last_attempted_revision and _was_refused(record, message)
-        result.refused.append(record.id)
+        (result.waiting if reason == Reason.SECRET_MISSING else result.refused).append(record.id)
         running = record.applied and record.id in self.applied
         if running:
             ready = (Status.TRUE, Reason.APPLIED, f"generation {record.generation} (last good version) applied")
@@ -421,6 +465,13 @@ class Reconciler:
             self.applied[record.id] = AppliedIntegration(record.id, record.generation, spec, resolved, suspended)
 
 
+def _note_unchanged(record: IntegrationRecord, result: PassResult) -> None:
+    """An unchanged integration still counts in the pass's refused or waiting lists."""
+    synced = condition(record.conditions, ConditionType.SYNCED)
+    if synced is not None and synced["status"] == Status.FALSE:
+        (result.waiting if synced["reason"] == Reason.SECRET_MISSING else result.refused).append(record.id)
+
+
 def _pick(claimants: list[DesiredIntegration], record: IntegrationRecord) -> DesiredIntegration:
     """With a duplicate id, report against the file the running version came from."""
     for claimant in claimants:
@@ -468,7 +519,7 @@ def _differs(old: IntegrationRecord | None, new: IntegrationRecord) -> bool:
 
 
 def _log_pass(result: PassResult) -> None:
-    level = logging.WARNING if result.error or result.refused else logging.INFO
+    level = logging.WARNING if result.error or result.refused or result.waiting else logging.INFO
     parts = [f"{result.integrations} integrations"]
     for label, ids in (
         ("added", result.added),

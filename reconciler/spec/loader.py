@@ -100,24 +100,25 @@ class _LoadProblem(Exception):
         self.code = code
 
 
-def discover(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[Diagnostic]]:
+def discover(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[Diagnostic]]:
     """The integration files under the given files and directories, in a stable order.
 
-    Hidden files and directories (`.git`, editor swap files) are skipped.
+    Hidden files and directories (`.git`, editor swap files) are skipped. Paths are strings:
+    the reconciler walks the tree on every pass, and pathlib objects cost more than the walk.
     """
-    found: list[Path] = []
+    found: list[str] = []
     problems: list[Diagnostic] = []
     for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
+        path = os.fspath(raw)
+        if os.path.isdir(path):
             for root, dirs, files in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 found.extend(
-                    Path(root) / name
+                    os.path.join(root, name)
                     for name in sorted(files)
                     if name.endswith(EXTENSIONS) and not name.startswith(".")
                 )
-        elif path.is_file():
+        elif os.path.isfile(path):
             found.append(path)
         else:
             problems.append(
@@ -133,10 +134,11 @@ def load_file(path: Path, display: str | None = None) -> LoadedFile:
     return raw if isinstance(raw, LoadedFile) else load_bytes(raw, name)
 
 
-def read_file(path: Path, name: str) -> bytes | LoadedFile:
+def read_file(path: str | Path, name: str) -> bytes | LoadedFile:
     """The file's bytes, or a LoadedFile that says why it cannot be read."""
     try:
-        return path.read_bytes()
+        with open(path, "rb") as handle:
+            return handle.read()
     except OSError as exc:
         problem = Diagnostic(
             name,
@@ -330,6 +332,8 @@ class _Builder:
 
 
 def _scalar(node: yaml.Node) -> Any:
+    if node.tag == _STR:
+        return node.value  # the common case, and all SafeConstructor would do for it
     if node.tag == _TIMESTAMP:
         return node.value  # timestamps stay strings: the format speaks RFC 3339 text
     if node.tag not in _SCALAR_TAGS:

@@ -56,6 +56,8 @@ def mask_references(text: str) -> str:
 def parse_references(text: str) -> list[Reference]:
     """The references in a string; ReferenceError for the first malformed one."""
     found: list[Reference] = []
+    if "${" not in text:
+        return found
     for match in _ANY_REFERENCE.finditer(text):
         body = match.group(0)
         if not body.endswith("}"):

@@ -6,7 +6,10 @@ error, so one run reports all of them.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import gc
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,13 +88,32 @@ def validate_paths(
     return TreeValidator().validate_paths(paths, check_env=check_env, environ=environ, progress=progress, root=root)
 
 
-Source = tuple[str, bytes | LoadedFile]  # the file's display name, and its content (or a load failure)
+# the file's display name, and its content (or a load failure, or its still-valid cache entry)
+Source = tuple[str, "bytes | LoadedFile | _CheckedFile"]
 
 
 @dataclass
 class _CheckedFile:
     loaded: LoadedFile
     checked: list[tuple[Document, AnyIntegration | EventTypeDecl | None, list[Diagnostic]]]
+    signature: tuple[int, int, int] | None = None  # (mtime_ns, size, inode) when read from disk
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector around a bulk build of long-lived objects.
+
+    Loading thousands of documents makes the collector rescan the growing heap again and
+    again (measured: 3 of 6.7 seconds for 10,000 files). Nothing built here is cyclic garbage,
+    so collecting once afterwards loses nothing.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class TreeValidator:
@@ -101,6 +123,7 @@ class TreeValidator:
     def __init__(self) -> None:
         self._files: dict[str, _CheckedFile] = {}
         self._cross_file_memo: dict[tuple[str, str, int, str], list[Diagnostic]] = {}
+        self._signatures: dict[str, tuple[int, int, int] | None] = {}
 
     def validate_paths(
         self,
@@ -110,14 +133,29 @@ class TreeValidator:
         environ: Mapping[str, str] | None = None,
         progress: Progress | None = None,
         root: Path | None = None,
+        trust_stat: bool = False,
     ) -> ValidationResult:
+        """`trust_stat`: skip reading a file whose modification time, size and inode are those
+        of the previous call (the reconciler's watch-triggered passes; its periodic pass reads all)."""
         paths = list(paths)
         files, problems = discover(paths)
 
         def sources() -> Iterator[Source]:
             for path in files:
                 name = _display(path, root)
-                yield name, read_file(path, name)
+                try:
+                    stat = os.stat(path)
+                    signature: tuple[int, int, int] | None = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+                except OSError:
+                    signature = None
+                cached = self._files.get(name)
+                if trust_stat and cached is not None and signature is not None and cached.signature == signature:
+                    yield name, cached
+                    continue
+                content = read_file(path, name)
+                if isinstance(content, bytes):
+                    self._signatures[name] = signature
+                yield name, content
 
         where = ", ".join(str(p) for p in paths) or "."
         return self.validate_sources(
@@ -140,6 +178,19 @@ class TreeValidator:
         check_env: bool = False,
         environ: Mapping[str, str] | None = None,
         progress: Progress | None = None,
+    ) -> ValidationResult:
+        with paused_gc():
+            return self._validate_sources(sources, total, where, problems, check_env, environ, progress)
+
+    def _validate_sources(
+        self,
+        sources: Iterable[Source],
+        total: int,
+        where: str,
+        problems: list[Diagnostic] | None,
+        check_env: bool,
+        environ: Mapping[str, str] | None,
+        progress: Progress | None,
     ) -> ValidationResult:
         from reconciler.spec.checks import check_across_documents
 
@@ -172,23 +223,27 @@ class TreeValidator:
         )
         return result
 
-    def _check_file(self, name: str, content: bytes | LoadedFile) -> _CheckedFile:
+    def _check_file(self, name: str, content: bytes | LoadedFile | _CheckedFile) -> _CheckedFile:
+        if isinstance(content, _CheckedFile):
+            return content
         if isinstance(content, LoadedFile):
             return _CheckedFile(content, [])
+        signature = self._signatures.pop(name, None)
         cached = self._files.get(name)
         if cached is not None and cached.loaded.content_hash == content_hash(content):
+            cached.signature = signature
             return cached
         loaded = load_bytes(content, name)
-        return _CheckedFile(loaded, [(doc, *validate_document(doc)) for doc in loaded.documents])
+        return _CheckedFile(loaded, [(doc, *validate_document(doc)) for doc in loaded.documents], signature)
 
 
-def _display(path: Path, root: Path | None) -> str:
+def _display(path: str, root: Path | None) -> str:
+    text = path
     if root is not None:
-        try:
-            return str(path.relative_to(root))
-        except ValueError:
-            pass
-    return str(path)
+        prefix = str(root).rstrip("/") + "/"
+        if text.startswith(prefix):
+            return text[len(prefix) :]
+    return text
 
 
 def _collect(

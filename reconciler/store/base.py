@@ -121,11 +121,11 @@ class Store:
 
     def save(self, records: Sequence[IntegrationRecord], audit: Iterable[AuditEntry] = ()) -> None:
         """Upsert registry rows and append audit entries in one transaction."""
+        now = time.time()
+        rows = [{**{name: getattr(record, name) for name in _RECORD_COLUMNS}, "updated_at": now} for record in records]
         with self.engine.begin() as connection:
-            for record in records:
-                values = {name: getattr(record, name) for name in _RECORD_COLUMNS}
-                values["updated_at"] = time.time()
-                self._upsert(connection, t.integrations, values, ["id"])
+            if rows:
+                self._upsert(connection, t.integrations, rows, ["id"])
             self._append_audit(connection, audit)
 
     def delete_integration(self, integration_id: str, audit: Iterable[AuditEntry] = ()) -> None:
@@ -145,7 +145,7 @@ class Store:
                 "actor": override.actor,
                 "at": override.at,
             }
-            self._upsert(connection, t.overrides, values, ["integration_id"])
+            self._upsert(connection, t.overrides, [values], ["integration_id"])
             self._append_audit(connection, [audit])
 
     def clear_override(self, integration_id: str, audit: AuditEntry) -> None:
@@ -194,7 +194,7 @@ class Store:
 
     def set_meta(self, key: str, value: Any) -> None:
         with self.engine.begin() as connection:
-            self._upsert(connection, t.meta, {"key": key, "value": value}, ["key"])
+            self._upsert(connection, t.meta, [{"key": key, "value": value}], ["key"])
 
     # --- outbox (counts the registry shows; the event pipeline adds the rest) ------------
 
@@ -207,7 +207,8 @@ class Store:
 
     # --- dialect --------------------------------------------------------------------------
 
-    def _upsert(self, connection: sa.Connection, table: sa.Table, values: dict[str, Any], key: list[str]) -> None:
+    def _upsert(self, connection: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], key: list[str]) -> None:
+        """Insert or update `rows` (all with the same columns) by `key`, as one executemany."""
         raise NotImplementedError
 
 

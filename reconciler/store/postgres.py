@@ -25,7 +25,7 @@ class PostgresStore(Store):
     def _lock_for_migration(self, connection: sa.Connection) -> None:
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
 
-    def _upsert(self, connection: sa.Connection, table: sa.Table, values: dict[str, Any], key: list[str]) -> None:
-        statement = insert(table).values(**values)
-        updates = {name: statement.excluded[name] for name in values if name not in key}
-        connection.execute(statement.on_conflict_do_update(index_elements=key, set_=updates))
+    def _upsert(self, connection: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], key: list[str]) -> None:
+        statement = insert(table)
+        updates = {name: statement.excluded[name] for name in rows[0] if name not in key}
+        connection.execute(statement.on_conflict_do_update(index_elements=key, set_=updates), rows)

@@ -33,10 +33,10 @@ class SQLiteStore(Store):
         sa.event.listen(engine, "connect", _configure)
         return cls(url, engine)
 
-    def _upsert(self, connection: sa.Connection, table: sa.Table, values: dict[str, Any], key: list[str]) -> None:
-        statement = insert(table).values(**values)
-        updates = {name: statement.excluded[name] for name in values if name not in key}
-        connection.execute(statement.on_conflict_do_update(index_elements=key, set_=updates))
+    def _upsert(self, connection: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], key: list[str]) -> None:
+        statement = insert(table)
+        updates = {name: statement.excluded[name] for name in rows[0] if name not in key}
+        connection.execute(statement.on_conflict_do_update(index_elements=key, set_=updates), rows)
 
 
 def _configure(dbapi_connection: Any, _record: Any) -> None:
