@@ -19,9 +19,11 @@ import uvicorn
 
 from reconciler.api.app import Runtime, create_app
 from reconciler.api.auth import load_admin_secret
+from reconciler.delivery.engine import DeliveryEngine
+from reconciler.events.intake import Intake
 from reconciler.reconcile.loop import RESYNC_SECONDS, Reconciler
 from reconciler.reconcile.watch import watch
-from reconciler.store import open_store
+from reconciler.store import Store, open_store
 
 log = logging.getLogger("reconciler")
 SHUTDOWN_GRACE_SECONDS = 10.0
@@ -39,6 +41,7 @@ class Settings:
     store_url: str = DEFAULT_STORE
     listen: str = DEFAULT_LISTEN
     resync_seconds: float = RESYNC_SECONDS
+    retention_seconds: float | None = 30 * 86400.0
 
     @property
     def state_dir(self) -> Path:
@@ -83,15 +86,34 @@ async def serve(settings: Settings) -> int:
         raise StartupError(f"config directory {settings.config_dir} does not exist; create it or pass --config-dir")
     sock = bind(settings.listen)
     store = await asyncio.to_thread(open_store, settings.store_url)
+    with contextlib.ExitStack() as held:
+        if store.dialect == "sqlite":
+            held.enter_context(exclusive_owner(settings.store_url))
+            # the only process on this store: whatever a crashed predecessor had claimed is free
+            released = await asyncio.to_thread(store.release_leases)
+            if released:
+                log.info("taking over deliveries claimed before a crash", extra={"fields": {"count": released}})
+        return await _serve(settings, sock, store)
+
+
+async def _serve(settings: Settings, sock: socket.socket, store: Store) -> int:
     admin_secret, secret_source = load_admin_secret(settings.state_dir)
-    reconciler = Reconciler(store, settings.config_dir, resync_seconds=settings.resync_seconds)
+    engine_holder: list[DeliveryEngine] = []
+
+    async def drain(integration_id: str) -> None:
+        await engine_holder[0].drain(integration_id)
+
+    reconciler = Reconciler(store, settings.config_dir, resync_seconds=settings.resync_seconds, on_remove=drain)
+    engine = DeliveryEngine(store, reconciler, retention_seconds=settings.retention_seconds)
+    engine_holder.append(engine)
+    intake = Intake(store, reconciler, on_commit=engine.wake)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     server = _Server(
         uvicorn.Config(
-            create_app(Runtime(reconciler, admin_secret)),
+            create_app(Runtime(reconciler, admin_secret, intake, engine)),
             log_config=None,
             access_log=False,
             lifespan="off",
@@ -110,18 +132,28 @@ async def serve(settings: Settings) -> int:
             }
         },
     )
-    tasks = [
-        asyncio.create_task(reconciler.run(stop), name="reconcile"),
-        asyncio.create_task(watch(settings.config_dir, reconciler.trigger, stop), name="watch"),
-        asyncio.create_task(server.serve(sockets=[sock]), name="api"),
-    ]
+    # Roles stop in order: the API stops taking events, intake commits what it holds, the
+    # engine finishes requests in flight and gives back what it had not started.
+    intake_stop, engine_stop = asyncio.Event(), asyncio.Event()
+    roles = {
+        "reconcile": asyncio.create_task(reconciler.run(stop), name="reconcile"),
+        "watch": asyncio.create_task(watch(settings.config_dir, reconciler.trigger, stop), name="watch"),
+        "api": asyncio.create_task(server.serve(sockets=[sock]), name="api"),
+        "intake": asyncio.create_task(intake.run(intake_stop), name="intake"),
+        "delivery": asyncio.create_task(engine.run(engine_stop), name="delivery"),
+    }
     stopped = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait({stopped, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait({stopped, *roles.values()}, return_when=asyncio.FIRST_COMPLETED)
     failed = [t for t in done if t is not stopped and t.exception() is not None]
     stop.set()
     server.should_exit = True
     log.info("stopping: finishing in-flight work")
-    _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS)
+    deadline = loop.time() + SHUTDOWN_GRACE_SECONDS
+    for name, release in (("api", intake_stop), ("intake", engine_stop), ("delivery", None)):
+        await asyncio.wait({roles[name]}, timeout=max(0.1, deadline - loop.time()))
+        if release is not None:
+            release.set()
+    _, pending = await asyncio.wait(set(roles.values()), timeout=max(0.1, deadline - loop.time()))
     for task in pending:
         task.cancel()
     await asyncio.to_thread(store.close)
@@ -132,3 +164,24 @@ async def serve(settings: Settings) -> int:
         return 1
     log.info("stopped")
     return 0
+
+
+@contextlib.contextmanager
+def exclusive_owner(store_url: str) -> Iterator[None]:
+    """One daemon per SQLite store: a second one would take over the first one's claims."""
+    import fcntl
+
+    path = Path(store_url.removeprefix("sqlite:///") + ".lock")
+    handle = path.open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise StartupError(
+            f"another reconciler is running on {store_url}; stop it, or use PostgreSQL "
+            "(--store postgresql://...) to run several replicas"
+        ) from None
+    try:
+        yield
+    finally:
+        handle.close()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reconciler.events.catalog import BUILTIN_EVENT_TYPES, EventType
 from reconciler.reconcile.conditions import ConditionType, Reason, Status, condition, same_state, set_condition
 from reconciler.reconcile.desired import (
     DesiredIntegration,
@@ -31,6 +32,7 @@ from reconciler.reconcile.desired import (
     spec_hash,
 )
 from reconciler.reconcile.diff import diff_specs
+from reconciler.spec.checks import event_catalog
 from reconciler.spec.diagnostics import Diagnostic
 from reconciler.spec.models import INTEGRATION_MODELS, AnyIntegration
 from reconciler.spec.validate import TreeValidator, paused_gc
@@ -102,6 +104,9 @@ class Reconciler:
         self.registry: dict[str, IntegrationRecord] = {r.id: r for r in store.list_integrations()}
         self.overrides: dict[str, Override] = store.overrides()
         self.applied: dict[str, AppliedIntegration] = {}
+        # bumped whenever `applied` changes, so routing and delivery rebuild what they derive
+        self.applied_version = 0
+        self.catalog: dict[str, EventType] = dict(BUILTIN_EVENT_TYPES)
         self.last_pass: PassResult | None = None
         self.passes = 0
         self._wake = asyncio.Event()
@@ -178,6 +183,7 @@ class Reconciler:
             self._apply_override(updated)
             if integration_id in self.applied:
                 self.applied[integration_id].suspended = suspend
+                self.applied_version += 1
             await asyncio.to_thread(self.store.save, [updated])
             self.registry = {**self.registry, integration_id: updated}
             return updated
@@ -263,6 +269,7 @@ class Reconciler:
             self.store.save(changed, audit)
         self.registry = registry
         self._last_inputs = inputs
+        self.catalog = event_catalog(validation)
         result.duration_ms = round((time.perf_counter() - clock) * 1000, 2)
         return result, removals
 
@@ -328,6 +335,7 @@ class Reconciler:
         runtime = self.applied.get(record.id)
         if runtime is None or runtime.generation != record.generation or runtime.resolved != resolved:
             self.applied[record.id] = AppliedIntegration(record.id, record.generation, spec, resolved)
+            self.applied_version += 1
         ready = (
             (Status.TRUE, Reason.APPLIED, f"generation {record.generation} applied")
             if spec.active
@@ -425,8 +433,10 @@ class Reconciler:
                     f"generation {record.generation} applied",
                     record.generation,
                 )
-        if record.id in self.applied:
-            self.applied[record.id].suspended = bool(override and override.suspended)
+        runtime = self.applied.get(record.id)
+        if runtime is not None and runtime.suspended != bool(override and override.suspended):
+            runtime.suspended = not runtime.suspended
+            self.applied_version += 1
 
     async def _remove(self, integration_id: str, result: PassResult) -> None:
         """Let in-flight deliveries finish, then drop the registry row; queued deliveries stay."""
@@ -449,6 +459,7 @@ class Reconciler:
         await asyncio.to_thread(self.store.delete_integration, integration_id, [entry])
         self.registry = {k: v for k, v in self.registry.items() if k != integration_id}
         self.applied.pop(integration_id, None)
+        self.applied_version += 1
         result.removed.append(integration_id)
 
     def _restore_last_known_good(self) -> None:

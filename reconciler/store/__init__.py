@@ -10,5 +10,18 @@ from reconciler.store.base import (
     StoreError,
     open_store,
 )
+from reconciler.store.outbox import Attempt, DueDelivery, NewDelivery, NewEvent, Outcome
 
-__all__ = ["AuditEntry", "IntegrationRecord", "Override", "Store", "StoreError", "open_store"]
+__all__ = [
+    "Attempt",
+    "AuditEntry",
+    "DueDelivery",
+    "IntegrationRecord",
+    "NewDelivery",
+    "NewEvent",
+    "Outcome",
+    "Override",
+    "Store",
+    "StoreError",
+    "open_store",
+]

@@ -80,7 +80,9 @@ events = sa.Table(
     sa.Column("event", sa.String(128), nullable=False),
     sa.Column("timestamp", sa.String(32), nullable=False),
     sa.Column("data", sa.JSON, nullable=False),
-    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),  # api | cli | python | inbound:<id> | sync:<id>
+    # set for inbound webhooks: the sender's message id; a repeat is acknowledged, not re-emitted
+    sa.Column("dedup_key", sa.String(255), nullable=True, unique=True),
     sa.Column("created_at", sa.Float, nullable=False, index=True),
 )
 
@@ -90,15 +92,20 @@ deliveries = sa.Table(
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("event_id", sa.String(64), nullable=False, index=True),
     sa.Column("integration_id", sa.String(63), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),  # pending | delivering | delivered | failed | dead
+    sa.Column("subscription", sa.Integer, nullable=False, server_default="0"),  # index in `webhooks`
+    # pending: not tried yet; failed: tried, will retry; delivered; dead: out of attempts
+    sa.Column("status", sa.String(16), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("batch_id", sa.String(64), nullable=True, index=True),  # stable webhook-id of its batch
     sa.Column("next_attempt_at", sa.Float, nullable=False),
     sa.Column("lease_owner", sa.String(64), nullable=True),
     sa.Column("lease_expires_at", sa.Float, nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
-    sa.Index("deliveries_due", "integration_id", "status", "next_attempt_at"),
+    sa.Column("delivered_at", sa.Float, nullable=True),
+    sa.Index("deliveries_due", "status", "next_attempt_at"),
+    sa.Index("deliveries_by_integration", "integration_id", "status"),
 )
 
 attempts = sa.Table(
@@ -107,10 +114,13 @@ attempts = sa.Table(
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("delivery_id", sa.String(64), nullable=False, index=True),
     sa.Column("integration_id", sa.String(63), nullable=False, index=True),
-    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("at", sa.Float, nullable=False, index=True),
+    sa.Column("attempt", sa.Integer, nullable=False),  # 1 for the first try of the delivery
+    sa.Column("trigger", sa.String(16), nullable=False),  # scheduled | replay | test
+    sa.Column("batch_id", sa.String(64), nullable=True),
     sa.Column("status_code", sa.Integer, nullable=True),
     sa.Column("latency_ms", sa.Float, nullable=True),
-    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),  # delivered | failed | dead | gone | skipped
     sa.Column("response_excerpt", sa.Text, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
 )
@@ -121,5 +131,5 @@ def _v1(connection: sa.Connection) -> None:
         table.create(connection, checkfirst=True)
 
 
-# version -> migration; append, never edit
+# version -> migration; append, never edit (version 1 is the schema of the first release)
 MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1}

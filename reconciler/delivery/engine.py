@@ -1,0 +1,396 @@
+"""The delivery engine: claims due deliveries from the outbox and drives them to the sinks.
+
+A dispatcher claims due deliveries in batches (woken in-process by each intake commit, and
+polling once a second for retries and other replicas) and hands them to one lane per
+integration. A lane applies the integration's pacing, batching, circuit breaker and retry
+policy, and sends through the sink of its type. Outcomes are written in batches. A lane only
+takes what it can send soon, so claimed work never outlives its lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from reconciler.delivery.pacing import Pacer
+from reconciler.delivery.retry import CircuitBreaker, RetryPolicy
+from reconciler.delivery.templates import CompiledTemplate, TemplateProblem, compile_template, render_context
+from reconciler.events.envelope import new_id
+from reconciler.sinks import SinkResult
+from reconciler.sinks.http import HttpSink
+from reconciler.store import Attempt, DueDelivery, Outcome, Store
+
+if TYPE_CHECKING:
+    from reconciler.reconcile.loop import AppliedIntegration, Reconciler
+
+log = logging.getLogger("reconciler.delivery")
+
+CLAIM_LIMIT = 500  # deliveries per claim query
+LANE_BUFFER = 512  # deliveries a lane holds in memory (claimed, not yet sent)
+POLL_SECONDS = 1.0  # retries come due and other replicas enqueue without waking us
+LEASE_MIN_SECONDS = 300.0
+DEFAULT_CONCURRENCY = 16  # requests in flight per integration without rateLimit.concurrency
+OUTCOME_GROUP = 1000
+PRUNE_EVERY_SECONDS = 3600.0
+HTTP_TYPES = ("api", "webhook")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What one request carries: one delivery, or a batch with its own stable id."""
+
+    deliveries: list[DueDelivery]
+    batch_id: str | None
+
+    @property
+    def message_id(self) -> str:
+        return self.batch_id or self.deliveries[0].event_id
+
+
+class DeliveryEngine:
+    def __init__(
+        self,
+        store: Store,
+        reconciler: Reconciler,
+        *,
+        http: HttpSink | None = None,
+        owner: str | None = None,
+        retention_seconds: float | None = None,
+    ) -> None:
+        self.store = store
+        self.reconciler = reconciler
+        self.http = http or HttpSink()
+        self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{new_id('w')[-8:]}"
+        self.retention_seconds = retention_seconds
+        self.counts: Counter[str] = Counter()  # attempts by outcome, for metrics
+        self._wake = asyncio.Event()
+        self._lanes: dict[str, Lane] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._templates: dict[tuple[str, int, int], CompiledTemplate | None] = {}
+        self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
+        self._stopping = False
+
+    def wake(self) -> None:
+        """An intake committed: look for due work now rather than at the next poll."""
+        self._wake.set()
+
+    # --- the dispatcher ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        writer = asyncio.create_task(self._write_outcomes())
+        pruned_at = 0.0
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    claimed = await self._claim_round()
+                    if self.retention_seconds and time.time() - pruned_at > PRUNE_EVERY_SECONDS:
+                        pruned_at = time.time()
+                        await asyncio.to_thread(self.store.prune, pruned_at - self.retention_seconds)
+                except Exception:
+                    log.exception("claiming deliveries failed; retrying")
+                    claimed = 0
+                if claimed >= CLAIM_LIMIT:
+                    continue  # more is due: claim again at once
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_first(self._wake, stop), timeout=POLL_SECONDS)
+        finally:
+            await self._shutdown(writer)
+
+    async def _claim_round(self) -> int:
+        room = {lane_id: lane.room() for lane_id, lane in self._lanes.items()}
+        candidates = [
+            a
+            for a in self.reconciler.applied.values()
+            if a.delivering and a.spec.type in HTTP_TYPES and room.get(a.id, LANE_BUFFER) > 0
+        ]
+        if not candidates:
+            return 0
+        lease = max(LEASE_MIN_SECONDS, 2 * _timeout_seconds(candidates) + 60)
+        claimed = await asyncio.to_thread(
+            self.store.claim, self.owner, [a.id for a in candidates], time.time(), CLAIM_LIMIT, lease
+        )
+        by_integration: dict[str, list[DueDelivery]] = {}
+        for delivery in claimed:
+            by_integration.setdefault(delivery.integration_id, []).append(delivery)
+        for integration_id, deliveries in by_integration.items():
+            self._lane(integration_id).submit(deliveries)
+        return len(claimed)
+
+    def _lane(self, integration_id: str) -> Lane:
+        lane = self._lanes.get(integration_id)
+        if lane is None:
+            lane = self._lanes[integration_id] = Lane(self, integration_id)
+        return lane
+
+    async def drain(self, integration_id: str) -> None:
+        """Wait for an integration's in-flight requests; give back what it had not started."""
+        lane = self._lanes.pop(integration_id, None)
+        if lane is not None:
+            await lane.close()
+
+    async def _shutdown(self, writer: asyncio.Task[None]) -> None:
+        self._stopping = True
+        for lane in list(self._lanes.values()):
+            await lane.close()
+        self._lanes.clear()
+        await self._outcomes.put(_FLUSH)
+        await writer
+        await asyncio.to_thread(self.store.release_leases, self.owner)
+        await self.http.close()
+
+    # --- outcomes ----------------------------------------------------------------------------------
+
+    async def _write_outcomes(self) -> None:
+        while True:
+            first = await self._outcomes.get()
+            group = [] if first is _FLUSH else [first]
+            done = first is _FLUSH
+            while not self._outcomes.empty() and len(group) < OUTCOME_GROUP:
+                item = self._outcomes.get_nowait()
+                if item is _FLUSH:
+                    done = True
+                else:
+                    group.append(item)
+            if group:
+                try:
+                    await asyncio.to_thread(self.store.record, group)
+                except Exception:
+                    # the leases expire and the deliveries are tried again: at-least-once holds
+                    log.exception("could not record delivery outcomes")
+            if done:
+                return
+
+    def report(self, outcome: Outcome) -> None:
+        if outcome.attempt is not None:
+            self.counts[outcome.attempt.outcome] += 1
+        self._outcomes.put_nowait(outcome)
+
+    # --- per-integration helpers used by lanes --------------------------------------------------------
+
+    def breaker(self, integration: AppliedIntegration) -> CircuitBreaker:
+        endpoint = getattr(integration.spec.config, "endpoint", None) or integration.id
+        parts = urlsplit(endpoint if "${" not in endpoint else integration.id)
+        key = f"{parts.scheme}://{parts.netloc}" if parts.netloc else integration.id
+        return self._breakers.setdefault(key, CircuitBreaker())
+
+    def template(self, integration: AppliedIntegration, subscription: int) -> CompiledTemplate | None:
+        key = (integration.id, integration.generation, subscription)
+        if key not in self._templates:
+            source = None
+            if 0 <= subscription < len(integration.spec.webhooks):
+                source = integration.spec.webhooks[subscription].template
+            if source is None:
+                source = getattr(integration.spec.config, "template", None)
+            self._templates[key] = compile_template(source) if source is not None else None
+        return self._templates[key]
+
+    async def gone(self, integration: AppliedIntegration, detail: str) -> None:
+        """A 410 from the target: the partner retired the endpoint. Suspend, keep the queue."""
+        reason = f"the endpoint answered 410 Gone ({detail}); resume once it is replaced"
+        log.warning("integration suspended: endpoint gone", extra={"fields": {"integration": integration.id}})
+        with contextlib.suppress(KeyError):
+            await self.reconciler.suspend(integration.id, "delivery", reason)
+
+
+_FLUSH: Any = object()
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+def _timeout_seconds(integrations: list[AppliedIntegration]) -> float:
+    from reconciler.spec.durations import parse_duration
+
+    return max((parse_duration(getattr(a.spec.config, "timeout", "10s")) for a in integrations), default=10.0)
+
+
+class Lane:
+    """One integration's queue of claimed deliveries, sent in order of creation."""
+
+    def __init__(self, engine: DeliveryEngine, integration_id: str) -> None:
+        self.engine = engine
+        self.integration_id = integration_id
+        self.queue: deque[DueDelivery] = deque()
+        self.inflight = 0
+        self._ready = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+        self._pacer: Pacer | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._pacing_generation = -1
+        self._sending: set[asyncio.Task[None]] = set()
+        self._task = asyncio.create_task(self._run())
+
+    def room(self) -> int:
+        return LANE_BUFFER - len(self.queue) - self.inflight
+
+    def submit(self, deliveries: list[DueDelivery]) -> None:
+        self.queue.extend(deliveries)
+        self._ready.set()
+
+    async def close(self) -> None:
+        """Stop starting requests, wait for those in flight, give back the rest."""
+        self._closing = True
+        self._ready.set()
+        await self._task
+        await self._idle.wait()
+        self._release(list(self.queue))
+        self.queue.clear()
+
+    async def _run(self) -> None:
+        while not self._closing:
+            await self._ready.wait()
+            self._ready.clear()
+            while self.queue and not self._closing:
+                integration = self.engine.reconciler.applied.get(self.integration_id)
+                if integration is None or not integration.delivering:
+                    self._release(list(self.queue))  # removed or suspended meanwhile: back to the store
+                    self.queue.clear()
+                    break
+                self._configure(integration)
+                unit = await self._next_unit(integration)
+                breaker = self.engine.breaker(integration)
+                now = time.time()
+                if not breaker.allows(now):
+                    self._release(unit.deliveries, until=breaker.open_until)
+                    continue
+                assert self._semaphore is not None and self._pacer is not None
+                await self._semaphore.acquire()
+                await self._pacer.wait_turn()
+                self.inflight += len(unit.deliveries)
+                self._idle.clear()
+                task = asyncio.create_task(self._send(integration, unit, breaker))
+                self._sending.add(task)  # keep a reference: the loop holds tasks only weakly
+                task.add_done_callback(self._sending.discard)
+                delay_ms = getattr(integration.spec.config, "batchDelay", 0)
+                if unit.batch_id and delay_ms and self.queue:
+                    await asyncio.sleep(delay_ms / 1000)
+
+    def _configure(self, integration: AppliedIntegration) -> None:
+        if self._pacing_generation == integration.generation:
+            return
+        limit = getattr(integration.spec.config, "rateLimit", None)
+        self._pacer = Pacer(limit.perSecond if limit else None)
+        self._semaphore = asyncio.Semaphore((limit.concurrency if limit else None) or DEFAULT_CONCURRENCY)
+        self._pacing_generation = integration.generation
+
+    async def _next_unit(self, integration: AppliedIntegration) -> Unit:
+        first = self.queue.popleft()
+        size = getattr(integration.spec.config, "batchSize", 1)
+        if size <= 1:
+            return Unit([first], None)
+        if first.batch_id:  # a retried batch keeps its members and its id
+            members = [first] + [d for d in self.queue if d.batch_id == first.batch_id]
+            for member in members[1:]:
+                self.queue.remove(member)
+            return Unit(members, first.batch_id)
+        members = [first]
+        for delivery in list(self.queue):
+            if len(members) >= size:
+                break
+            if delivery.batch_id is None and delivery.subscription == first.subscription:
+                members.append(delivery)
+                self.queue.remove(delivery)
+        batch_id = new_id("bat")
+        await asyncio.to_thread(self.engine.store.assign_batch, [d.id for d in members], batch_id)
+        return Unit(members, batch_id)
+
+    async def _send(self, integration: AppliedIntegration, unit: Unit, breaker: CircuitBreaker) -> None:
+        assert self._semaphore is not None
+        try:
+            body, problem = self._body(integration, unit)
+            if problem is not None:
+                result = SinkResult(False, None, 0.0, None, problem, None, endpoint_failure=False)
+            else:
+                result = await self.engine.http.send(integration, body, unit.message_id)
+            now = time.time()
+            if result.ok:
+                breaker.success()
+            elif result.endpoint_failure:
+                breaker.failure(now)
+            policy = RetryPolicy.from_spec(
+                integration.spec.retry.schedule if integration.spec.retry else None,
+                integration.spec.retry.maxAttempts if integration.spec.retry else None,
+            )
+            for delivery in unit.deliveries:
+                self.engine.report(_outcome(delivery, result, policy, now, unit.batch_id))
+            if result.gone:
+                await self.engine.gone(integration, result.excerpt or "HTTP 410")
+        except Exception:  # a bug must not lose the deliveries: their leases expire and they retry
+            log.exception("delivery failed unexpectedly", extra={"fields": {"integration": self.integration_id}})
+        finally:
+            self.inflight -= len(unit.deliveries)
+            self._semaphore.release()
+            if self.inflight == 0:
+                self._idle.set()
+
+    def _body(self, integration: AppliedIntegration, unit: Unit) -> tuple[bytes, str | None]:
+        envelopes = [d.envelope for d in unit.deliveries]
+        batching = getattr(integration.spec.config, "batchSize", 1) > 1
+        try:
+            template = self.engine.template(integration, unit.deliveries[0].subscription)
+            if template is None:
+                payload: Any = envelopes if batching else envelopes[0]
+            else:
+                context = render_context(
+                    envelopes, {"id": integration.id, "name": integration.spec.name}, unit.batch_id
+                )
+                payload = template.render(context)
+            return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(), None
+        except (TemplateProblem, TypeError, ValueError) as exc:
+            return b"", f"the template failed: {getattr(exc, 'message', exc)}"
+
+    def _release(self, deliveries: list[DueDelivery], until: float | None = None) -> None:
+        """Back to the store untried: status and attempts unchanged, lease cleared."""
+        when = until if until is not None else time.time()
+        for delivery in deliveries:
+            status = "failed" if delivery.attempts else "pending"
+            self.engine.report(Outcome(delivery.id, status, delivery.attempts, when))
+
+
+def _outcome(
+    delivery: DueDelivery, result: SinkResult, policy: RetryPolicy, now: float, batch_id: str | None
+) -> Outcome:
+    number = delivery.attempts + 1
+
+    def attempt(outcome: str) -> Attempt:
+        return Attempt(
+            delivery.id,
+            delivery.integration_id,
+            now,
+            number,
+            "scheduled",
+            outcome,
+            batch_id,
+            result.status,
+            round(result.latency_ms, 2),
+            result.excerpt,
+            result.error,
+        )
+
+    if result.ok:
+        return Outcome(delivery.id, "delivered", number, now, None, attempt("delivered"))
+    if result.gone:
+        return Outcome(delivery.id, "failed", number, now, result.error, attempt("gone"))
+    if policy.exhausted(number):
+        return Outcome(delivery.id, "dead", number, now, result.error, attempt("dead"))
+    delay = policy.delay_after(number)
+    if result.retry_after is not None and result.status in (429, 503):
+        delay = result.retry_after
+    return Outcome(delivery.id, "failed", number, now + delay, result.error, attempt("failed"))

@@ -1,0 +1,90 @@
+"""When to try again: the retry schedule with jitter, Retry-After, and the circuit breaker."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+
+from reconciler.spec.durations import parse_duration
+
+# In the spirit of Standard Webhooks: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
+DEFAULT_SCHEDULE_SECONDS: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+JITTER_FRACTION = 0.2  # +-20%: retries of many deliveries do not arrive in lockstep
+MAX_RETRY_AFTER_SECONDS = 86400.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """`schedule[n]` is the wait before attempt n+1; beyond its end the last interval repeats."""
+
+    schedule: tuple[float, ...] = DEFAULT_SCHEDULE_SECONDS
+    max_attempts: int = len(DEFAULT_SCHEDULE_SECONDS)
+
+    @classmethod
+    def from_spec(cls, schedule: list[str] | None, max_attempts: int | None) -> RetryPolicy:
+        seconds = tuple(parse_duration(s) for s in schedule) if schedule else DEFAULT_SCHEDULE_SECONDS
+        return cls(seconds, max_attempts or len(seconds))
+
+    def delay_after(self, attempts: int, jitter: bool = True) -> float:
+        """Seconds to wait after `attempts` failed attempts (1 after the first failure)."""
+        base = self.schedule[min(attempts, len(self.schedule) - 1)]
+        if jitter and base > 0:
+            base *= 1 + random.uniform(-JITTER_FRACTION, JITTER_FRACTION)
+        return base
+
+    def exhausted(self, attempts: int) -> bool:
+        return attempts >= self.max_attempts
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), capped at a day."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER_SECONDS)
+    try:
+        moment = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+    return min(max(0.0, moment - (now if now is not None else time.time())), MAX_RETRY_AFTER_SECONDS)
+
+
+@dataclass
+class CircuitBreaker:
+    """Per endpoint: after `threshold` consecutive failures, stop sending for a cool-down that
+    doubles each time the endpoint fails again (up to `max_open`); one trial request closes it."""
+
+    threshold: int = 5
+    base_open: float = 30.0
+    max_open: float = 600.0
+    failures: int = 0
+    open_until: float = 0.0
+    opened: int = 0
+    trial_in_flight: bool = field(default=False)
+
+    def allows(self, now: float) -> bool:
+        if self.failures < self.threshold:
+            return True
+        if now < self.open_until or self.trial_in_flight:
+            return False
+        self.trial_in_flight = True  # half-open: one request decides
+        return True
+
+    def success(self) -> None:
+        self.failures = 0
+        self.opened = 0
+        self.trial_in_flight = False
+
+    def failure(self, now: float) -> None:
+        self.failures += 1
+        self.trial_in_flight = False
+        if self.failures >= self.threshold:
+            self.open_until = now + min(self.max_open, self.base_open * 2**self.opened)
+            self.opened += 1
+
+    @property
+    def is_open(self) -> bool:
+        return self.failures >= self.threshold

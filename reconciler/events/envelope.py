@@ -1,0 +1,101 @@
+"""The event envelope: `{"id", "event", "timestamp", "data"}`, and checks of incoming events.
+
+Intake takes `event` and `data` (and optionally `timestamp`); it adds a stable id, which is
+the idempotency key of every delivery (`webhook-id`) and never changes across retries.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import jsonschema
+
+from reconciler.events.catalog import CUSTOM_PREFIX, EventType
+from reconciler.events.patterns import EVENT_NAME
+
+MAX_DATA_BYTES = 256 * 1024  # an event is a notification, not a file transfer
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
+
+
+def new_id(prefix: str) -> str:
+    """Time-ordered, unique: 12 hex digits of milliseconds and 16 random ones."""
+    return f"{prefix}_{int(time.time() * 1000):012x}{os.urandom(8).hex()}"
+
+
+def now_timestamp() -> str:
+    """RFC 3339 UTC with milliseconds and Z, as in the integration guide."""
+    moment = datetime.now(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    id: str
+    event: str
+    timestamp: str
+    data: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "event": self.event, "timestamp": self.timestamp, "data": self.data}
+
+
+class EventRejected(ValueError):
+    """An event that intake refuses; `reasons` lists every problem, each with its JSON pointer."""
+
+    def __init__(self, reasons: list[dict[str, str]]) -> None:
+        super().__init__("; ".join(f"{r['pointer'] or '/'}: {r['message']}" for r in reasons))
+        self.reasons = reasons
+
+
+class EventChecker:
+    """Validates events against the catalog; one compiled validator per event type."""
+
+    def __init__(self, catalog: Mapping[str, EventType]) -> None:
+        self.catalog = dict(catalog)
+        self._validators: dict[str, jsonschema.protocols.Validator] = {}
+
+    def check(self, event: Any, data: Any, timestamp: Any = None) -> list[dict[str, str]]:
+        """Every reason the event is refused (empty when it is fine)."""
+        reasons: list[dict[str, str]] = []
+        if not isinstance(event, str) or not EVENT_NAME.match(event):
+            reasons.append(_reason("/event", "event must be a dotted event type such as user.registered"))
+        elif event not in self.catalog and not event.startswith(CUSTOM_PREFIX):
+            reasons.append(
+                _reason(
+                    "/event",
+                    f"unknown event type {event!r}: declare it with kind: EventType, or use the custom. prefix",
+                )
+            )
+        if timestamp is not None and (not isinstance(timestamp, str) or not _RFC3339.match(timestamp)):
+            reasons.append(_reason("/timestamp", "timestamp must be RFC 3339, such as 2024-01-15T10:30:00.000Z"))
+        if not isinstance(data, dict):
+            reasons.append(_reason("/data", "data must be a JSON object"))
+            return reasons
+        if reasons:
+            return reasons
+        assert isinstance(event, str)
+        validator = self._validator(event)
+        if validator is not None:
+            for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
+                pointer = "/data" + "".join(f"/{p}" for p in error.absolute_path)
+                reasons.append(_reason(pointer, error.message))
+        return reasons
+
+    def _validator(self, event: str) -> jsonschema.protocols.Validator | None:
+        if event not in self.catalog:
+            return None  # custom.*: any object
+        if event not in self._validators:
+            schema = self.catalog[event].schema
+            cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+            self._validators[event] = cls(schema, format_checker=cls.FORMAT_CHECKER)
+        return self._validators[event]
+
+
+def _reason(pointer: str, message: str) -> dict[str, str]:
+    return {"pointer": pointer, "message": message}

@@ -1,0 +1,122 @@
+"""The HTTP sink of `api` and `webhook` integrations, on aiohttp.
+
+One request per delivery (or per batch): the integration's method, headers, timeout and
+auth, a Standard Webhooks signature when `signingSecret` is set, connections reused across
+requests. The attempt keeps the status, latency and the start of the response, never the
+request's headers or credentials.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from reconciler import __version__
+from reconciler.delivery.auth import Authenticator, AuthError, substitute
+from reconciler.delivery.retry import parse_retry_after
+from reconciler.delivery.signing import SigningError, decode_secrets, signature_headers
+from reconciler.delivery.ssrf import BlockedAddress, PublicOnlyResolver, check_literal_host
+from reconciler.sinks import SinkResult
+from reconciler.spec.durations import parse_duration
+from reconciler.spec.models import HttpConfig, OAuth2Auth
+
+RESPONSE_EXCERPT_BYTES = 1024
+USER_AGENT = f"cms-integrations-reconciler/{__version__}"
+CONNECTIONS_PER_HOST = 32
+CONNECTIONS_TOTAL = 256
+
+
+class HttpSink:
+    def __init__(self) -> None:
+        self.auth = Authenticator()
+        self._public: aiohttp.ClientSession | None = None
+        self._private: aiohttp.ClientSession | None = None
+
+    def session(self, allow_private: bool) -> aiohttp.ClientSession:
+        """Two pools: one whose resolver drops non-public addresses, one without that filter."""
+        if allow_private:
+            if self._private is None:
+                self._private = _session(None)
+            return self._private
+        if self._public is None:
+            self._public = _session(PublicOnlyResolver())
+        return self._public
+
+    async def close(self) -> None:
+        for session in (self._public, self._private):
+            if session is not None:
+                await session.close()
+
+    async def send(
+        self, integration: Any, body: bytes, message_id: str, *, method: str | None = None, url: str | None = None
+    ) -> SinkResult:
+        """Deliver one body; an OAuth2 401 refreshes the token and tries once more."""
+        config: HttpConfig = integration.spec.config
+        result = await self._send_once(integration, config, body, message_id, method, url)
+        if result.status == 401 and isinstance(integration.spec.authConfig, OAuth2Auth):
+            self.auth.invalidate(_key(integration))
+            result = await self._send_once(integration, config, body, message_id, method, url)
+        return result
+
+    async def _send_once(
+        self, integration: Any, config: HttpConfig, body: bytes, message_id: str, method: str | None, url: str | None
+    ) -> SinkResult:
+        started = time.perf_counter()
+        resolved = integration.resolved
+        target = substitute(url or config.endpoint or "", resolved)
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+        headers.update({name: substitute(value, resolved) for name, value in config.headers.items()})
+        session = self.session(config.allowPrivateNetwork)
+        try:
+            if not config.allowPrivateNetwork:
+                check_literal_host(urlsplit(target).hostname or "")
+            target = await self.auth.apply(
+                _key(integration), integration.spec.authConfig, resolved, target, headers, session
+            )
+            if config.signingSecret:
+                keys = decode_secrets(substitute(config.signingSecret, resolved))
+                headers.update(signature_headers(keys, message_id, int(time.time()), body))
+            timeout = aiohttp.ClientTimeout(total=parse_duration(config.timeout))
+            async with session.request(
+                method or config.method, target, data=body, headers=headers, timeout=timeout, allow_redirects=False
+            ) as response:
+                excerpt = await response.content.read(RESPONSE_EXCERPT_BYTES)
+                latency = (time.perf_counter() - started) * 1000
+                return SinkResult(
+                    ok=200 <= response.status < 300,
+                    status=response.status,
+                    latency_ms=latency,
+                    excerpt=excerpt.decode("utf-8", errors="replace"),
+                    error=None if 200 <= response.status < 300 else f"HTTP {response.status}",
+                    retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                    endpoint_failure=response.status >= 500 or response.status == 429,
+                )
+        except (BlockedAddress, AuthError, SigningError) as exc:
+            return SinkResult.failure(str(exc), started, endpoint_failure=False)
+        except TimeoutError:
+            return SinkResult.failure(f"timed out after {config.timeout}", started)
+        except aiohttp.ClientError as exc:
+            return SinkResult.failure(_client_error(exc), started)
+
+
+def _key(integration: Any) -> tuple[str, int]:
+    return (integration.id, integration.generation)
+
+
+def _session(resolver: PublicOnlyResolver | None) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=CONNECTIONS_TOTAL, limit_per_host=CONNECTIONS_PER_HOST, resolver=resolver, ttl_dns_cache=60
+    )
+    # no cookies: each delivery stands alone; no proxies from the environment by surprise
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
+
+
+def _client_error(exc: aiohttp.ClientError) -> str:
+    cause = exc.__cause__ or getattr(exc, "os_error", None)
+    if isinstance(cause, BlockedAddress):
+        return str(cause)
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]

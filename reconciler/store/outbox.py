@@ -1,0 +1,372 @@
+"""The transactional outbox: events, one delivery per subscribed integration, attempts.
+
+An event and its deliveries are committed together before the event is acknowledged.
+Workers claim due deliveries with a lease (an owner and an expiry): a crashed worker's claims
+expire and are taken over, so delivery is at-least-once. Writes come in batches: one
+transaction for many intakes (group commit), one for many outcomes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from reconciler.store import schema as t
+
+RETRYABLE = ("pending", "failed")
+# SQLite's default limit on bound parameters is 32,766; stay far below it per statement.
+IN_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    id: str
+    event: str
+    timestamp: str
+    data: dict[str, Any]
+    source: str
+    dedup_key: str | None = None
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    id: str
+    event_id: str
+    integration_id: str
+    subscription: int
+    next_attempt_at: float
+
+
+@dataclass
+class DueDelivery:
+    id: str
+    event_id: str
+    integration_id: str
+    subscription: int
+    attempts: int
+    batch_id: str | None
+    created_at: float
+    envelope: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    delivery_id: str
+    integration_id: str
+    at: float
+    attempt: int
+    trigger: str
+    outcome: str
+    batch_id: str | None = None
+    status_code: int | None = None
+    latency_ms: float | None = None
+    response_excerpt: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one delivery: its new state, and the attempt row (None: not tried,
+    as when a circuit breaker or pacing puts it back)."""
+
+    delivery_id: str
+    status: str  # delivered | failed | dead | pending
+    attempts: int
+    next_attempt_at: float
+    error: str | None = None
+    attempt: Attempt | None = None
+
+
+class Outbox:
+    """Mixed into Store: needs `self.engine` and the dialect's `_claim_statement`."""
+
+    engine: sa.Engine
+
+    def enqueue(self, events: Sequence[NewEvent], deliveries: Sequence[NewDelivery]) -> dict[str, str]:
+        """Commit events and their deliveries in one transaction.
+
+        Returns {event id: id of the event already stored} for events whose dedup_key was seen
+        before (those are not stored again, nor are their deliveries).
+        """
+        now = time.time()
+        with self.engine.begin() as connection:
+            duplicates = self._known_dedup_keys(connection, events)
+            fresh = [e for e in events if e.id not in duplicates]
+            if fresh:
+                connection.execute(
+                    sa.insert(t.events),
+                    [
+                        {
+                            "id": e.id,
+                            "event": e.event,
+                            "timestamp": e.timestamp,
+                            "data": e.data,
+                            "source": e.source,
+                            "dedup_key": e.dedup_key,
+                            "created_at": now,
+                        }
+                        for e in fresh
+                    ],
+                )
+            rows = [
+                {
+                    "id": d.id,
+                    "event_id": d.event_id,
+                    "integration_id": d.integration_id,
+                    "subscription": d.subscription,
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": d.next_attempt_at,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for d in deliveries
+                if d.event_id not in duplicates
+            ]
+            if rows:
+                connection.execute(sa.insert(t.deliveries), rows)
+        return duplicates
+
+    def _known_dedup_keys(self, connection: sa.Connection, events: Sequence[NewEvent]) -> dict[str, str]:
+        keyed = [e for e in events if e.dedup_key]
+        if not keyed:
+            return {}
+        existing = dict(
+            connection.execute(
+                sa.select(t.events.c.dedup_key, t.events.c.id).where(
+                    t.events.c.dedup_key.in_([e.dedup_key for e in keyed])
+                )
+            ).all()
+        )
+        duplicates = {}
+        for e in keyed:
+            assert e.dedup_key is not None
+            if e.dedup_key in existing:
+                duplicates[e.id] = existing[e.dedup_key]
+            else:
+                existing[e.dedup_key] = e.id  # a repeat within the same group commit
+        return duplicates
+
+    def claim(
+        self, owner: str, integration_ids: Iterable[str], now: float, limit: int, lease_seconds: float
+    ) -> list[DueDelivery]:
+        """Lease up to `limit` due deliveries of the given integrations, oldest due first."""
+        ids = list(integration_ids)
+        claimed: list[DueDelivery] = []
+        with self.engine.begin() as connection:
+            for start in range(0, len(ids), IN_CHUNK):
+                room = limit - len(claimed)
+                if room <= 0:
+                    break
+                statement = self._claim_statement(ids[start : start + IN_CHUNK], owner, now, room, lease_seconds)
+                claimed += [DueDelivery(**dict(row)) for row in connection.execute(statement).mappings()]
+            self._attach_envelopes(connection, claimed)
+        claimed.sort(key=lambda d: d.created_at)
+        return claimed
+
+    def _claim_statement(
+        self, integration_ids: list[str], owner: str, now: float, limit: int, lease_seconds: float
+    ) -> sa.Update:
+        due = (
+            sa.select(t.deliveries.c.id)
+            .where(
+                t.deliveries.c.status.in_(RETRYABLE),
+                t.deliveries.c.next_attempt_at <= now,
+                sa.or_(t.deliveries.c.lease_expires_at.is_(None), t.deliveries.c.lease_expires_at < now),
+                t.deliveries.c.integration_id.in_(integration_ids),
+            )
+            .order_by(t.deliveries.c.next_attempt_at)
+            .limit(limit)
+        )
+        due = self._lock_due(due)
+        c = t.deliveries.c
+        return (
+            sa.update(t.deliveries)
+            .where(c.id.in_(due.scalar_subquery()))
+            .values(lease_owner=owner, lease_expires_at=now + lease_seconds)
+            .returning(c.id, c.event_id, c.integration_id, c.subscription, c.attempts, c.batch_id, c.created_at)
+        )
+
+    def _lock_due(self, query: sa.Select[Any]) -> sa.Select[Any]:
+        """PostgreSQL adds FOR UPDATE SKIP LOCKED, so replicas never claim the same rows."""
+        return query
+
+    def _attach_envelopes(self, connection: sa.Connection, claimed: list[DueDelivery]) -> None:
+        event_ids = list({d.event_id for d in claimed})
+        envelopes: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(event_ids), IN_CHUNK):
+            rows = connection.execute(
+                sa.select(t.events.c.id, t.events.c.event, t.events.c.timestamp, t.events.c.data).where(
+                    t.events.c.id.in_(event_ids[start : start + IN_CHUNK])
+                )
+            ).mappings()
+            for row in rows:
+                envelopes[row["id"]] = {
+                    "id": row["id"],
+                    "event": row["event"],
+                    "timestamp": row["timestamp"],
+                    "data": row["data"],
+                }
+        for delivery in claimed:
+            delivery.envelope = envelopes.get(delivery.event_id, {})
+
+    def assign_batch(self, delivery_ids: Sequence[str], batch_id: str) -> None:
+        """Fix a batch's membership, so its retries keep one webhook-id and the same events."""
+        with self.engine.begin() as connection:
+            for start in range(0, len(delivery_ids), IN_CHUNK):
+                connection.execute(
+                    sa.update(t.deliveries)
+                    .where(t.deliveries.c.id.in_(delivery_ids[start : start + IN_CHUNK]))
+                    .values(batch_id=batch_id)
+                )
+
+    def record(self, outcomes: Sequence[Outcome]) -> None:
+        """Apply outcomes and append their attempts in one transaction; leases are released."""
+        if not outcomes:
+            return
+        now = time.time()
+        c = t.deliveries.c
+        update = (
+            sa.update(t.deliveries)
+            .where(c.id == sa.bindparam("b_id"))
+            .values(
+                status=sa.bindparam("b_status"),
+                attempts=sa.bindparam("b_attempts"),
+                next_attempt_at=sa.bindparam("b_next"),
+                last_error=sa.bindparam("b_error"),
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=now,
+                delivered_at=sa.bindparam("b_delivered"),
+            )
+        )
+        rows = [
+            {
+                "b_id": o.delivery_id,
+                "b_status": o.status,
+                "b_attempts": o.attempts,
+                "b_next": o.next_attempt_at,
+                "b_error": o.error,
+                "b_delivered": now if o.status == "delivered" else None,
+            }
+            for o in outcomes
+        ]
+        attempts = [vars(o.attempt) for o in outcomes if o.attempt is not None]
+        with self.engine.begin() as connection:
+            connection.execute(update, rows)
+            if attempts:
+                connection.execute(sa.insert(t.attempts), attempts)
+
+    def release_leases(self, owner: str | None = None) -> int:
+        """Give back leases (all of them when one process owns the store, at its start)."""
+        query = sa.update(t.deliveries).where(t.deliveries.c.lease_owner.is_not(None))
+        if owner is not None:
+            query = query.where(t.deliveries.c.lease_owner == owner)
+        with self.engine.begin() as connection:
+            return connection.execute(query.values(lease_owner=None, lease_expires_at=None)).rowcount or 0
+
+    def replay(
+        self,
+        *,
+        delivery_id: str | None = None,
+        integration_id: str | None = None,
+        since: float | None = None,
+        statuses: Sequence[str] = ("failed", "dead"),
+    ) -> int:
+        """Put deliveries back in the queue with a fresh attempt budget; returns how many."""
+        c = t.deliveries.c
+        query = sa.update(t.deliveries).where(c.status.in_(list(statuses)))
+        if delivery_id is not None:
+            query = query.where(c.id == delivery_id)
+        if integration_id is not None:
+            query = query.where(c.integration_id == integration_id)
+        if since is not None:
+            query = query.where(c.updated_at >= since)
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                query.values(
+                    status="pending",
+                    attempts=0,
+                    next_attempt_at=time.time(),
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    batch_id=None,
+                )
+            )
+            return result.rowcount or 0
+
+    def deliveries(
+        self, integration_id: str, statuses: Sequence[str] | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        c = t.deliveries.c
+        query = (
+            sa.select(
+                c.id,
+                c.event_id,
+                c.status,
+                c.attempts,
+                c.next_attempt_at,
+                c.last_error,
+                c.created_at,
+                c.updated_at,
+                c.delivered_at,
+                t.events.c.event,
+            )
+            .join(t.events, t.events.c.id == c.event_id)
+            .where(c.integration_id == integration_id)
+            .order_by(c.created_at.desc())
+            .limit(limit)
+        )
+        if statuses:
+            query = query.where(c.status.in_(list(statuses)))
+        with self.engine.connect() as connection:
+            return [dict(row) for row in connection.execute(query).mappings()]
+
+    def attempts(
+        self, integration_id: str | None = None, delivery_id: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Newest first."""
+        query = sa.select(t.attempts).order_by(t.attempts.c.seq.desc()).limit(limit)
+        if integration_id is not None:
+            query = query.where(t.attempts.c.integration_id == integration_id)
+        if delivery_id is not None:
+            query = query.where(t.attempts.c.delivery_id == delivery_id)
+        with self.engine.connect() as connection:
+            return [dict(row) for row in connection.execute(query).mappings()]
+
+    def queue_stats(self, now: float | None = None) -> dict[str, Any]:
+        """Deliveries waiting (pending or failed), the oldest one's age, and dead letters."""
+        now = time.time() if now is None else now
+        c = t.deliveries.c
+        with self.engine.connect() as connection:
+            waiting, oldest = connection.execute(
+                sa.select(sa.func.count(), sa.func.min(c.created_at)).where(c.status.in_(RETRYABLE))
+            ).one()
+            dead = connection.execute(sa.select(sa.func.count()).where(c.status == "dead")).scalar()
+        return {"depth": waiting, "oldestPendingSeconds": round(now - oldest, 3) if oldest else 0.0, "dead": dead or 0}
+
+    def prune(self, before: float) -> dict[str, int]:
+        """Retention: drop attempts, finished deliveries and their events older than `before`.
+
+        Deliveries still waiting (pending, failed) and dead letters are kept whatever their age:
+        nothing undelivered disappears on its own.
+        """
+        c = t.deliveries.c
+        with self.engine.begin() as connection:
+            attempts = connection.execute(sa.delete(t.attempts).where(t.attempts.c.at < before)).rowcount or 0
+            deliveries = (
+                connection.execute(
+                    sa.delete(t.deliveries).where(c.status == "delivered", c.updated_at < before)
+                ).rowcount
+                or 0
+            )
+            still_needed = sa.select(c.event_id).where(c.event_id == t.events.c.id).exists()
+            events = (
+                connection.execute(sa.delete(t.events).where(t.events.c.created_at < before, ~still_needed)).rowcount
+                or 0
+            )
+        return {"events": events, "deliveries": deliveries, "attempts": attempts}
