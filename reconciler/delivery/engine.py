@@ -77,6 +77,7 @@ class DeliveryEngine:
         self._templates: dict[tuple[str, int, int], CompiledTemplate | None] = {}
         self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
         self._stopping = False
+        self._next_due = float("inf")  # earliest retry this process scheduled
 
     def wake(self) -> None:
         """An intake committed: look for due work now rather than at the next poll."""
@@ -100,8 +101,11 @@ class DeliveryEngine:
                     claimed = 0
                 if claimed >= CLAIM_LIMIT:
                     continue  # more is due: claim again at once
+                # sleep until woken, until the earliest retry we scheduled, or one poll interval
+                wait = min(POLL_SECONDS, max(0.0, self._next_due - time.time()))
+                self._next_due = float("inf")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(_first(self._wake, stop), timeout=POLL_SECONDS)
+                    await asyncio.wait_for(_first(self._wake, stop), timeout=wait)
         finally:
             await self._shutdown(writer)
 
@@ -172,6 +176,8 @@ class DeliveryEngine:
     def report(self, outcome: Outcome) -> None:
         if outcome.attempt is not None:
             self.counts[outcome.attempt.outcome] += 1
+        if outcome.status in ("pending", "failed"):
+            self._next_due = min(self._next_due, outcome.next_attempt_at)
         self._outcomes.put_nowait(outcome)
 
     # --- per-integration helpers used by lanes --------------------------------------------------------
@@ -265,14 +271,16 @@ class Lane:
                     break
                 self._configure(integration)
                 unit = await self._next_unit(integration)
-                breaker = self.engine.breaker(integration)
-                now = time.time()
-                if not breaker.allows(now):
-                    self._release(unit.deliveries, until=breaker.open_until)
-                    continue
                 assert self._semaphore is not None and self._pacer is not None
                 await self._semaphore.acquire()
                 await self._pacer.wait_turn()
+                # decided only now, after waiting: a request that failed meanwhile may have opened
+                # the breaker, and a drain may have begun
+                breaker = self.engine.breaker(integration)
+                if self._closing or not breaker.allows(time.time()):
+                    self._semaphore.release()
+                    self._release(unit.deliveries, until=None if self._closing else breaker.open_until)
+                    continue
                 self.inflight += len(unit.deliveries)
                 self._idle.clear()
                 task = asyncio.create_task(self._send(integration, unit, breaker))

@@ -53,10 +53,11 @@ class AppliedIntegration:
     spec: AnyIntegration
     resolved: Resolved | None
     suspended: bool = False
+    removing: bool = False  # its file is gone; in-flight deliveries are finishing
 
     @property
     def delivering(self) -> bool:
-        return self.spec.active and not self.suspended and self.resolved is not None
+        return self.spec.active and not self.suspended and not self.removing and self.resolved is not None
 
 
 @dataclass
@@ -440,6 +441,10 @@ class Reconciler:
 
     async def _remove(self, integration_id: str, result: PassResult) -> None:
         """Let in-flight deliveries finish, then drop the registry row; queued deliveries stay."""
+        runtime = self.applied.get(integration_id)
+        if runtime is not None:
+            runtime.removing = True  # no new work starts for it from here on
+            self.applied_version += 1
         if self.on_remove is not None:
             await self.on_remove(integration_id)
         record = self.registry.get(integration_id)

@@ -1,0 +1,541 @@
+"""Delivery against real HTTP servers on loopback: auth, signatures, templates, batching,
+cadence, pacing, Retry-After, 410, circuit breaker, dead letters and replay."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+import pytest
+import standardwebhooks
+
+from reconciler.events.envelope import EventRejected
+from tests.peers import Peer, Reply, Seen
+from tests.pipeline import Pipeline, integration
+
+USER = {"userId": 7, "email": "ada@example.edu", "name": "Ada"}
+
+
+@pytest.fixture
+def peer() -> Iterator[Peer]:
+    running = Peer()
+    yield running
+    running.close()
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(scenario())
+
+
+def hook(peer: Peer, extra_config: str = "", extra: str = "", events: str = '["user.*"]', auth: str = "") -> str:
+    return integration(f"""
+        name: Target
+        type: webhook
+        {auth}
+        config:
+          endpoint: {peer.url}/hook
+          allowPrivateNetwork: true
+        {extra_config}
+        webhooks:
+          - events: {events}
+        {extra}
+        """)
+
+
+def with_config(text: str, lines: str) -> str:
+    """Insert indented config lines after `allowPrivateNetwork`."""
+    indented = "".join(f"  {line}\n" for line in lines.strip().splitlines())
+    return text.replace("  allowPrivateNetwork: true\n", "  allowPrivateNetwork: true\n" + indented)
+
+
+# --- basics ---------------------------------------------------------------------------------------
+
+
+def test_event_is_delivered_as_the_guides_envelope(tmp_path, peer):
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"t.yaml": hook(peer)}) as p:
+            accepted = await p.emit("user.registered", USER)
+            assert accepted.deliveries == 1
+            await p.until(lambda: peer.requests("/hook"))
+            [seen] = peer.requests("/hook")
+            body = seen.json()
+            assert body == {
+                "id": accepted.id,
+                "event": "user.registered",
+                "timestamp": accepted.timestamp,
+                "data": USER,
+            }
+            assert body["timestamp"].endswith("Z") and len(body["timestamp"]) == 24
+            assert seen.headers["Content-Type"] == "application/json"
+            await p.until(lambda: p.statuses("t") == {"delivered": 1})
+            [attempt] = p.store.attempts("t")
+            assert (attempt["status_code"], attempt["outcome"], attempt["attempt"]) == (200, "delivered", 1)
+            assert attempt["response_excerpt"] == "ok" and attempt["latency_ms"] > 0
+
+    run(scenario)
+
+
+def test_events_are_checked_against_the_catalog_with_every_reason(tmp_path, peer):
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"t.yaml": hook(peer)}) as p:
+            with pytest.raises(EventRejected) as refused:
+                await p.emit("user.registered", {"userId": [], "name": 3})
+            pointers = sorted(r["pointer"] for r in refused.value.reasons)
+            assert pointers == ["/data", "/data/name", "/data/userId"]
+            with pytest.raises(EventRejected, match="unknown event type 'user.deleted'"):
+                await p.emit("user.deleted", {})
+            accepted = await p.emit("custom.anything", {"free": "form"})
+            assert accepted.deliveries == 0  # no subscriber for custom.* here, still stored
+
+    run(scenario)
+
+
+def test_filters_route_only_matching_events_and_inactive_integrations_get_nothing(tmp_path, peer):
+    urgent = hook(peer, events='["system.error"]').replace(
+        'webhooks:\n  - events: ["system.error"]',
+        'webhooks:\n  - events: ["system.error"]\n    filter: \'data.priority == "high"\'',
+    )
+    sleeping = hook(peer).replace("name: Target", "name: Sleeping\nactive: false")
+
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"urgent.yaml": urgent, "sleeping.yaml": sleeping}) as p:
+            low = await p.emit("system.error", {"message": "disk", "priority": "low"})
+            unset = await p.emit("system.error", {"message": "no priority"})
+            high = await p.emit("system.error", {"message": "db down", "priority": "high"})
+            assert (low.deliveries, unset.deliveries, high.deliveries) == (0, 0, 1)
+            assert (await p.emit("user.login", {"userId": 1})).deliveries == 0
+            await p.until(lambda: peer.requests("/hook"))
+            assert [s.json()["data"]["message"] for s in peer.requests("/hook")] == ["db down"]
+
+    run(scenario)
+
+
+# --- auth -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "auth, check",
+    [
+        (
+            "authType: api_key\nauthConfig: {header: X-API-Key, key: '${env:KEY}'}",
+            lambda s: s.headers.get("X-API-Key") == "k3y",
+        ),
+        (
+            "authType: api_key\nauthConfig: {query: api_key, key: '${env:KEY}'}",
+            lambda s: s.query.get("api_key") == "k3y" and "X-API-Key" not in s.headers,
+        ),
+        (
+            "authType: bearer\nauthConfig: {token: '${env:KEY}'}",
+            lambda s: s.headers.get("Authorization") == "Bearer k3y",
+        ),
+        (
+            "authType: basic\nauthConfig: {username: cms, password: '${env:KEY}'}",
+            lambda s: s.headers.get("Authorization") == "Basic " + base64.b64encode(b"cms:k3y").decode(),
+        ),
+    ],
+    ids=["api_key-header", "api_key-query", "bearer", "basic"],
+)
+def test_static_auth_types_as_the_server_sees_them(tmp_path, peer, auth, check):
+    async def scenario() -> None:
+        async with Pipeline(
+            tmp_path, {"t.yaml": hook(peer, auth=auth.replace("\n", "\n        "))}, environ={"KEY": "k3y"}
+        ) as p:
+            await p.emit("user.login", {"userId": 1})
+            await p.until(lambda: peer.requests("/hook"))
+            assert check(peer.requests("/hook")[0])
+            await p.until(lambda: p.statuses("t") == {"delivered": 1})
+            assert "k3y" not in json.dumps(p.store.attempts("t")), "credentials never reach the attempt log"
+
+    run(scenario)
+
+
+def oauth(peer: Peer, grant: str, method: str = "client_secret_basic") -> str:
+    secret_line = "refreshToken: '${env:REFRESH}'" if grant == "refresh_token" else ""
+    return (
+        f"authType: oauth2\nauthConfig:\n  grantType: {grant}\n  tokenUrl: {peer.url}/token\n"
+        f"  clientId: client-id\n  clientSecret: '${{env:CLIENT_SECRET}}'\n  clientAuthMethod: {method}\n"
+        f"  {secret_line}"
+    ).replace("\n", "\n        ")
+
+
+def test_oauth2_client_credentials_token_is_cached_and_renewed_when_it_expires(tmp_path, peer):
+    peer.token_lifetime = 2  # seconds: the token expires while the test runs
+    peer.script = lambda seen: Reply() if peer.bearer_valid(seen) else Reply(401, "expired")
+
+    async def scenario() -> None:
+        async with Pipeline(
+            tmp_path,
+            {"t.yaml": hook(peer, auth=oauth(peer, "client_credentials"))},
+            environ={"CLIENT_SECRET": "client-secret"},
+        ) as p:
+            for _ in range(3):
+                await p.emit("user.login", {"userId": 1})
+            await p.until(lambda: p.statuses("t") == {"delivered": 3})
+            assert len(peer.token_requests) == 1, "one token serves requests while it is valid"
+            await asyncio.sleep(2.2)
+            await p.emit("user.login", {"userId": 2})
+            await p.until(lambda: p.statuses("t") == {"delivered": 4})
+            assert len(peer.token_requests) == 2, "an expiring token is renewed before use"
+            assert all(s.headers["Authorization"].startswith("Bearer ") for s in peer.requests("/hook"))
+            assert all(a["status_code"] == 200 for a in p.store.attempts("t")), "no request went out expired"
+            assert peer.token_requests[0]["grant_type"] == "client_credentials"
+            expiry = p.engine.http.auth.expiries()["t"]
+            assert time.time() < expiry <= time.time() + 2.5
+
+    run(scenario)
+
+
+def test_oauth2_refresh_token_grant_with_rotation_and_client_secret_post(tmp_path, peer):
+    peer.token_lifetime = 1
+    peer.rotate_refresh = True
+    peer.script = lambda seen: Reply() if peer.bearer_valid(seen) else Reply(401, "expired")
+
+    async def scenario() -> None:
+        async with Pipeline(
+            tmp_path,
+            {"t.yaml": hook(peer, auth=oauth(peer, "refresh_token", "client_secret_post"))},
+            environ={"CLIENT_SECRET": "client-secret", "REFRESH": "refresh-1"},
+        ) as p:
+            for n in range(3):
+                await p.emit("user.login", {"userId": n})
+                await p.until(lambda n=n: p.statuses("t").get("delivered") == n + 1)
+                await asyncio.sleep(1.1)
+            grants = peer.token_requests
+            assert len(grants) == 3 and all(g["grant_type"] == "refresh_token" for g in grants)
+            assert grants[0]["refresh_token"] == "refresh-1"
+            assert grants[1]["refresh_token"] != "refresh-1", "the rotated refresh token is used next"
+            assert grants[0]["client_secret"] == "client-secret"
+
+    run(scenario)
+
+
+def test_oauth2_refused_token_is_a_clear_attempt_error(tmp_path, peer):
+    async def scenario() -> None:
+        spec = hook(peer, auth=oauth(peer, "client_credentials"), extra="retry: {maxAttempts: 1}")
+        async with Pipeline(tmp_path, {"t.yaml": spec}, environ={"CLIENT_SECRET": "wrong"}) as p:
+            await p.emit("user.login", {"userId": 1})
+            await p.until(lambda: p.statuses("t") == {"dead": 1})
+            [attempt] = p.store.attempts("t")
+            assert attempt["error"] == "token endpoint answered 401: invalid_client"
+            assert not peer.requests("/hook")
+
+    run(scenario)
+
+
+# --- signatures ---------------------------------------------------------------------------------------
+
+SECRET_A = "whsec_" + base64.b64encode(b"first-secret-32-bytes-long......").decode()
+SECRET_B = "whsec_" + base64.b64encode(b"second-secret-32-bytes-long.....").decode()
+
+
+def test_standard_webhooks_signature_verifies_with_the_official_library(tmp_path, peer):
+    async def scenario() -> None:
+        spec = with_config(hook(peer), "signingSecret: ${env:SIGNING}")
+        async with Pipeline(tmp_path, {"t.yaml": spec}, environ={"SIGNING": f"{SECRET_A} {SECRET_B}"}) as p:
+            accepted = await p.emit("user.login", {"userId": 1})
+            await p.until(lambda: peer.requests("/hook"))
+            seen = peer.requests("/hook")[0]
+            assert seen.headers["webhook-id"] == accepted.id
+            assert len(seen.headers["webhook-signature"].split(" ")) == 2, "one signature per secret in rotation"
+            for secret in (SECRET_A, SECRET_B):  # a receiver with either secret accepts it
+                verified = standardwebhooks.Webhook(secret).verify(seen.body, seen.headers)
+                assert verified["id"] == accepted.id
+            with pytest.raises(standardwebhooks.WebhookVerificationError):
+                standardwebhooks.Webhook(SECRET_A).verify(seen.body + b" ", seen.headers)
+
+    run(scenario)
+
+
+def test_retries_keep_the_same_webhook_id(tmp_path, peer):
+    replies = iter([Reply(500), Reply(500), Reply(200)])
+    peer.script = lambda seen: next(replies)
+
+    async def scenario() -> None:
+        spec = with_config(
+            hook(peer, extra="retry: {maxAttempts: 5, schedule: [0s, 100ms]}"), "signingSecret: ${env:SIGNING}"
+        )
+        async with Pipeline(tmp_path, {"t.yaml": spec}, environ={"SIGNING": SECRET_A}) as p:
+            accepted = await p.emit("user.login", {"userId": 1})
+            await p.until(lambda: p.statuses("t") == {"delivered": 1})
+            ids = {s.headers["webhook-id"] for s in peer.requests("/hook")}
+            assert ids == {accepted.id} and len(peer.requests("/hook")) == 3
+            for seen in peer.requests("/hook"):
+                standardwebhooks.Webhook(SECRET_A).verify(seen.body, seen.headers)
+
+    run(scenario)
+
+
+# --- templates against what each service requires ----------------------------------------------------
+
+
+def slack_like(seen: Seen) -> Reply:
+    """Slack incoming webhooks: 400 no_text without a non-empty `text` (or blocks)."""
+    body = seen.json()
+    return Reply() if isinstance(body, dict) and (body.get("text") or body.get("blocks")) else Reply(400, "no_text")
+
+
+def teams_like(seen: Seen) -> Reply:
+    body = seen.json()
+    try:
+        [attachment] = body["attachments"]
+        ok = (
+            body["type"] == "message"
+            and attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
+            and attachment["content"]["type"] == "AdaptiveCard"
+            and attachment["content"]["body"]
+        )
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    return Reply() if ok else Reply(400, "Bad payload")
+
+
+def discord_like(seen: Seen) -> Reply:
+    body = seen.json()
+    content = body.get("content") if isinstance(body, dict) else None
+    if not content and not (isinstance(body, dict) and body.get("embeds")):
+        return Reply(400, '{"message": "Cannot send an empty message", "code": 50006}')
+    return Reply(204, "") if len(content or "") <= 2000 else Reply(400, "content too long")
+
+
+def sheets_like(seen: Seen) -> Reply:
+    body = seen.json()
+    values = body.get("values") if isinstance(body, dict) else None
+    ok = isinstance(values, list) and values and all(isinstance(row, list) for row in values)
+    return Reply(200, '{"updates": {"updatedRows": %d}}' % len(values)) if ok else Reply(400, "Invalid values")
+
+
+@pytest.mark.parametrize(
+    "template, script",
+    [
+        ("slack", slack_like),
+        ("teams", teams_like),
+        ("discord", discord_like),
+        ("sheets", sheets_like),
+    ],
+)
+def test_builtin_templates_are_accepted_by_the_targets_rules(tmp_path, peer, template, script):
+    peer.script = script
+
+    async def scenario() -> None:
+        spec = with_config(hook(peer, extra="retry: {maxAttempts: 1}"), f"template: {template}")
+        raw = hook(peer, extra="retry: {maxAttempts: 1}").replace("name: Target", "name: Raw")
+        async with Pipeline(tmp_path, {"t.yaml": spec, "raw.yaml": raw}) as p:
+            await p.emit("user.registered", USER)
+            await p.until(lambda: p.statuses("t") == {"delivered": 1})
+            await p.until(lambda: p.statuses("raw") == {"dead": 1})
+            assert p.store.attempts("raw")[0]["status_code"] == 400, "the raw envelope is what the service refuses"
+
+    run(scenario)
+
+
+# --- batching and cadence ---------------------------------------------------------------------------
+
+
+def test_batches_are_arrays_of_envelopes_spaced_by_batch_delay(tmp_path, peer):
+    async def scenario() -> None:
+        spec = with_config(
+            hook(peer), "batchSize: 3\nbatchDelay: 300\nrateLimit: {concurrency: 1}\nsigningSecret: ${env:SIGNING}"
+        )
+        async with Pipeline(tmp_path, {"t.yaml": spec}, environ={"SIGNING": SECRET_A}) as p:
+            # emitted together, they are committed together and claimed together
+            accepted = await asyncio.gather(*(p.emit("user.login", {"userId": n}) for n in range(7)))
+            ids = [a.id for a in accepted]
+            await p.until(lambda: p.statuses("t") == {"delivered": 7})
+            requests = peer.requests("/hook")
+            assert [len(r.json()) for r in requests] == [3, 3, 1]
+            assert [e["id"] for r in requests for e in r.json()] == ids
+            batch_ids = [r.headers["webhook-id"] for r in requests]
+            assert len(set(batch_ids)) == 3 and all(b.startswith("bat_") for b in batch_ids)
+            assert set(batch_ids).isdisjoint(ids), "a batch has its own webhook-id"
+            gaps = [b.at - a.at for a, b in zip(requests, requests[1:], strict=False)]
+            assert all(gap >= 0.29 for gap in gaps), gaps
+
+    run(scenario)
+
+
+def test_sync_frequency_flushes_pending_events_together_on_schedule(tmp_path, peer):
+    async def scenario() -> None:
+        spec = with_config(hook(peer, extra="syncFrequency: 2"), "batchSize: 10")
+        async with Pipeline(tmp_path, {"t.yaml": spec}) as p:
+            for n in range(4):
+                await p.emit("user.login", {"userId": n})
+                await asyncio.sleep(0.1)
+            await p.until(lambda: p.statuses("t") == {"delivered": 4}, timeout=6)
+            [request] = peer.requests("/hook")
+            assert len(request.json()) == 4, "events that waited go out as one batch"
+            assert request.at % 2 < 1.0, "flushed at the 2-second boundary"
+
+    run(scenario)
+
+
+# --- pacing and failures ----------------------------------------------------------------------------
+
+
+def test_rate_limit_spaces_requests_and_caps_concurrency(tmp_path, peer):
+    peer.script = lambda seen: Reply(delay=0.05)
+
+    async def scenario() -> None:
+        spec = with_config(hook(peer), "rateLimit: {perSecond: 10, concurrency: 1}")
+        async with Pipeline(tmp_path, {"t.yaml": spec}) as p:
+            for n in range(8):
+                await p.emit("user.login", {"userId": n})
+            await p.until(lambda: p.statuses("t") == {"delivered": 8})
+            seen = sorted(peer.requests("/hook"), key=lambda s: s.at)
+            starts = [s.at for s in seen]
+            assert all(b - a >= 0.095 for a, b in zip(starts, starts[1:], strict=False)), "at most 10 per second"
+            assert all(b.at >= a.finished_at - 0.005 for a, b in zip(seen, seen[1:], strict=False)), "one at a time"
+
+    run(scenario)
+
+
+def test_retry_after_is_honoured_on_429(tmp_path, peer):
+    replies = iter([Reply(429, "slow down", {"Retry-After": "1"}), Reply(200)])
+    peer.script = lambda seen: next(replies)
+
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"t.yaml": hook(peer, extra="retry: {schedule: [0s, 50ms]}")}) as p:
+            await p.emit("user.login", {"userId": 1})
+            await p.until(lambda: p.statuses("t") == {"delivered": 1})
+            first, second = peer.requests("/hook")
+            assert second.at - first.at >= 0.95, "waited as long as Retry-After said, not the 50 ms schedule"
+
+    run(scenario)
+
+
+def test_gone_suspends_the_integration_and_keeps_its_queue(tmp_path, peer):
+    peer.script = lambda seen: Reply(410, "this webhook was deleted")
+
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"t.yaml": hook(peer)}) as p:
+            await p.emit("user.login", {"userId": 1})
+            await p.until(lambda: p.reconciler.overrides.get("t") is not None)
+            override = p.reconciler.overrides["t"]
+            assert override.actor == "delivery" and "410 Gone" in override.reason
+            await p.emit("user.login", {"userId": 2})
+            await asyncio.sleep(0.5)
+            assert len(peer.requests("/hook")) == 1, "nothing more is sent to a gone endpoint"
+            assert sum(p.statuses("t").values()) == 2, "its deliveries are kept"
+            peer.script = lambda seen: Reply()
+            await p.reconciler.resume("t", "alice", "new endpoint deployed")
+            p.engine.wake()
+            await p.until(lambda: p.statuses("t") == {"delivered": 2})
+
+    run(scenario)
+
+
+def test_circuit_breaker_stops_hammering_a_failing_endpoint(tmp_path, peer):
+    peer.script = lambda seen: Reply(503, "down")
+
+    async def scenario() -> None:
+        spec = with_config(hook(peer, extra="retry: {schedule: [0s, 50ms]}"), "rateLimit: {concurrency: 1}")
+        async with Pipeline(tmp_path, {"t.yaml": spec}) as p:
+            for n in range(20):
+                await p.emit("user.login", {"userId": n})
+            await p.until(lambda: len(peer.requests("/hook")) >= 5)
+            await asyncio.sleep(1.5)
+            assert len(peer.requests("/hook")) == 5, "the breaker opened after 5 consecutive failures"
+            breaker = next(iter(p.engine._breakers.values()))
+            assert breaker.is_open and breaker.open_until > time.time()
+            assert all(a["outcome"] == "failed" for a in p.store.attempts("t"))
+
+    run(scenario)
+
+
+def test_dead_letter_after_the_last_attempt_then_replay(tmp_path, peer):
+    peer.script = lambda seen: Reply(500, "boom")
+
+    async def scenario() -> None:
+        spec = hook(peer, extra="retry: {maxAttempts: 3, schedule: [0s, 50ms]}")
+        async with Pipeline(tmp_path, {"t.yaml": spec}) as p:
+            accepted = await p.emit("user.login", {"userId": 1})
+            await p.until(lambda: p.statuses("t") == {"dead": 1})
+            attempts = sorted(p.store.attempts("t"), key=lambda a: a["attempt"])
+            assert [(a["attempt"], a["outcome"]) for a in attempts] == [(1, "failed"), (2, "failed"), (3, "dead")]
+            assert all(a["error"] == "HTTP 500" and a["response_excerpt"] == "boom" for a in attempts)
+            peer.script = lambda seen: Reply()
+            [delivery] = p.store.deliveries("t")
+            assert p.store.replay(delivery_id=delivery["id"]) == 1
+            p.engine.wake()
+            await p.until(lambda: p.statuses("t") == {"delivered": 1})
+            assert peer.requests("/hook")[-1].json()["id"] == accepted.id
+
+    run(scenario)
+
+
+def test_replay_everything_failed_since_a_time(tmp_path, peer):
+    peer.script = lambda seen: Reply(500)
+
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"t.yaml": hook(peer, extra="retry: {maxAttempts: 1}")}) as p:
+            since = time.time()
+            for n in range(3):
+                await p.emit("user.login", {"userId": n})
+            await p.until(lambda: p.statuses("t") == {"dead": 3})
+            peer.script = lambda seen: Reply()
+            assert p.store.replay(integration_id="t", since=since) == 3
+            p.engine.wake()
+            await p.until(lambda: p.statuses("t") == {"delivered": 3})
+
+    run(scenario)
+
+
+def test_private_addresses_are_refused_unless_allowed(tmp_path, peer):
+    async def scenario() -> None:
+        spec = hook(peer, extra="retry: {maxAttempts: 1}").replace("  allowPrivateNetwork: true\n", "")
+        async with Pipeline(tmp_path, {"t.yaml": spec}) as p:
+            await p.emit("user.login", {"userId": 1})
+            await p.until(lambda: p.statuses("t") == {"dead": 1})
+            assert "allowPrivateNetwork" in p.store.attempts("t")[0]["error"]
+            assert not peer.requests("/hook")
+
+    run(scenario)
+
+
+def test_response_excerpt_is_capped(tmp_path, peer):
+    peer.script = lambda seen: Reply(200, "x" * 10_000)
+
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"t.yaml": hook(peer)}) as p:
+            await p.emit("user.login", {"userId": 1})
+            await p.until(lambda: p.statuses("t") == {"delivered": 1})
+            assert len(p.store.attempts("t")[0]["response_excerpt"]) == 1024
+
+    run(scenario)
+
+
+def test_removing_the_file_lets_in_flight_work_finish_and_keeps_the_queue(tmp_path, peer):
+    peer.script = lambda seen: Reply(delay=0.5)
+
+    async def scenario() -> None:
+        spec = with_config(hook(peer), "rateLimit: {concurrency: 1}")
+        async with Pipeline(tmp_path, {"t.yaml": spec}) as p:
+            for n in range(5):
+                await p.emit("user.login", {"userId": n})
+            await p.until(lambda: peer.requests("/hook"))
+            (p.config / "t.yaml").unlink()
+            await p.reconciler.reconcile_once("test")
+            assert "t" not in p.reconciler.registry
+            statuses = p.statuses("t")
+            assert statuses.get("delivered") == 1, "the request in flight finished and was recorded"
+            assert statuses.get("pending") == 4, "the rest stays queued"
+            await asyncio.sleep(0.6)
+            assert len(peer.requests("/hook")) == 1
+            (p.config / "t.yaml").write_text(spec)  # it comes back: the queue resumes
+            await p.reconciler.reconcile_once("test")
+            p.engine.wake()
+            await p.until(lambda: p.statuses("t") == {"delivered": 5})
+
+    run(scenario)
+
+
+def test_both_store_backends_deliver(tmp_path, peer, store_url):
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"t.yaml": hook(peer)}, store_url=store_url) as p:
+            ids = [(await p.emit("user.login", {"userId": n})).id for n in range(5)]
+            await p.until(lambda: p.statuses("t") == {"delivered": 5})
+            assert sorted(s.json()["id"] for s in peer.requests("/hook")) == sorted(ids)
+
+    run(scenario)
