@@ -97,6 +97,7 @@ class Peer:
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
     async def _any(self, request: web.Request) -> web.Response:
         seen = Seen(

@@ -39,30 +39,32 @@ class Daemon:
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
         environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "reconciler",
-                "run",
-                "--listen",
-                f"127.0.0.1:{self.port}",
-                "--log-format",
-                "json",
-                *extra,
-            ],
-            cwd=workdir,
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        # logs go to a file: a pipe nobody reads would block the daemon once it fills
+        self.log_path = workdir / f"daemon-{self.port}.log"
+        command = [
+            sys.executable,
+            "-m",
+            "reconciler",
+            "run",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--log-format",
+            "json",
+            *extra,
+        ]
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                command, cwd=workdir, env=environment, stdout=subprocess.DEVNULL, stderr=log
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text()
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"daemon exited {self.process.returncode}: {self.process.stderr.read()}")
+                raise AssertionError(f"daemon exited {self.process.returncode}: {self.log()}")
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
                     return
@@ -73,8 +75,8 @@ class Daemon:
 
     def stop(self, signum: int = signal.SIGTERM) -> tuple[int, str]:
         self.process.send_signal(signum)
-        _, err = self.process.communicate(timeout=20)
-        return self.process.returncode, err
+        self.process.wait(timeout=20)
+        return self.process.returncode, self.log()
 
 
 @pytest.fixture

@@ -119,6 +119,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     plan.set_defaults(handler=_plan)
 
+    trigger = commands.add_parser(
+        "trigger",
+        help="emit an event through a running daemon; exit 0 accepted, 1 refused, 2 error",
+        description="Send an event to a running daemon (POST /api/integrations/webhooks/trigger). It is "
+        "acknowledged once it and its deliveries are stored.",
+    )
+    trigger.add_argument("event", help="event type, such as user.registered")
+    trigger.add_argument(
+        "--data",
+        default="{}",
+        metavar="JSON|@FILE|@-",
+        help="the event's data: inline JSON, @file.json, or @- for standard input",
+    )
+    trigger.add_argument("--timestamp", help="RFC 3339 time of the event (default: now)")
+    _client_arguments(trigger)
+    trigger.set_defaults(handler=_trigger)
+
     schemas = commands.add_parser("schemas", help="write the JSON Schemas (make schemas)")
     schemas.add_argument("--output", "-o", default="schemas", metavar="DIR")
     schemas.set_defaults(handler=_schemas)
@@ -254,6 +271,75 @@ def _plan(args: argparse.Namespace) -> int:
     result = planning.make_plan(base, head)
     print(planning.RENDERERS[args.format](result))
     return EXIT_INVALID if result.changes else EXIT_OK
+
+
+def _client_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("RECONCILER_SERVER", "http://127.0.0.1:8080"),
+        metavar="URL",
+        help="the daemon (default: $RECONCILER_SERVER or http://127.0.0.1:8080)",
+    )
+    parser.add_argument(
+        "--admin-secret-file",
+        metavar="FILE",
+        help="file holding the admin secret (default: $ADMIN_SECRET, else state/admin-secret)",
+    )
+
+
+def _admin_secret(args: argparse.Namespace) -> str:
+    if args.admin_secret_file:
+        return Path(args.admin_secret_file).read_text(encoding="utf-8").strip()
+    if os.environ.get("ADMIN_SECRET"):
+        return os.environ["ADMIN_SECRET"]
+    default = Path("state") / "admin-secret"
+    return default.read_text(encoding="utf-8").strip() if default.exists() else ""
+
+
+def _read_data(text: str) -> object:
+    import json
+
+    if text == "@-":
+        text = sys.stdin.read()
+    elif text.startswith("@"):
+        text = Path(text[1:]).read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def _trigger(args: argparse.Namespace) -> int:
+    import json
+
+    import httpx
+
+    try:
+        data = _read_data(args.data)
+        secret = _admin_secret(args)
+    except (OSError, ValueError) as exc:
+        print(f"reconciler trigger: cannot read the data: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    body: dict[str, object] = {"event": args.event, "data": data}
+    if args.timestamp:
+        body["timestamp"] = args.timestamp
+    url = args.server.rstrip("/") + "/api/integrations/webhooks/trigger"
+    try:
+        response = httpx.post(url, json=body, headers={"x-admin-secret": secret}, timeout=30)
+    except httpx.HTTPError as exc:
+        print(f"reconciler trigger: cannot reach {url}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if response.status_code == 202:
+        print(json.dumps(response.json(), indent=2))
+        return EXIT_OK
+    problem = response.json() if response.headers.get("content-type", "").endswith("json") else {}
+    if response.status_code == 422:
+        print(f"reconciler trigger: {args.event} refused:", file=sys.stderr)
+        for reason in problem.get("errors", []):
+            print(f"  {reason['pointer']}: {reason['message']}", file=sys.stderr)
+        return EXIT_INVALID
+    print(
+        f"reconciler trigger: {url} answered {response.status_code}: {problem.get('detail', response.text[:200])}",
+        file=sys.stderr,
+    )
+    return EXIT_ERROR
 
 
 def _schemas(args: argparse.Namespace) -> int:

@@ -58,7 +58,7 @@ class CircuitBreaker:
     doubles each time the endpoint fails again (up to `max_open`); one trial request closes it."""
 
     threshold: int = 5
-    base_open: float = 30.0
+    base_open: float = 5.0
     max_open: float = 600.0
     failures: int = 0
     open_until: float = 0.0
