@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import itertools
 import json
 import os
 import signal
@@ -149,7 +150,7 @@ def test_partner_down_then_back_gets_everything_on_schedule_and_paced(tmp_path, 
     for rows in by_delivery.values():
         rows.sort(key=lambda a: a["attempt"])
         assert rows[-1]["outcome"] == "delivered"
-        for earlier, later in zip(rows, rows[1:], strict=False):
+        for earlier, later in itertools.pairwise(rows):
             wanted = schedule[min(earlier["attempt"], len(schedule) - 1)] * 0.8  # the schedule, less jitter
             assert later["at"] - earlier["at"] >= wanted - 0.01, (earlier, later)
     starts = sorted(s.at for s in peer.requests("/hook"))

@@ -65,10 +65,21 @@ def write_json(tmp_path: Path, name: str, data: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["slack", "batch"])
-def test_guide_examples_without_credentials_validate_as_they_stand(tmp_path, name):
-    result = validate_paths([write_json(tmp_path, name, guide_example(name))])
-    assert result.diagnostics == []
+def test_guide_batch_example_validates_as_it_stands(tmp_path):
+    assert validate_paths([write_json(tmp_path, "batch", guide_example("batch"))]).diagnostics == []
+
+
+def test_guide_slack_example_validates_once_its_webhook_url_is_a_reference(tmp_path):
+    data = guide_example("slack")
+    data["config"]["endpoint"] = "${env:SLACK_WEBHOOK_URL}"
+    assert validate_paths([write_json(tmp_path, "slack", data)]).diagnostics == []
+
+
+def test_guide_slack_example_with_its_literal_webhook_url_is_refused(tmp_path):
+    """A Slack incoming-webhook URL carries its credential in the path: it is a token too."""
+    [problem] = validate_paths([write_json(tmp_path, "slack", guide_example("slack"))]).diagnostics
+    assert (problem.line, problem.pointer) == (9, "/config/endpoint")
+    assert "whose path is itself the credential" in problem.message
 
 
 def test_guide_sis_example_validates_once_its_key_is_a_reference(tmp_path):

@@ -157,6 +157,8 @@ def test_secret_reference_inside_a_comment_is_not_read(write, validate):
     "url, fragment",
     [
         ("https://user:hunter2@sis.example.edu/api", "literal password"),
+        ("https://ghp_TOKEN123@sis.example.edu/api", "literal credential as its user name"),
+        ("https://hooks.slack.com/services/T0/B0/abc123", "whose path is itself the credential"),
         ("https://sis.example.edu/api?api_key=abc123", "query parameter 'api_key'"),
         ("https://sis.example.edu/api?token=abc", "query parameter 'token'"),
     ],

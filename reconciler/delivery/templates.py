@@ -140,8 +140,64 @@ BUILTIN_TEMPLATES: dict[str, Any] = {
 }
 
 
+# Bounds that keep a template from exhausting the daemon: templates come from pull requests.
+MAX_ARGUMENT_INT = 10_000  # a number passed to a method or filter (widths, counts, repeats)
+MAX_RENDERED_CHARS = 1_000_000  # one rendered string
+_SIZED_FILTERS = ("center", "indent", "wordwrap", "format", "batch", "slice")
+
+
+def _check_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_ARGUMENT_INT:
+            raise SecurityError(f"the number {value} is larger than templates allow ({MAX_ARGUMENT_INT:,})")
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """Jinja2's immutable sandbox, plus limits on sizes: no "x" * 10**9, no "x".ljust(10**9)."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if (
+            operator == "*"
+            and isinstance(left, int | str | list | tuple)
+            and isinstance(right, int | str | list | tuple)
+        ):
+            size = _size(left) * _size(right)
+            if size > MAX_RENDERED_CHARS:
+                raise SecurityError("the template builds a value too large to send")
+        if operator == "**" and isinstance(right, int | float) and abs(right) > 64:
+            raise SecurityError("exponents in templates are limited to 64")
+        if operator == "%" and isinstance(left, str):
+            _check_arguments(tuple(right) if isinstance(right, tuple) else (right,), {})
+            if any(int(n) > MAX_ARGUMENT_INT for n in re.findall(r"%[-+ #0]*(\d+)", left)):
+                raise SecurityError("format widths in templates are limited")
+        return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_arguments(args, kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+def _size(value: Any) -> int:
+    return value if isinstance(value, int) else len(value)
+
+
+def _bounded(function: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _check_arguments(args[1:], kwargs)
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=ChainableUndefined, autoescape=False)
+    env = _BoundedSandbox(undefined=ChainableUndefined, autoescape=False)
+    for name in _SIZED_FILTERS:
+        env.filters[name] = _bounded(env.filters[name])
+    # loops run over the events and their data; range() would let a template spin for hours
+    for name in ("range", "lipsum", "cycler", "joiner"):
+        env.globals.pop(name, None)
     env.filters["summary"] = summary
     env.globals.update(facts=facts, rows=rows, summary=summary)
     return env
@@ -165,6 +221,8 @@ class CompiledTemplate:
             return self._render(context)
         except SecurityError as exc:
             raise TemplateProblem(f"the template tried an unsafe operation: {exc}") from None
+        except (RecursionError, MemoryError, OverflowError) as exc:
+            raise TemplateProblem(f"the template is too large to render: {type(exc).__name__}") from None
         except TemplateError as exc:
             raise TemplateProblem(f"the template failed to render: {exc}") from None
 
@@ -194,6 +252,13 @@ def _compile_node(node: Any, where: tuple[str | int, ...]) -> Callable[[dict[str
 
 def _compile_leaf(text: str, where: tuple[str | int, ...]) -> Callable[[dict[str, Any]], Any]:
     try:
+        return _compile_leaf_unguarded(text, where)
+    except RecursionError:
+        raise TemplateProblem("the template is nested too deeply", where) from None
+
+
+def _compile_leaf_unguarded(text: str, where: tuple[str | int, ...]) -> Callable[[dict[str, Any]], Any]:
+    try:
         ast = _ENV.parse(text)
     except TemplateSyntaxError as exc:
         raise TemplateProblem(f"template syntax error: {exc.message}", where, exc.lineno) from None
@@ -209,7 +274,14 @@ def _compile_leaf(text: str, where: tuple[str | int, ...]) -> Callable[[dict[str
         expression = _ENV.compile_expression(single.group("expr"), undefined_to_none=True)
         return lambda ctx: _jsonable(expression(**ctx))
     template = _ENV.from_string(text)
-    return lambda ctx: template.render(ctx)
+
+    def render(ctx: dict[str, Any]) -> str:
+        rendered = template.render(ctx)
+        if len(rendered) > MAX_RENDERED_CHARS:
+            raise SecurityError("the rendered text is too large to send")
+        return rendered
+
+    return render
 
 
 def _is_one_output(ast: nodes.Template) -> bool:

@@ -18,6 +18,7 @@ import jsonschema
 
 from reconciler.events.catalog import CUSTOM_PREFIX, EventType
 from reconciler.events.patterns import EVENT_NAME
+from reconciler.events.schemas import validator
 
 MAX_DATA_BYTES = 256 * 1024  # an event is a notification, not a file transfer
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
@@ -91,9 +92,7 @@ class EventChecker:
         if event not in self.catalog:
             return None  # custom.*: any object
         if event not in self._validators:
-            schema = self.catalog[event].schema
-            cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-            self._validators[event] = cls(schema, format_checker=cls.FORMAT_CHECKER)
+            self._validators[event] = validator(self.catalog[event].schema)
         return self._validators[event]
 
 

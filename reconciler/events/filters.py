@@ -19,6 +19,8 @@ sys.modules.setdefault("cel.cli", types.ModuleType("cel.cli"))
 import cel  # noqa: E402
 
 FILTER_VARIABLES = ("id", "event", "timestamp", "data")
+# A filter is a condition, not a program; the CEL compiler crashes on very long expressions.
+MAX_FILTER_CHARS = 2000
 
 
 class FilterError(ValueError):
@@ -39,16 +41,26 @@ class CompiledFilter:
             return False  # a field the event does not carry: no match
         except (RuntimeError, TypeError, ValueError) as exc:
             raise FilterError(_first_line(str(exc))) from None
+        except BaseException as exc:  # a panic in the extension must not take the daemon down
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            raise FilterError(f"the filter failed: {type(exc).__name__}") from None
         if not isinstance(result, bool):
             raise FilterError(f"the filter returned {type(result).__name__} {result!r}, not a bool")
         return result
 
 
 def compile_filter(source: str) -> CompiledFilter:
+    if len(source) > MAX_FILTER_CHARS:
+        raise FilterError(f"the filter has {len(source):,} characters; the limit is {MAX_FILTER_CHARS:,}")
     try:
         program = cel.compile(source)
     except (ValueError, RuntimeError) as exc:
         raise FilterError(_compile_message(str(exc))) from None
+    except BaseException as exc:  # the Rust extension panics (pyo3 PanicException) on some inputs
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        raise FilterError(f"the filter cannot be compiled: {type(exc).__name__}") from None
     return CompiledFilter(source, program)
 
 

@@ -18,11 +18,10 @@ from typing import Any
 from reconciler.spec import secrets
 from reconciler.spec.checks import document_id
 from reconciler.spec.diagnostics import Diagnostic
+from reconciler.spec.fields import looks_like_credential_name, walk_strings
 from reconciler.spec.models import AnyIntegration
 from reconciler.spec.validate import ValidationResult
 
-# Fields whose values are credentials: shown only when they are references (names, not values).
-CREDENTIAL_FIELDS = frozenset({"key", "token", "password", "clientSecret", "refreshToken", "signingSecret", "secret"})
 REDACTED = "***"
 
 
@@ -43,7 +42,6 @@ class DesiredIntegration:
 @dataclass
 class DesiredState:
     integrations: dict[str, list[DesiredIntegration]]  # id -> claimants (more than one: a duplicate id)
-    broken_files: dict[str, list[Diagnostic]]  # files that yielded no documents at all
     result: ValidationResult
 
 
@@ -53,9 +51,7 @@ def desired_state(result: ValidationResult) -> DesiredState:
     for diagnostic in result.diagnostics:
         problems_by_file[diagnostic.file].append(diagnostic)
     integrations: dict[str, list[DesiredIntegration]] = defaultdict(list)
-    files_with_docs = set()
     for doc in result.integration_docs:
-        files_with_docs.add(doc.file)
         problems = [d for d in problems_by_file.get(doc.file, []) if d.document in (None, doc.index)]
         spec = by_doc.get((doc.file, doc.index))
         integrations[document_id(doc)].append(
@@ -68,20 +64,13 @@ def desired_state(result: ValidationResult) -> DesiredState:
                 problems=problems,
             )
         )
-    for event_type in result.event_types:
-        files_with_docs.add(event_type.doc.file)
-    broken = {
-        file: problems
-        for file, problems in problems_by_file.items()
-        if file not in files_with_docs and file in result.hashes
-    }
-    return DesiredState(dict(integrations), broken, result)
+    return DesiredState(dict(integrations), result)
 
 
 def canonical_spec(spec: AnyIntegration) -> dict[str, Any]:
     """The spec as stored and compared: JSON types, defaults filled, credentials redacted."""
-    dumped = spec.model_dump(mode="json", by_alias=True)
-    return {k: redact(v, k) if k in _CREDENTIAL_HOMES else v for k, v in dumped.items()}
+    dumped: dict[str, Any] = spec.model_dump(mode="json", by_alias=True)
+    return redact(dumped)
 
 
 def spec_hash(spec: dict[str, Any]) -> str:
@@ -89,24 +78,40 @@ def spec_hash(spec: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-# Subtrees where credentials can be: the rest (templates, subscriptions) is left as it is.
-_CREDENTIAL_HOMES = ("authConfig", "config", "receive")
-_NOT_CREDENTIAL_HOMES = frozenset({"template", "mapping", "webhooks"})
+# Where credentials live in a dumped spec: (path to a mapping, the keys in it that hold one).
+_CREDENTIAL_PLACES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("authConfig",), ("key", "token", "password", "clientSecret", "refreshToken")),
+    (("config",), ("signingSecret",)),
+    (("receive",), ("secret",)),
+    (("receive", "verify"), ("secret",)),
+)
 
 
-def redact(value: Any, key: str = "") -> Any:
+def redact(spec: dict[str, Any]) -> dict[str, Any]:
     """Credential fields keep their references (names) and lose any literal value.
 
     The models already refuse literal credentials; this is the second line of defence for
-    anything stored or shown.
+    anything stored or shown. It touches only the known credential fields, so a database
+    `key` column or a template's text stays as written.
     """
-    if isinstance(value, dict):
-        return {k: v if k in _NOT_CREDENTIAL_HOMES else redact(v, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v, key) for v in value]
-    if key in CREDENTIAL_FIELDS and isinstance(value, str) and not secrets.is_single_reference(value):
-        return REDACTED
-    return value
+    for path, keys in _CREDENTIAL_PLACES:
+        holder: Any = spec
+        for part in path:
+            holder = holder.get(part) if isinstance(holder, dict) else None
+        if isinstance(holder, dict):
+            for key in keys:
+                value = holder.get(key)
+                if isinstance(value, str) and not secrets.is_single_reference(value):
+                    holder[key] = REDACTED
+    options = spec.get("config", {}).get("storageOptions") if isinstance(spec.get("config"), dict) else None
+    if isinstance(options, dict):
+        for loc, value in walk_strings(options):
+            if looks_like_credential_name(str(loc[-1])) and not secrets.has_reference(value):
+                container: Any = options
+                for step in loc[:-1]:
+                    container = container[step]
+                container[loc[-1]] = REDACTED
+    return spec
 
 
 @dataclass(frozen=True)

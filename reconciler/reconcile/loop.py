@@ -171,7 +171,12 @@ class Reconciler:
                 raise KeyError(integration_id)
             action = "suspend" if suspend else "resume"
             entry = AuditEntry(
-                action, reason or f"{action}ed", integration_id, actor, record.generation, record.last_applied_revision
+                action,
+                reason or ("suspended" if suspend else "resumed"),
+                integration_id,
+                actor,
+                record.generation,
+                record.last_applied_revision,
             )
             if suspend:
                 override = Override(integration_id, True, reason, actor, time.time())
@@ -180,14 +185,10 @@ class Reconciler:
             else:
                 await asyncio.to_thread(self.store.clear_override, integration_id, entry)
                 self.overrides.pop(integration_id, None)
-            updated = copy.copy(record)
-            self._apply_override(updated)
-            if integration_id in self.applied:
-                self.applied[integration_id].suspended = suspend
-                self.applied_version += 1
-            await asyncio.to_thread(self.store.save, [updated])
-            self.registry = {**self.registry, integration_id: updated}
-            return updated
+        # The override is one of the integration's inputs: a pass re-derives its whole status
+        # (a resumed integration is Ready only if it really is).
+        await self.reconcile_once("override")
+        return self.registry.get(integration_id, record)
 
     # --- one pass (in a worker thread) ------------------------------------------------------
 
@@ -226,7 +227,7 @@ class Reconciler:
         for integration_id, claimants in desired.integrations.items():
             old = self.registry.get(integration_id)
             claimant = _pick(claimants, old) if old else claimants[0]
-            inputs[integration_id] = self._inputs(claimants, claimant, commit)
+            inputs[integration_id] = self._inputs(claimants, claimant)
             if old is not None and self._last_inputs.get(integration_id) == inputs[integration_id]:
                 registry[integration_id] = old  # nothing it depends on changed: skip
                 _note_unchanged(old, result)
@@ -238,13 +239,17 @@ class Reconciler:
             registry[integration_id] = record
             touched.append(record)
         removals = []
+        problems_by_file: dict[str, list[Diagnostic]] = {}
+        for diagnostic in validation.diagnostics:
+            problems_by_file.setdefault(diagnostic.file, []).append(diagnostic)
         for integration_id, old in self.registry.items():
             if integration_id in registry:
                 continue
             record = copy.copy(old)
-            if record.source_file in desired.broken_files:
-                # The file is there but unreadable as a whole: keep what runs, say why.
-                problems = desired.broken_files[record.source_file]
+            if record.source_file in validation.hashes and record.source_file in problems_by_file:
+                # Its file is still there but has problems (unreadable, a typo in `kind`): an
+                # integration is removed only by a file that is gone or that validates without it.
+                problems = problems_by_file[record.source_file]
                 previous_attempt = record.last_attempted_revision
                 record.last_attempted_revision = {
                     "commit": commit,
@@ -274,17 +279,17 @@ class Reconciler:
         result.duration_ms = round((time.perf_counter() - clock) * 1000, 2)
         return result, removals
 
-    def _inputs(
-        self, claimants: list[DesiredIntegration], claimant: DesiredIntegration, commit: str | None
-    ) -> tuple[Any, ...]:
+    def _inputs(self, claimants: list[DesiredIntegration], claimant: DesiredIntegration) -> tuple[Any, ...]:
         """Everything a converge step reads. Equal inputs give an equal outcome, so a pass skips
-        integrations whose inputs are unchanged: a pass over 1,000 files costs what the changed ones cost."""
+        integrations whose inputs are unchanged: a pass over 1,000 files costs what the changed ones cost.
+
+        The git commit is not an input: an integration's revisions name the commit at which its
+        content last changed, so a commit that leaves a file alone rewrites nothing."""
         secrets_state = secrets_fingerprint(claimant.spec, self.environ) if claimant.spec is not None else None
         override = self.overrides.get(claimant.id)
         return (
             tuple((c.source_file, c.source_document, c.content_hash) for c in claimants),
             tuple(p.as_text() for p in claimant.problems),
-            commit,
             secrets_state,
             (override.suspended, override.actor, override.reason) if override else None,
             id(self.applied.get(claimant.id)),
@@ -390,13 +395,24 @@ class Reconciler:
             )
 
     def _apply_override(self, record: IntegrationRecord) -> None:
+        """Show a runtime suspension as drift; lift it once git agrees (active: false)."""
         override = self.overrides.get(record.id)
-        if override is not None and override.suspended:
-            message = (
-                f"suspended by {override.actor}: {override.reason}"
-                if override.reason
-                else (f"suspended by {override.actor}")
+        if override is not None and override.suspended and record.spec is not None and not record.spec.get("active"):
+            entry = AuditEntry(
+                "resume",
+                "override lifted: git now declares active: false",
+                record.id,
+                "reconciler",
+                record.generation,
+                record.last_applied_revision,
             )
+            self.store.clear_override(record.id, entry)
+            self.overrides.pop(record.id, None)
+            override = None
+        suspended = override is not None and override.suspended
+        if suspended:
+            assert override is not None
+            message = f"suspended by {override.actor}" + (f": {override.reason}" if override.reason else "")
             record.conditions = set_condition(
                 record.conditions,
                 ConditionType.SUSPENDED,
@@ -424,19 +440,9 @@ class Reconciler:
                 "no runtime override",
                 record.generation,
             )
-            ready = condition(record.conditions, ConditionType.READY)
-            if ready is not None and ready["reason"] == Reason.SUSPENDED_BY_OPERATOR:
-                record.conditions = set_condition(
-                    record.conditions,
-                    ConditionType.READY,
-                    Status.TRUE,
-                    Reason.APPLIED,
-                    f"generation {record.generation} applied",
-                    record.generation,
-                )
         runtime = self.applied.get(record.id)
-        if runtime is not None and runtime.suspended != bool(override and override.suspended):
-            runtime.suspended = not runtime.suspended
+        if runtime is not None and runtime.suspended != suspended:
+            runtime.suspended = suspended
             self.applied_version += 1
 
     async def _remove(self, integration_id: str, result: PassResult) -> None:
@@ -461,7 +467,14 @@ class Reconciler:
             record.generation if record else None,
             record.last_applied_revision if record else None,
         )
-        await asyncio.to_thread(self.store.delete_integration, integration_id, [entry])
+        entries = [entry]
+        if integration_id in self.overrides:  # a later integration with this id starts clean
+            entries.append(
+                AuditEntry("resume", "override lifted: the integration was removed", integration_id, "reconciler")
+            )
+            await asyncio.to_thread(self.store.clear_override, integration_id, entries.pop())
+            self.overrides.pop(integration_id, None)
+        await asyncio.to_thread(self.store.delete_integration, integration_id, entries)
         self.registry = {k: v for k, v in self.registry.items() if k != integration_id}
         self.applied.pop(integration_id, None)
         self.applied_version += 1

@@ -340,6 +340,7 @@ def _resolve_references(item: ValidIntegration, environ: Mapping[str, str] | Non
                     schemes=("https", "http"),
                     allow_insecure_http=item.spec.config.allowInsecureHttp,
                     what=f"config.{loc[-1]} (resolved)",
+                    echo=False,  # the value is a secret now
                 )
             except FieldProblem as problem:
                 yield item.doc.diagnostic(loc, problem.message, problem.hint, "invalid")

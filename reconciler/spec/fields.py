@@ -47,7 +47,7 @@ def problems_at(title: str, problems: Sequence[tuple[tuple[str | int, ...], Fiel
 # Query parameters and header names that carry credentials by convention.
 _CREDENTIAL_NAME = re.compile(
     r"(^|[-_.])(key|apikey|api[-_]?key|token|access[-_]?token|secret|client[-_]?secret|password"
-    r"|passwd|pwd|sig|signature|auth|authorization|credential|credentials)$",
+    r"|passwd|pwd|sig|signature|auth|authorization|credential|credentials|cookie|session)$",
     re.IGNORECASE,
 )
 # An unreplaced `{placeholder}` such as the integration guide's `{spreadsheetId}`.
@@ -86,34 +86,46 @@ def check_url(
     schemes: Iterable[str],
     allow_insecure_http: bool = False,
     what: str = "the URL",
+    echo: bool = True,
 ) -> None:
     """Shape checks of a URL that may contain secret references.
 
     A URL that is one whole reference can only be checked once resolved (at apply time,
-    or with `validate --check-env`).
+    or with `validate --check-env`); then `echo=False` keeps its parts out of messages.
     """
     if secrets.is_single_reference(url):
         return
-    placeholder = _PLACEHOLDER.search(secrets.mask_references(url))
-    if placeholder:
-        raise FieldProblem(
-            f"{what} contains the unreplaced placeholder {{{placeholder.group(1)}}}",
-            f"replace {{{placeholder.group(1)}}} with the real value (or a secret reference such as ${{env:NAME}})",
-        )
     masked = secrets.mask_references(url)
+    placeholder = _PLACEHOLDER.search(masked)
+    if placeholder:
+        name = f"{{{placeholder.group(1)}}}" if echo else "{...}"
+        raise FieldProblem(
+            f"{what} contains the unreplaced placeholder {name}",
+            f"replace {name} with the real value (or a secret reference such as ${{env:NAME}})",
+        )
     try:
         parts = urlsplit(masked)
         host = parts.hostname or ""
     except ValueError as exc:
-        raise FieldProblem(f"{what} is not a valid URL: {exc}", "check the brackets and port") from exc
+        raise FieldProblem(
+            f"{what} is not a valid URL" + (f": {exc}" if echo else ""), "check the brackets and port"
+        ) from None
     allowed = tuple(schemes)
     if parts.scheme not in allowed:
+        shown = f" {parts.scheme or '(none)'!r}" if echo else ""
         raise FieldProblem(
-            f"{what} has scheme {parts.scheme or '(none)'!r}; expected one of {', '.join(allowed)}",
+            f"{what} has scheme{shown} not in: {', '.join(allowed)}",
             f"start it with {allowed[0]}://",
         )
     if parts.scheme in ("http", "https") and not host:
         raise FieldProblem(f"{what} has no host", "write a full URL such as https://example.org/hook")
+    userinfo = url.split("://", 1)[-1].split("/", 1)[0].rpartition("@")[0]
+    if parts.scheme in ("http", "https") and userinfo and ":" not in userinfo and not secrets.has_reference(userinfo):
+        # https://TOKEN@host is how many APIs take a token: a user name alone is a credential
+        raise FieldProblem(
+            f"{what} carries a literal credential as its user name",
+            "use authType bearer or basic with a secret reference instead of user@ in the URL",
+        )
     if parts.password is not None and not secrets.has_reference(_password_of(url)):
         raise FieldProblem(
             f"{what} carries a literal password in its user info",
@@ -125,11 +137,34 @@ def check_url(
                 f"{what} carries a literal credential in its query parameter {name!r}",
                 f"write {name}=${{env:NAME}} (a secret reference), or use authType api_key with a query parameter",
             )
+    if _is_secret_path_webhook(host, parts.path) and not secrets.has_reference(url):
+        raise FieldProblem(
+            f"{what} is a {host} webhook URL, whose path is itself the credential",
+            "put the whole URL in a secret: endpoint: ${env:NAME}",
+        )
     if parts.scheme == "http" and not allow_insecure_http and not is_local_host(host):
         raise FieldProblem(
-            f"{what} uses plain http:// to {host}, which is not a local host",
+            f"{what} uses plain http:// to "
+            + (f"{host}, which is not a local host" if echo else "a host that is not local"),
             "use https://, or set config.allowInsecureHttp: true if the peer has no TLS",
         )
+
+
+# Services whose incoming-webhook URLs carry their credential in the path.
+_SECRET_PATH_HOSTS = {
+    "hooks.slack.com": "/services/",
+    "discord.com": "/api/webhooks/",
+    "discordapp.com": "/api/webhooks/",
+    "chat.googleapis.com": "/v1/spaces/",
+}
+
+
+def _is_secret_path_webhook(host: str, path: str) -> bool:
+    host = host.lower()
+    if host.endswith(".webhook.office.com") or host.endswith(".logic.azure.com"):
+        return True
+    prefix = _SECRET_PATH_HOSTS.get(host)
+    return prefix is not None and path.startswith(prefix)
 
 
 def _password_of(url: str) -> str:

@@ -8,7 +8,11 @@ after a bounded number of nodes instead of expanding it.
 
 from __future__ import annotations
 
+import bisect
+import contextvars
 import os
+import re
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +42,9 @@ _SCALAR_TAGS = {
     "tag:yaml.org,2002:float",
     _STR,
 }
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+MAX_NUMBER_CHARS = 40
 _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
 _constructor = yaml.constructor.SafeConstructor()
@@ -108,6 +115,7 @@ def discover(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[D
     """
     found: list[str] = []
     problems: list[Diagnostic] = []
+    seen: set[str] = set()  # `validate dir dir/a.yaml` names a.yaml twice; read it once
     for raw in paths:
         path = os.fspath(raw)
         if os.path.isdir(path):
@@ -118,13 +126,19 @@ def discover(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[D
                     for name in sorted(files)
                     if name.endswith(EXTENSIONS) and not name.startswith(".")
                 )
-        elif os.path.isfile(path):
+        elif os.path.exists(path) and not os.path.isdir(path):
             found.append(path)
         else:
             problems.append(
                 Diagnostic(str(path), 0, 0, "no such file or directory", hint="check the path", code="missing-path")
             )
-    return found, problems
+    unique = []
+    for path in found:
+        real = os.path.realpath(path)
+        if real not in seen:
+            seen.add(real)
+            unique.append(path)
+    return unique, problems
 
 
 def load_file(path: Path, display: str | None = None) -> LoadedFile:
@@ -135,10 +149,17 @@ def load_file(path: Path, display: str | None = None) -> LoadedFile:
 
 
 def read_file(path: str | Path, name: str) -> bytes | LoadedFile:
-    """The file's bytes, or a LoadedFile that says why it cannot be read."""
+    """The file's bytes (at most MAX_FILE_BYTES + 1: enough to say it is too large), or a
+    LoadedFile that says why it cannot be read. Only regular files: a FIFO would block the
+    reader, and /dev/zero would never end."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            problem = Diagnostic(
+                name, 0, 0, "not a regular file", hint="integration files are plain files", code="unreadable"
+            )
+            return LoadedFile(name, "", [], [problem])
         with open(path, "rb") as handle:
-            return handle.read()
+            return handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         problem = Diagnostic(
             name,
@@ -176,7 +197,18 @@ def _parse(raw: bytes, name: str) -> Iterator[Document]:
             "an integration file holds one integration; split it or remove what is not config",
             "too-large",
         )
-    text = _decode(raw)
+    text = _join_surrogate_escapes(_decode(raw))
+    starts = None
+    if any(c in text for c in _EXTRA_BREAKS):
+        starts = [0] + [m.end() for m in re.finditer("\n", text)]
+    token = _line_starts.set(starts)
+    try:
+        yield from _parse_text(text, name)
+    finally:
+        _line_starts.reset(token)
+
+
+def _parse_text(text: str, name: str) -> Iterator[Document]:
     if not text.strip():
         raise _LoadProblem((1, 1), "the file is empty", "declare an integration in it, or delete it", "empty")
     try:
@@ -209,6 +241,22 @@ def _is_blank(node: yaml.Node | None) -> bool:
     )
 
 
+_SURROGATE_PAIR = re.compile(r"\\u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})")
+
+
+def _join_surrogate_escapes(text: str) -> str:
+    """JSON writes characters outside the BMP as two escapes (\\ud83d\\ude00), which YAML
+    refuses; write the character itself. Line numbers are unchanged."""
+    if "\\u" not in text:
+        return text
+
+    def join(match: re.Match[str]) -> str:
+        high, low = int(match.group(1), 16), int(match.group(2), 16)
+        return chr(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
+
+    return _SURROGATE_PAIR.sub(join, text)
+
+
 def _decode(raw: bytes) -> str:
     try:
         text = raw.decode("utf-8")
@@ -227,7 +275,7 @@ def _decode(raw: bytes) -> str:
 
 def _yaml_problem(exc: yaml.MarkedYAMLError, text: str) -> _LoadProblem:
     mark = exc.problem_mark or exc.context_mark
-    position = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    position = _mark_position(mark) if mark else (1, 1)
     message = exc.problem or "YAML syntax error"
     if exc.context and exc.context_mark and mark is not exc.context_mark:
         message = f"{message} ({exc.context} at line {exc.context_mark.line + 1})"
@@ -242,8 +290,26 @@ def _char_at(text: str, line: int, column: int) -> str:
     return lines[line][column] if line < len(lines) and column < len(lines[line]) else ""
 
 
+# PyYAML counts NEL, LINE SEPARATOR and PARAGRAPH SEPARATOR as line breaks; editors and
+# GitHub count only \n. When a file has them, positions come from character offsets instead.
+_EXTRA_BREAKS = ("\x85", "\u2028", "\u2029")
+_line_starts: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("line_starts", default=None)
+
+
+def _position_of_index(index: int, starts: list[int]) -> Position:
+    line = bisect.bisect_right(starts, index) - 1
+    return (line + 1, index - starts[line] + 1)
+
+
+def _mark_position(mark: yaml.Mark) -> Position:
+    starts = _line_starts.get()
+    if starts is None:
+        return (mark.line + 1, mark.column + 1)
+    return _position_of_index(mark.index, starts)
+
+
 def _start(node: yaml.Node) -> Position:
-    return (node.start_mark.line + 1, node.start_mark.column + 1)
+    return _mark_position(node.start_mark)
 
 
 def _kind(value: Any) -> str:
@@ -283,6 +349,13 @@ class _Builder:
     def _mapping(self, node: yaml.MappingNode, pointer: str, depth: int) -> dict[str, Any]:
         if node.tag != _MAP:
             raise _unsupported_tag(node)
+        if depth > MAX_DEPTH:  # merge keys recurse here without passing through build()
+            raise _LoadProblem(
+                _start(node),
+                f"nesting deeper than {MAX_DEPTH} levels (a merge key that includes itself?)",
+                "remove the self-referencing <<: merge",
+                "too-deep",
+            )
         result: dict[str, Any] = {}
         seen: dict[str, Position] = {}
         merged: dict[str, Any] = {}
@@ -338,6 +411,14 @@ def _scalar(node: yaml.Node) -> Any:
         return node.value  # timestamps stay strings: the format speaks RFC 3339 text
     if node.tag not in _SCALAR_TAGS:
         raise _unsupported_tag(node)
+    if node.tag in (_INT, _FLOAT) and len(node.value) > MAX_NUMBER_CHARS:
+        # YAML 1.1's sexagesimal and huge literals cost quadratic time to convert
+        raise _LoadProblem(
+            _start(node),
+            f"a number of {len(node.value):,} characters",
+            f"numbers here have at most {MAX_NUMBER_CHARS} characters; quote it if it is text",
+            "number",
+        )
     return _constructor.yaml_constructors[node.tag](_constructor, node)
 
 

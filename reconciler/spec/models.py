@@ -98,7 +98,10 @@ Credential = Annotated[
 ]
 
 
-def _credential(value: str, info: ValidationInfo) -> str:
+def _credential(value: Any, info: ValidationInfo) -> Any:
+    # Only strings can be literal credentials; anything else gets pydantic's type error.
+    if not isinstance(value, str):
+        return value
     return require_reference(value, info.field_name or "the value")
 
 
@@ -395,7 +398,7 @@ class FileConfig(Strict):
 
         if "://" not in mask_references(value):
             raise FieldProblem(
-                f"config.url {value!r} has no scheme",
+                "config.url has no scheme",
                 "write an fsspec URL such as file://state/exports or s3://bucket/prefix",
             )
         check_url(value, schemes=_any_scheme(value), what="config.url")
@@ -501,7 +504,7 @@ class IntegrationBase(Strict):
     def _auth_matches_type(cls, value: Any, info: ValidationInfo) -> Any:
         auth_type = info.data.get("authType")
         if auth_type is None:
-            return value  # authType itself is invalid; that error is enough
+            return None  # authType itself is invalid; that error is enough
         if auth_type == "none":
             if value not in (None, {}):
                 raise FieldProblem(
@@ -619,24 +622,19 @@ class EventTypeDecl(Strict):
     @field_validator("schema_")
     @classmethod
     def _is_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
-        import jsonschema
+        from reconciler.events.schemas import schema_problem
 
-        try:
-            jsonschema.Draft202012Validator.check_schema(value)
-        except jsonschema.SchemaError as exc:
-            where = "/".join(map(str, exc.absolute_path)) or "(root)"
-            raise FieldProblem(
-                f"not a valid JSON Schema at {where}: {exc.message}",
-                "see https://json-schema.org/understanding-json-schema/",
-            ) from None
+        problem = schema_problem(value)
+        if problem is not None:
+            raise FieldProblem(problem, "see https://json-schema.org/understanding-json-schema/")
         return value
 
     @model_validator(mode="after")
     def _example_fits(self) -> EventTypeDecl:
-        import jsonschema
+        from reconciler.events.schemas import validator
 
         if self.example is not None:
-            errors = list(jsonschema.Draft202012Validator(self.schema_).iter_errors(self.example))
+            errors = list(validator(self.schema_).iter_errors(self.example))
             if errors:
                 problems_at(
                     "EventType",

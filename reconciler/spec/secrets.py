@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Anything that opens like a reference, well formed or not, up to the closing brace.
-_ANY_REFERENCE = re.compile(r"\$\{([^}]*)\}?")
+# What reads as an attempt at a reference: `${word:...`, closed or not. Other `${` text, such
+# as a price in a template ("${{ data.amount }}"), is not a reference.
+_ANY_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*:[^}]*)\}?")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _WELL_FORMED = re.compile(r"\$\{(env:[A-Za-z_][A-Za-z0-9_]*|file:/[^}\s]+)\}")
 _SINGLE = re.compile(r"^\s*" + _WELL_FORMED.pattern + r"\s*$")
@@ -41,7 +43,7 @@ class ReferenceError(ValueError):
 
 
 def has_reference(text: str) -> bool:
-    return "${" in text
+    return "${" in text and _ANY_REFERENCE.search(text) is not None
 
 
 def is_single_reference(text: str) -> bool:
@@ -61,7 +63,10 @@ def parse_references(text: str) -> list[Reference]:
     for match in _ANY_REFERENCE.finditer(text):
         body = match.group(0)
         if not body.endswith("}"):
-            raise ReferenceError(f"unterminated secret reference {body!r}", "close it with }: ${env:NAME}")
+            # show the scheme and name only: what follows may be a pasted secret
+            start = re.match(r"\$\{[A-Za-z_]*:?[A-Za-z0-9_/.-]{0,40}", body)
+            shown = start.group(0) if start else "${"
+            raise ReferenceError(f"unterminated secret reference {shown!r}...", "close it with }: ${env:NAME}")
         scheme, _, target = match.group(1).partition(":")
         if scheme == "env":
             if not _ENV_NAME.match(target):

@@ -11,7 +11,7 @@ import difflib
 import gc
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
@@ -207,7 +207,7 @@ class TreeValidator:
             if progress is not None:
                 progress(number, total)
         self._files = seen  # forget files that are gone
-        if not result.integrations and not result.event_types and not result.diagnostics:
+        if not result.integration_docs and not result.diagnostics:
             result.diagnostics.append(
                 Diagnostic(
                     where,
@@ -274,7 +274,7 @@ def validate_document(doc: Document) -> tuple[AnyIntegration | EventTypeDecl | N
     try:
         spec = model.model_validate(data)
     except ValidationError as exc:
-        problems += [_from_pydantic(doc, model, error) for error in exc.errors()]
+        problems += _diagnostics_from(doc, model, exc.errors())
         return None, problems
     if isinstance(spec, IntegrationBase) and spec.id is None:
         spec.id = Path(doc.file).stem
@@ -290,7 +290,7 @@ def _envelope_problems(doc: Document) -> list[Diagnostic]:
         out.append(
             doc.diagnostic((), "missing apiVersion", f"add apiVersion: {API_VERSION} at the top", "missing-field")
         )
-    elif version != API_VERSION:
+    elif not isinstance(version, str) or version != API_VERSION:
         out.append(
             doc.diagnostic(
                 ("apiVersion",),
@@ -302,7 +302,7 @@ def _envelope_problems(doc: Document) -> list[Diagnostic]:
     kind = data.get("kind")
     if kind is None:
         out.append(doc.diagnostic((), "missing kind", "add kind: Integration (or kind: EventType)", "missing-field"))
-    elif kind not in KINDS:
+    elif not isinstance(kind, str) or kind not in KINDS:
         out.append(
             doc.diagnostic(
                 ("kind",),
@@ -315,7 +315,7 @@ def _envelope_problems(doc: Document) -> list[Diagnostic]:
         kind_type = data.get("type")
         if kind_type is None:
             out.append(doc.diagnostic((), "missing type", "add type: api, webhook, database or file", "missing-field"))
-        elif kind_type not in INTEGRATION_MODELS:
+        elif not isinstance(kind_type, str) or kind_type not in INTEGRATION_MODELS:
             out.append(
                 doc.diagnostic(
                     ("type",),
@@ -370,7 +370,97 @@ def _reference_problems(doc: Document) -> Iterable[Diagnostic]:
 # --- pydantic errors as diagnostics ----------------------------------------------------------
 
 # Values at these places may be secrets typed by mistake: never echo them in messages.
-_SENSITIVE = ("authConfig", "receive", "signingSecret", "headers", "storageOptions", "url", "endpoint", "syncEndpoint")
+_SENSITIVE_TREES = ("authConfig", "headers", "storageOptions")
+_SENSITIVE_FIELDS = frozenset(
+    {
+        "key",
+        "token",
+        "password",
+        "clientSecret",
+        "refreshToken",
+        "secret",
+        "signingSecret",
+        "url",
+        "endpoint",
+        "syncEndpoint",
+        "tokenUrl",
+    }
+)
+
+
+def _diagnostics_from(doc: Document, model: type[BaseModel], errors: list[Any]) -> list[Diagnostic]:
+    """pydantic's errors as diagnostics: locations mapped onto the document, and the errors of
+    a union's alternatives (one per accepted form) merged into one."""
+    by_union: dict[tuple[str | int, ...], list[Any]] = {}
+    out: list[Diagnostic] = []
+    for error in errors:
+        loc, in_union, at_key = _document_loc(doc.data, tuple(error["loc"]), error["type"])
+        error = {**error, "loc": loc}
+        if in_union and error["type"] not in ("missing", "extra_forbidden", "value_error", "spec"):
+            by_union.setdefault(loc, []).append(error)
+            continue
+        diagnostic = _from_pydantic(doc, model, error)
+        if at_key:
+            line, column = doc.position(diagnostic.pointer, at_key=True)
+            diagnostic = replace(diagnostic, line=line, column=column)
+        out.append(diagnostic)
+    for loc, alternatives in by_union.items():
+        forms = sorted({_form_of(e) for e in alternatives})
+        out.append(
+            doc.diagnostic(
+                loc, f"{_dotted(loc)}: expected {' or '.join(forms)}", "see docs/file-format.md for this field", "type"
+            )
+        )
+    return out
+
+
+def _document_loc(data: Any, loc: tuple[str | int, ...], kind: str) -> tuple[tuple[str | int, ...], bool, bool]:
+    """The part of pydantic's location that exists in the document, whether pydantic named a
+    union alternative on the way (`dict[str,any]`, `function-after[...]`), and whether the
+    error concerns a mapping key (`[key]`)."""
+    kept: list[str | int] = []
+    in_union = at_key = False
+    current = data
+    for index, part in enumerate(loc):
+        last = index == len(loc) - 1
+        if part == "[key]":
+            at_key = True
+            continue
+        found, child = _child(current, part)
+        if found:
+            kept.append(part)
+            current = child
+        elif last and kind in ("missing", "extra_forbidden") and isinstance(current, dict):
+            kept.append(part)  # the field that is absent, or the unknown one
+        elif isinstance(part, str) and (not last or not isinstance(current, dict)):
+            in_union = True  # a union alternative's label: not a place in the document
+        else:
+            kept.append(part)
+    return tuple(kept), in_union, at_key
+
+
+def _child(current: Any, part: str | int) -> tuple[bool, Any]:
+    if isinstance(current, dict) and part in current:
+        return True, current[part]
+    if isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+        return True, current[part]
+    return False, None
+
+
+_FORMS = {
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "list_type": "a list",
+    "string_type": "a string",
+    "int_type": "a whole number",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "literal_error": "one of the listed names",
+}
+
+
+def _form_of(error: Any) -> str:
+    return _FORMS.get(error["type"], str(error["msg"]).lower())
 
 
 def _from_pydantic(doc: Document, model: type[BaseModel], error: Any) -> Diagnostic:
@@ -416,7 +506,7 @@ def _from_pydantic(doc: Document, model: type[BaseModel], error: Any) -> Diagnos
         return doc.diagnostic(loc, str(ctx.get("message", error["msg"])), str(ctx.get("hint", "")), "invalid")
     if kind == "literal_error":
         expected = ctx.get("expected", "")
-        value = error.get("input")
+        value = error.get("input") if _echo(loc) else "(value not shown)"
         choices = [c.strip(" '") for c in str(expected).replace(" or ", ",").split(",")]
         return doc.diagnostic(
             loc, f"{name}: {value!r} is not one of {expected}", _did_you_mean(str(value), choices, ""), "enum"
@@ -440,7 +530,9 @@ def _is_duration(loc: tuple[str | int, ...]) -> bool:
 
 
 def _echo(loc: tuple[str | int, ...]) -> bool:
-    return not any(part in _SENSITIVE for part in loc)
+    if any(part in _SENSITIVE_TREES for part in loc):
+        return False
+    return not any(part in _SENSITIVE_FIELDS for part in loc)
 
 
 def _dotted(loc: Iterable[str | int]) -> str:
