@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from reconciler.spec.scaffold import scaffolds
 from reconciler.spec.validate import validate_paths
 from tests.conftest import ROOT

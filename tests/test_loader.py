@@ -125,3 +125,43 @@ def test_byte_order_mark_is_ignored():
 def test_unreadable_path_is_a_problem_not_an_exception(tmp_path: Path):
     loaded = load_file(tmp_path / "missing.yaml")
     assert loaded.problems[0].code == "unreadable"
+
+
+def test_fifo_and_device_files_are_refused_without_reading(tmp_path: Path):
+    import os
+
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    (tmp_path / "zero.yaml").symlink_to("/dev/zero")
+    for name in ("pipe.yaml", "zero.yaml"):
+        loaded = load_file(tmp_path / name)
+        assert [p.message for p in loaded.problems] == ["not a regular file"], name
+
+
+def test_huge_and_sexagesimal_numbers_are_refused_quickly():
+    assert problem("n: 1" + "0" * 5000 + "\n")[2] == "number"
+    assert problem("n: " + ":".join(["1"] + ["0"] * 5000) + "\n")[2] == "number"
+    assert load("n: 123456789\n").documents[0].data == {"n": 123456789}
+
+
+def test_self_including_merge_key_is_an_error_not_a_recursion():
+    line, _, code, _ = problem("a: 1\nlabels: &a {<<: *a}\n")
+    assert (line, code) == (2, "too-deep")
+
+
+def test_json_surrogate_pair_escapes_load_as_the_character():
+    doc = load('{\n  "name": "J\\ud83d\\ude00"\n}\n', "f.json").documents[0]
+    assert doc.data == {"name": "J\U0001f600"}
+
+
+def test_positions_ignore_line_breaks_editors_do_not_count():
+    doc = load('a: "x\u0085y\u2028z"\nb: 1\n').documents[0]
+    assert doc.position("/b") == (2, 4)
+
+
+def test_a_path_named_twice_is_read_once(tmp_path: Path):
+    from reconciler.spec.loader import discover
+
+    (tmp_path / "a.yaml").write_text("a: 1\n")
+    found, _ = discover([tmp_path, tmp_path / "a.yaml", f"{tmp_path}/./a.yaml"])
+    assert found == [str(tmp_path / "a.yaml")]

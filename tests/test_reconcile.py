@@ -150,7 +150,10 @@ def test_broken_edit_keeps_the_last_good_version(config, store_url):
             (config / "export.yaml").write_text(export())
             (config / "other.yaml").write_text(export(name="Other"))
             await h.until_generation("export", 1)
-            (config / "export.yaml").write_text(export().replace("type: file", "type: file\n  bogus: 1"))
+            # a schema error (an unknown field), not a YAML one: the file parses, the model refuses it
+            (config / "export.yaml").write_text(
+                export().replace("  url: file://state/exports", "  url: file://x\n  bogus: 1")
+            )
             await h.until(lambda: status(h.record("export"), ConditionType.SYNCED)[0] == "False")
             record = h.record("export")
             assert record is not None and record.generation == 1 and record.spec["name"] == "Export"
@@ -322,5 +325,158 @@ def test_revision_is_the_git_commit_when_in_a_work_tree(config, store_url):
             assert record is not None and record.last_applied_revision is not None
             assert record.last_applied_revision["commit"] == head
             assert record.last_applied_revision["contentHash"].startswith("sha256:")
+
+    run(scenario)
+
+
+HOOK = """\
+apiVersion: cms.integrations/v1
+kind: Integration
+name: Hook
+type: webhook
+config:
+  endpoint: ${env:HOOK_URL}
+  signingSecret: ${env:SIGNING}
+webhooks:
+  - events: ["*"]
+"""
+HOOK_ENV = {"HOOK_URL": "https://hooks.example.org/x", "SIGNING": "whsec_c2VjcmV0"}
+
+
+def test_restart_restores_http_integrations_with_optional_fields_unset(config, store_url):
+    (config / "hook.yaml").write_text(HOOK.replace("  signingSecret: ${env:SIGNING}\n", ""))
+
+    async def scenario() -> None:
+        async with Harness(config, store_url, environ=HOOK_ENV) as h:
+            assert h.record("hook").spec["config"]["signingSecret"] is None  # type: ignore[index]
+        (config / "hook.yaml").write_text("name: [broken\n")
+        async with Harness(config, store_url, environ=HOOK_ENV) as h:
+            assert "hook" in h.reconciler.applied, "the stored last good version runs again"
+
+    run(scenario)
+
+
+def test_a_kind_typo_in_a_multi_document_file_keeps_the_running_integration(config, store_url):
+    two = "id: a\n" + export(name="A") + "---\nid: b\n" + export(name="B")
+    (config / "two.yaml").write_text(two)
+
+    async def scenario() -> None:
+        async with Harness(config, store_url) as h:
+            (config / "two.yaml").write_text(
+                two.replace(
+                    "---\nid: b\napiVersion: cms.integrations/v1\nkind: Integration",
+                    "---\nid: b\napiVersion: cms.integrations/v1\nkind: Integraton",
+                )
+            )
+            await h.until(lambda: status(h.record("b"), ConditionType.SYNCED)[0] == "False")
+            assert h.record("b").generation == 1 and "b" in h.reconciler.applied  # type: ignore[union-attr]
+
+    run(scenario)
+
+
+def test_resume_does_not_make_an_integration_ready_that_is_not(config, store_url):
+    (config / "hook.yaml").write_text(HOOK)  # its secrets are not set: it never applied
+
+    async def scenario() -> None:
+        async with Harness(config, store_url, environ={}) as h:
+            assert status(h.record("hook"), ConditionType.READY) == ("False", Reason.SECRET_MISSING)
+            await h.reconciler.suspend("hook", "alice", "")
+            record = await h.reconciler.resume("hook", "alice", "")
+            assert status(record, ConditionType.READY) == ("False", Reason.SECRET_MISSING)
+            for _ in range(2):
+                await h.reconciler.reconcile_once("test")
+            assert status(h.record("hook"), ConditionType.READY) == ("False", Reason.SECRET_MISSING)
+            assert [e.message for e in h.store.audit_trail("hook")][:2] == ["resumed", "suspended"]
+
+    run(scenario)
+
+
+def test_git_declaring_active_false_lifts_the_override(config, store_url):
+    (config / "export.yaml").write_text(export())
+
+    async def scenario() -> None:
+        async with Harness(config, store_url) as h:
+            await h.reconciler.suspend("export", "alice", "outage")
+            (config / "export.yaml").write_text(export().replace("name: Export", "name: Export\nactive: false"))
+            await h.until(lambda: "export" not in h.reconciler.overrides)
+            assert h.store.overrides() == {}
+            messages = [e.message for e in h.store.audit_trail("export")]
+            assert "override lifted: git now declares active: false" in messages
+
+    run(scenario)
+
+
+def test_removal_lifts_the_override_so_a_new_integration_starts_clean(config, store_url):
+    (config / "export.yaml").write_text(export())
+
+    async def scenario() -> None:
+        async with Harness(config, store_url) as h:
+            await h.reconciler.suspend("export", "alice", "outage")
+            (config / "export.yaml").unlink()
+            await h.until(lambda: h.record("export") is None)
+            assert h.store.overrides() == {}
+            (config / "export.yaml").write_text(export())
+            await h.until(lambda: h.record("export") is not None)
+            assert status(h.record("export"), ConditionType.SUSPENDED)[0] == "False"
+
+    run(scenario)
+
+
+def test_a_commit_that_changes_no_file_rewrites_nothing(config, store_url):
+    import subprocess
+
+    git = ["git", "-C", str(config), "-c", "user.email=t@example.org", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (config / "export.yaml").write_text(export())
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+
+    async def scenario() -> None:
+        async with Harness(config, store_url) as h:
+            before = h.record("export")
+            (config / "README.md").write_text("docs")
+            subprocess.run([*git, "add", "."], check=True)
+            subprocess.run([*git, "commit", "-qm", "docs only"], check=True)
+            await h.reconciler.reconcile_once("test")
+            assert h.record("export") is before, "the integration was not re-converged"
+            assert [e.action for e in h.store.audit_trail("export")] == ["add"]
+
+    run(scenario)
+
+
+def test_a_rotated_secret_file_reaches_the_running_integration(config, store_url, tmp_path):
+    secret = tmp_path / "hook-url"
+    secret.write_text("https://hooks.example.org/one\n")
+    (config / "hook.yaml").write_text(HOOK.replace("${env:HOOK_URL}", "${file:%s}" % secret))
+
+    async def scenario() -> None:
+        async with Harness(config, store_url, environ=HOOK_ENV) as h:
+            reference = f"${{file:{secret}}}"
+            assert h.reconciler.applied["hook"].resolved.values[reference] == "https://hooks.example.org/one"  # type: ignore[union-attr]
+            secret.write_text("https://hooks.example.org/two\n")
+            await h.reconciler.reconcile_once("resync")
+            assert h.reconciler.applied["hook"].resolved.values[reference] == "https://hooks.example.org/two"  # type: ignore[union-attr]
+            assert h.record("hook").generation == 1, "the spec did not change, only the secret"  # type: ignore[union-attr]
+
+    run(scenario)
+
+
+def test_database_key_column_is_not_mistaken_for_a_credential(config, store_url):
+    (config / "db.yaml").write_text("""\
+apiVersion: cms.integrations/v1
+kind: Integration
+name: DB
+type: database
+config:
+  url: ${env:DB_URL}
+  table: events
+  mode: upsert
+  key: [event_id]
+webhooks: [{events: ["*"]}]
+""")
+
+    async def scenario() -> None:
+        async with Harness(config, store_url, environ={"DB_URL": "sqlite:///x.db"}) as h:
+            assert h.record("db").spec["config"]["key"] == ["event_id"]  # type: ignore[index]
 
     run(scenario)

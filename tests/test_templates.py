@@ -86,10 +86,11 @@ def test_missing_field_renders_as_null_or_empty():
     assert render({"a": "{{ data.nothing.deeper }}", "b": "x{{ data.nothing }}"}, [SAMPLES[0]]) == {"a": None, "b": "x"}
 
 
-def test_data_with_quotes_and_newlines_stays_valid_json():
-    envelope = {**SAMPLES[0], "data": {"name": 'Robert"); DROP TABLE\n"students', "email": "e"}}
+def test_data_with_quotes_and_newlines_cannot_break_out_of_its_string():
+    """A naive template would paste this into JSON text and produce an extra field."""
+    envelope = {**SAMPLES[0], "data": {"name": 'x", "admin": true, "y": "', "email": "e"}}
     body = render({"text": "Hello {{ data.name }}"}, [envelope])
-    assert json.loads(json.dumps(body))["text"] == 'Hello Robert"); DROP TABLE\n"students'
+    assert body == {"text": 'Hello x", "admin": true, "y": "'}
 
 
 def test_sandbox_refuses_unsafe_attribute_access():

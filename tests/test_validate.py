@@ -537,3 +537,92 @@ def test_all_errors_of_all_files_in_one_pass(write, validate):
         ("b.yaml", "yaml"),
         ("c.yaml", "encoding"),
     ]
+
+
+# --- adversarial input: a message, never a traceback or a hang ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "line, fragment",
+    [
+        ("type: [webhook]", "unknown type"),
+        ("type: {a: 1}", "unknown type"),
+    ],
+)
+def test_envelope_fields_of_the_wrong_type(write, validate, line, fragment):
+    write("a.yaml", VALID_API.replace("type: api", line))
+    assert fragment in only(validate())[3]
+
+
+def test_non_string_credential_is_a_type_error(write, validate):
+    write("a.yaml", VALID_API.replace("${env:SIS_API_KEY}", "12345"))
+    assert only(validate())[3] == "authConfig.key: input should be a valid string"
+
+
+def test_explicit_null_for_optional_credentials_is_fine(write, validate):
+    write("a.yaml", VALID_API.replace("config:\n", "config:\n  signingSecret: null\n"))
+    assert validate().diagnostics == []
+
+
+def test_overlong_filter_is_refused_before_compiling(write, validate):
+    write("a.yaml", VALID_API + "    filter: '" + " + ".join(["1"] * 40000) + " == 2'\n")
+    assert "the limit is 2,000" in only(validate())[3]
+
+
+@pytest.mark.parametrize(
+    "schema, fragment",
+    [
+        ('{$ref: "https://example.invalid/x.json"}', "only #/... references are allowed"),
+        ('{$ref: "file:///etc/passwd"}', "only #/... references are allowed"),
+        ('{$ref: "#/$defs/nope"}', "a $ref does not resolve"),
+        ('{type: object, properties: {a: {pattern: "(a+)+$"}}}', "exponential time"),
+        ('{type: object, properties: {a: {pattern: "(unclosed"}}}', "is not a 'regex'"),
+    ],
+)
+def test_event_type_schemas_that_would_fetch_hang_or_fail(write, validate, schema, fragment):
+    write(
+        "t.yaml",
+        HEADER.replace("Integration", "EventType") + f"name: custom.a\nschema: {schema}\n"
+        "example: {a: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!}\n",
+    )
+    write("a.yaml", VALID_API)
+    assert fragment in only(validate())[3]
+
+
+@pytest.mark.parametrize(
+    "template, fragment",
+    [
+        ("{% for i in range(100000) %}{% endfor %}", "uses range"),
+        ('{{ "x" * 3000000000 }}', "too large"),
+        ('{{ "x".ljust(3000000000) }}', "larger than templates allow"),
+        ('{{ "x" | center(3000000000) }}', "larger than templates allow"),
+        ("{{ " + "(" * 3000 + "1" + ")" * 3000 + " }}", "nested too deeply"),
+    ],
+)
+def test_templates_that_would_hang_or_exhaust_memory(write, validate, template, fragment):
+    write("a.yaml", VALID_API + f"    template: {{text: '{template}'}}\n")
+    assert fragment in only(validate())[3]
+
+
+def test_dollar_brace_that_is_not_a_reference_is_text(write, validate):
+    write("a.yaml", VALID_API + "    template: {text: 'Fee: ${{ data.userId }}'}\n")
+    assert validate().diagnostics == []
+
+
+def test_unterminated_reference_message_does_not_echo_what_follows(write, validate):
+    write("a.yaml", VALID_API.replace("${env:SIS_API_KEY}", "'${env:SIS_KEY&password=hunter2'"))
+    messages = [d.message for d in validate().diagnostics]
+    assert any("unterminated secret reference '${env:SIS_KEY'" in m for m in messages)
+    assert not any("hunter2" in m for m in messages)
+
+
+def test_check_env_does_not_echo_resolved_secrets(write, validate):
+    write("a.yaml", VALID_API.replace("https://sis.example.edu/api/students", "${env:SIS_URL}"))
+    result = validate(check_env=True, environ={"SIS_API_KEY": "x", "SIS_URL": "s3cretvalue:zzz/{T0SECRET}"})
+    text = " ".join(d.as_text() for d in result.diagnostics)
+    assert result.diagnostics and "s3cretvalue" not in text and "T0SECRET" not in text
+
+
+def test_a_directory_of_event_types_only_has_no_integrations(write, validate):
+    write("t.yaml", HEADER.replace("Integration", "EventType") + "name: custom.a\nschema: {type: object}\n")
+    assert [d.code for d in validate().diagnostics] == ["no-integrations"]

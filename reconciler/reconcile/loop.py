@@ -292,7 +292,6 @@ class Reconciler:
             tuple(p.as_text() for p in claimant.problems),
             secrets_state,
             (override.suspended, override.actor, override.reason) if override else None,
-            id(self.applied.get(claimant.id)),
         )
 
     def _converge(
