@@ -447,7 +447,7 @@ def test_a_commit_that_changes_no_file_rewrites_nothing(config, store_url):
 def test_a_rotated_secret_file_reaches_the_running_integration(config, store_url, tmp_path):
     secret = tmp_path / "hook-url"
     secret.write_text("https://hooks.example.org/one\n")
-    (config / "hook.yaml").write_text(HOOK.replace("${env:HOOK_URL}", "${file:%s}" % secret))
+    (config / "hook.yaml").write_text(HOOK.replace("${env:HOOK_URL}", f"${{file:{secret}}}"))
 
     async def scenario() -> None:
         async with Harness(config, store_url, environ=HOOK_ENV) as h:
