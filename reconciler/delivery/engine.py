@@ -35,6 +35,7 @@ log = logging.getLogger("reconciler.delivery")
 
 CLAIM_LIMIT = 500  # deliveries per claim query
 LANE_BUFFER = 512  # deliveries a lane holds in memory (claimed, not yet sent)
+LANE_REFILL = LANE_BUFFER // 2  # below this, a lane asks the dispatcher for more
 POLL_SECONDS = 1.0  # retries come due and other replicas enqueue without waking us
 LEASE_MIN_SECONDS = 300.0
 DEFAULT_CONCURRENCY = 16  # requests in flight per integration without rateLimit.concurrency
@@ -347,6 +348,8 @@ class Lane:
             self._semaphore.release()
             if self.inflight == 0:
                 self._idle.set()
+            if len(self.queue) + self.inflight < LANE_REFILL:
+                self.engine.wake()  # running low: claim more now rather than at the next poll
 
     def _body(self, integration: AppliedIntegration, unit: Unit) -> tuple[bytes, str | None]:
         envelopes = [d.envelope for d in unit.deliveries]

@@ -9,6 +9,7 @@ request's headers or credentials.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,6 +35,7 @@ class HttpSink:
         self.auth = Authenticator()
         self._public: aiohttp.ClientSession | None = None
         self._private: aiohttp.ClientSession | None = None
+        self._cache: dict[tuple[str, int, int], _Prepared] = {}
 
     def session(self, allow_private: bool) -> aiohttp.ClientSession:
         """Two pools: one whose resolver drops non-public addresses, one without that filter."""
@@ -65,23 +67,23 @@ class HttpSink:
         self, integration: Any, config: HttpConfig, body: bytes, message_id: str, method: str | None, url: str | None
     ) -> SinkResult:
         started = time.perf_counter()
-        resolved = integration.resolved
-        target = substitute(url or config.endpoint or "", resolved)
-        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
-        headers.update({name: substitute(value, resolved) for name, value in config.headers.items()})
+        prepared = self._prepared(integration, config)
+        target = substitute(url, integration.resolved) if url else prepared.url
+        headers = dict(prepared.headers)
         session = self.session(config.allowPrivateNetwork)
+        if prepared.signing_problem:
+            return SinkResult.failure(prepared.signing_problem, started, endpoint_failure=False)
         try:
             if not config.allowPrivateNetwork:
                 check_literal_host(urlsplit(target).hostname or "")
             target = await self.auth.apply(
-                _key(integration), integration.spec.authConfig, resolved, target, headers, session
+                _key(integration), integration.spec.authConfig, integration.resolved, target, headers, session
             )
-            if config.signingSecret:
-                keys = decode_secrets(substitute(config.signingSecret, resolved))
-                headers.update(signature_headers(keys, message_id, int(time.time()), body))
-            timeout = aiohttp.ClientTimeout(total=parse_duration(config.timeout))
+            if prepared.signing_keys:
+                headers.update(signature_headers(prepared.signing_keys, message_id, int(time.time()), body))
             async with session.request(
-                method or config.method, target, data=body, headers=headers, timeout=timeout, allow_redirects=False
+                method or config.method, target, data=body, headers=headers, timeout=prepared.timeout,
+                allow_redirects=False,
             ) as response:
                 excerpt = await response.content.read(RESPONSE_EXCERPT_BYTES)
                 latency = (time.perf_counter() - started) * 1000
@@ -100,6 +102,36 @@ class HttpSink:
             return SinkResult.failure(f"timed out after {config.timeout}", started)
         except aiohttp.ClientError as exc:
             return SinkResult.failure(_client_error(exc), started)
+
+    def _prepared(self, integration: Any, config: HttpConfig) -> _Prepared:
+        """What every request of one applied generation shares, worked out once."""
+        key = (integration.id, integration.generation, id(integration.resolved))
+        prepared = self._cache.get(key)
+        if prepared is None:
+            resolved = integration.resolved
+            headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+            headers.update({name: substitute(value, resolved) for name, value in config.headers.items()})
+            keys: list[bytes] = []
+            problem = None
+            try:
+                keys = decode_secrets(substitute(config.signingSecret, resolved)) if config.signingSecret else []
+            except SigningError as exc:
+                problem = str(exc)
+            prepared = _Prepared(substitute(config.endpoint or "", resolved), headers, keys,
+                                 aiohttp.ClientTimeout(total=parse_duration(config.timeout)), problem)
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[key] = prepared
+        return prepared
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    url: str
+    headers: dict[str, str]
+    signing_keys: list[bytes]
+    timeout: aiohttp.ClientTimeout
+    signing_problem: str | None = None  # a signingSecret that is not a whsec_ secret
 
 
 def _key(integration: Any) -> tuple[str, int]:

@@ -8,6 +8,7 @@ transaction for many intakes (group commit), one for many outcomes.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -96,39 +97,23 @@ class Outbox:
         with self.engine.begin() as connection:
             duplicates = self._known_dedup_keys(connection, events)
             fresh = [e for e in events if e.id not in duplicates]
+            # The hot path of intake: plain driver executemany with JSON serialised here, about
+            # five times cheaper than SQLAlchemy's per-row bind processing.
+            mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
             if fresh:
-                connection.execute(
-                    sa.insert(t.events),
-                    [
-                        {
-                            "id": e.id,
-                            "event": e.event,
-                            "timestamp": e.timestamp,
-                            "data": e.data,
-                            "source": e.source,
-                            "dedup_key": e.dedup_key,
-                            "created_at": now,
-                        }
-                        for e in fresh
-                    ],
+                connection.exec_driver_sql(
+                    f"INSERT INTO events (id, event, timestamp, data, source, dedup_key, created_at) "
+                    f"VALUES ({', '.join([mark] * 7)})",
+                    [(e.id, e.event, e.timestamp, json.dumps(e.data), e.source, e.dedup_key, now) for e in fresh],
                 )
-            rows = [
-                {
-                    "id": d.id,
-                    "event_id": d.event_id,
-                    "integration_id": d.integration_id,
-                    "subscription": d.subscription,
-                    "status": "pending",
-                    "attempts": 0,
-                    "next_attempt_at": d.next_attempt_at,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for d in deliveries
-                if d.event_id not in duplicates
-            ]
+            rows = [(d.id, d.event_id, d.integration_id, d.subscription, "pending", 0, d.next_attempt_at, now, now)
+                    for d in deliveries if d.event_id not in duplicates]
             if rows:
-                connection.execute(sa.insert(t.deliveries), rows)
+                connection.exec_driver_sql(
+                    "INSERT INTO deliveries (id, event_id, integration_id, subscription, status, attempts, "
+                    f"next_attempt_at, created_at, updated_at) VALUES ({', '.join([mark] * 9)})",
+                    rows,
+                )
         return duplicates
 
     def _known_dedup_keys(self, connection: sa.Connection, events: Sequence[NewEvent]) -> dict[str, str]:
@@ -229,37 +214,26 @@ class Outbox:
         if not outcomes:
             return
         now = time.time()
-        c = t.deliveries.c
-        update = (
-            sa.update(t.deliveries)
-            .where(c.id == sa.bindparam("b_id"))
-            .values(
-                status=sa.bindparam("b_status"),
-                attempts=sa.bindparam("b_attempts"),
-                next_attempt_at=sa.bindparam("b_next"),
-                last_error=sa.bindparam("b_error"),
-                lease_owner=None,
-                lease_expires_at=None,
-                updated_at=now,
-                delivered_at=sa.bindparam("b_delivered"),
-            )
-        )
-        rows = [
-            {
-                "b_id": o.delivery_id,
-                "b_status": o.status,
-                "b_attempts": o.attempts,
-                "b_next": o.next_attempt_at,
-                "b_error": o.error,
-                "b_delivered": now if o.status == "delivered" else None,
-            }
-            for o in outcomes
-        ]
-        attempts = [vars(o.attempt) for o in outcomes if o.attempt is not None]
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        rows = [(o.status, o.attempts, o.next_attempt_at, o.error, now, now if o.status == "delivered" else None,
+                 o.delivery_id) for o in outcomes]
+        attempts = [(a.delivery_id, a.integration_id, a.at, a.attempt, a.trigger, a.batch_id, a.status_code,
+                     a.latency_ms, a.outcome, a.response_excerpt, a.error)
+                    for a in (o.attempt for o in outcomes) if a is not None]
         with self.engine.begin() as connection:
-            connection.execute(update, rows)
+            # driver executemany: outcomes are the engine's hot write path
+            connection.exec_driver_sql(
+                f"UPDATE deliveries SET status = {mark}, attempts = {mark}, next_attempt_at = {mark}, "
+                f"last_error = {mark}, lease_owner = NULL, lease_expires_at = NULL, updated_at = {mark}, "
+                f"delivered_at = {mark} WHERE id = {mark}",
+                rows,
+            )
             if attempts:
-                connection.execute(sa.insert(t.attempts), attempts)
+                connection.exec_driver_sql(
+                    "INSERT INTO attempts (delivery_id, integration_id, at, attempt, trigger, batch_id, status_code, "
+                    f"latency_ms, outcome, response_excerpt, error) VALUES ({', '.join([mark] * 11)})",
+                    attempts,
+                )
 
     def release_leases(self, owner: str | None = None) -> int:
         """Give back leases (all of them when one process owns the store, at its start)."""
