@@ -1,7 +1,7 @@
 """Processes the pipeline benchmarks measure against, each on its own loopback port.
 
-    python bench/peers.py sink PORT       # a webhook target that counts and timestamps arrivals
-    python bench/peers.py bare202 PORT    # a bare Starlette endpoint that only answers 202
+python bench/peers.py sink PORT       # a webhook target that counts and timestamps arrivals
+python bench/peers.py bare202 PORT    # a bare Starlette endpoint that only answers 202
 """
 
 from __future__ import annotations

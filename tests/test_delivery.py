@@ -89,6 +89,8 @@ def test_events_are_checked_against_the_catalog_with_every_reason(tmp_path, peer
             assert pointers == ["/data", "/data/name", "/data/userId"]
             with pytest.raises(EventRejected, match=re.escape("unknown event type 'user.deleted'")):
                 await p.emit("user.deleted", {})
+            with pytest.raises(EventRejected, match="larger than 256 KiB"):
+                await p.emit("user.login", {"userId": 1, "blob": "x" * 300_000})
             accepted = await p.emit("custom.anything", {"free": "form"})
             assert accepted.deliveries == 0  # no subscriber for custom.* here, still stored
 

@@ -100,3 +100,22 @@ def test_unsupported_or_unreachable_store_urls_say_so():
         open_store("postgresql://nobody:pw@127.0.0.1:1/x?connect_timeout=2")
     with pytest.raises(StoreError, match="names no file"):
         open_store("sqlite://")
+
+
+def test_retention_prunes_finished_work_and_keeps_everything_undelivered(store):
+    import time as clock
+
+    from reconciler.store import Attempt, NewDelivery, NewEvent, Outcome
+
+    events = [NewEvent(f"e{n}", "user.login", "t", {"userId": n}, "api") for n in range(3)]
+    store.enqueue(events, [NewDelivery(f"d{n}", f"e{n}", "t", 0, 0.0) for n in range(3)])
+    now = clock.time()
+    store.record(
+        [
+            Outcome("d0", "delivered", 1, now, None, Attempt("d0", "t", now - 100, 1, "scheduled", "delivered")),
+            Outcome("d1", "dead", 10, now, "HTTP 500", Attempt("d1", "t", now - 100, 10, "scheduled", "dead")),
+        ]
+    )
+    removed = store.prune(before=now + 1)
+    assert removed == {"events": 1, "deliveries": 1, "attempts": 2}
+    assert store.delivery_counts("t") == {"dead": 1, "pending": 1}

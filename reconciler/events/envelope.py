@@ -6,11 +6,11 @@ the idempotency key of every delivery (`webhook-id`) and never changes across re
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,17 +33,6 @@ def now_timestamp() -> str:
     """RFC 3339 UTC with milliseconds and Z, as in the integration guide."""
     moment = datetime.now(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-@dataclass(frozen=True)
-class Envelope:
-    id: str
-    event: str
-    timestamp: str
-    data: dict[str, Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "event": self.event, "timestamp": self.timestamp, "data": self.data}
 
 
 class EventRejected(ValueError):
@@ -79,6 +68,14 @@ class EventChecker:
         if not isinstance(data, dict):
             reasons.append(_reason("/data", "data must be a JSON object"))
             return reasons
+        if len(json.dumps(data, separators=(",", ":"), default=str)) > MAX_DATA_BYTES:
+            reasons.append(
+                _reason(
+                    "/data",
+                    f"data is larger than {MAX_DATA_BYTES // 1024} KiB; send a reference "
+                    "(a URL) to large content instead",
+                )
+            )
         if reasons:
             return reasons
         assert isinstance(event, str)

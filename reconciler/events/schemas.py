@@ -83,14 +83,14 @@ def _walk(value: Any, where: str) -> Iterator[tuple[str, str, Any]]:
 # into plain Python checks: a valid event passes those alone, and only an invalid one (or a
 # schema using more of JSON Schema) goes through jsonschema, which then explains every reason.
 
-_ANNOTATIONS = frozenset({"$schema", "$id", "title", "description", "examples", "default", "$comment",
-                          "deprecated", "readOnly", "writeOnly"})
+_ANNOTATIONS = frozenset(
+    {"$schema", "$id", "title", "description", "examples", "default", "$comment", "deprecated", "readOnly", "writeOnly"}
+)
 _TYPES: dict[str, Any] = {
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
     "string": lambda v: isinstance(v, str),
-    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool))
-    or (isinstance(v, float) and v.is_integer()),
+    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer()),
     "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
     "boolean": lambda v: isinstance(v, bool),
     "null": lambda v: v is None,
@@ -105,8 +105,17 @@ def compile_fast(schema: Any) -> Check | None:
         return lambda _value: True
     if not isinstance(schema, dict):
         return None
-    known = _ANNOTATIONS | {"type", "required", "properties", "additionalProperties", "enum", "format",
-                            "minimum", "maximum", "items"}
+    known = _ANNOTATIONS | {
+        "type",
+        "required",
+        "properties",
+        "additionalProperties",
+        "enum",
+        "format",
+        "minimum",
+        "maximum",
+        "items",
+    }
     if set(schema) - known or schema.get("additionalProperties", True) is not True:
         return None
     checks: list[Check] = []
@@ -138,8 +147,11 @@ def compile_fast(schema: Any) -> Check | None:
             return None
         properties[name] = compiled
     if properties:
-        checks.append(lambda v: not isinstance(v, dict) or all(
-            name not in v or check(v[name]) for name, check in properties.items()))
+        checks.append(
+            lambda v: (
+                not isinstance(v, dict) or all(name not in v or check(v[name]) for name, check in properties.items())
+            )
+        )
     if "items" in schema:
         item = compile_fast(schema["items"])
         if item is None:

@@ -82,7 +82,11 @@ class HttpSink:
             if prepared.signing_keys:
                 headers.update(signature_headers(prepared.signing_keys, message_id, int(time.time()), body))
             async with session.request(
-                method or config.method, target, data=body, headers=headers, timeout=prepared.timeout,
+                method or config.method,
+                target,
+                data=body,
+                headers=headers,
+                timeout=prepared.timeout,
                 allow_redirects=False,
             ) as response:
                 excerpt = await response.content.read(RESPONSE_EXCERPT_BYTES)
@@ -117,8 +121,13 @@ class HttpSink:
                 keys = decode_secrets(substitute(config.signingSecret, resolved)) if config.signingSecret else []
             except SigningError as exc:
                 problem = str(exc)
-            prepared = _Prepared(substitute(config.endpoint or "", resolved), headers, keys,
-                                 aiohttp.ClientTimeout(total=parse_duration(config.timeout)), problem)
+            prepared = _Prepared(
+                substitute(config.endpoint or "", resolved),
+                headers,
+                keys,
+                aiohttp.ClientTimeout(total=parse_duration(config.timeout)),
+                problem,
+            )
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[key] = prepared

@@ -106,8 +106,11 @@ class Outbox:
                     f"VALUES ({', '.join([mark] * 7)})",
                     [(e.id, e.event, e.timestamp, json.dumps(e.data), e.source, e.dedup_key, now) for e in fresh],
                 )
-            rows = [(d.id, d.event_id, d.integration_id, d.subscription, "pending", 0, d.next_attempt_at, now, now)
-                    for d in deliveries if d.event_id not in duplicates]
+            rows = [
+                (d.id, d.event_id, d.integration_id, d.subscription, "pending", 0, d.next_attempt_at, now, now)
+                for d in deliveries
+                if d.event_id not in duplicates
+            ]
             if rows:
                 connection.exec_driver_sql(
                     "INSERT INTO deliveries (id, event_id, integration_id, subscription, status, attempts, "
@@ -215,11 +218,35 @@ class Outbox:
             return
         now = time.time()
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        rows = [(o.status, o.attempts, o.next_attempt_at, o.error, now, now if o.status == "delivered" else None,
-                 o.delivery_id) for o in outcomes]
-        attempts = [(a.delivery_id, a.integration_id, a.at, a.attempt, a.trigger, a.batch_id, a.status_code,
-                     a.latency_ms, a.outcome, a.response_excerpt, a.error)
-                    for a in (o.attempt for o in outcomes) if a is not None]
+        rows = [
+            (
+                o.status,
+                o.attempts,
+                o.next_attempt_at,
+                o.error,
+                now,
+                now if o.status == "delivered" else None,
+                o.delivery_id,
+            )
+            for o in outcomes
+        ]
+        attempts = [
+            (
+                a.delivery_id,
+                a.integration_id,
+                a.at,
+                a.attempt,
+                a.trigger,
+                a.batch_id,
+                a.status_code,
+                a.latency_ms,
+                a.outcome,
+                a.response_excerpt,
+                a.error,
+            )
+            for a in (o.attempt for o in outcomes)
+            if a is not None
+        ]
         with self.engine.begin() as connection:
             # driver executemany: outcomes are the engine's hot write path
             connection.exec_driver_sql(
