@@ -480,3 +480,16 @@ webhooks: [{events: ["*"]}]
             assert h.record("db").spec["config"]["key"] == ["event_id"]  # type: ignore[index]
 
     run(scenario)
+
+
+def test_a_never_applied_integration_survives_its_file_breaking(config, store_url):
+    (config / "hook.yaml").write_text(HOOK)  # waits for its secrets
+
+    async def scenario() -> None:
+        async with Harness(config, store_url, environ={}) as h:
+            assert h.record("hook").source_file == "hook.yaml"  # type: ignore[union-attr]
+            (config / "hook.yaml").write_text("broken: yes\n")
+            await h.until(lambda: status(h.record("hook"), ConditionType.SYNCED)[1] == Reason.VALIDATION_FAILED)
+            assert h.record("hook") is not None
+
+    run(scenario)

@@ -304,6 +304,9 @@ class Reconciler:
     ) -> None:
         previous_attempt = record.last_attempted_revision
         record.last_attempted_revision = revision
+        if not record.applied:
+            # where it is declared, even while refused: a broken edit of that file must not remove it
+            record.source_file, record.source_document = claimant.source_file, claimant.source_document
         if claimant.spec is None or claimant.problems:
             self._refuse(
                 record, Reason.VALIDATION_FAILED, _summarize(claimant.problems), audit, previous_attempt, result
@@ -554,6 +557,7 @@ def _log_pass(result: PassResult) -> None:
         ("changed", result.changed),
         ("removed", result.removed),
         ("refused", result.refused),
+        ("waiting for secrets", result.waiting),
     ):
         if ids:
             parts.append(f"{len(ids)} {label}")
