@@ -20,6 +20,7 @@ import uvicorn
 from reconciler.api.app import Runtime, create_app
 from reconciler.api.auth import load_admin_secret
 from reconciler.delivery.engine import DeliveryEngine
+from reconciler.delivery.sync import SyncScheduler
 from reconciler.events.intake import Intake
 from reconciler.reconcile.loop import RESYNC_SECONDS, Reconciler
 from reconciler.reconcile.watch import watch
@@ -141,6 +142,7 @@ async def _serve(settings: Settings, sock: socket.socket, store: Store) -> int:
         "api": asyncio.create_task(server.serve(sockets=[sock]), name="api"),
         "intake": asyncio.create_task(intake.run(intake_stop), name="intake"),
         "delivery": asyncio.create_task(engine.run(engine_stop), name="delivery"),
+        "sync": asyncio.create_task(SyncScheduler(reconciler, intake, engine.http).run(stop), name="sync"),
     }
     stopped = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({stopped, *roles.values()}, return_when=asyncio.FIRST_COMPLETED)

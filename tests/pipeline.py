@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.delivery.engine import DeliveryEngine
+from reconciler.delivery.sync import SyncScheduler
 from reconciler.events.intake import Accepted, Intake
 from reconciler.reconcile.loop import Reconciler
 from reconciler.store import open_store
@@ -45,6 +46,7 @@ class Pipeline:
             asyncio.create_task(self.reconciler.run(self.stop)),
             asyncio.create_task(self.intake.run(self.intake_stop)),
             asyncio.create_task(self.engine.run(self.engine_stop)),
+            asyncio.create_task(SyncScheduler(self.reconciler, self.intake, self.engine.http).run(self.stop)),
         ]
         await self.until(lambda: self.reconciler.passes >= 1)
         problems = self.reconciler.last_pass

@@ -549,3 +549,29 @@ def test_both_store_backends_deliver(tmp_path, peer, store_url):
             assert sorted(s.json()["id"] for s in peer.requests("/hook")) == sorted(ids)
 
     run(scenario)
+
+
+def test_sync_endpoint_is_fetched_on_schedule_and_its_result_emitted(tmp_path, peer):
+    peer.script = lambda seen: Reply(200, '{"changed": 3}') if seen.path == "/changes" else Reply()
+
+    async def scenario() -> None:
+        source = hook(
+            peer,
+            events='["grade.published"]',
+            extra="syncFrequency: 1",
+            auth="authType: bearer\n        authConfig: {token: '${env:KEY}'}",
+        ).replace("  allowPrivateNetwork: true\n", f"  allowPrivateNetwork: true\n  syncEndpoint: {peer.url}/changes\n")
+        listener = hook(peer, events='["integration.synced"]').replace("name: Target", "name: Listener")
+        async with Pipeline(tmp_path, {"sis.yaml": source, "listener.yaml": listener}, environ={"KEY": "k"}) as p:
+            await p.until(lambda: len(peer.requests("/changes")) >= 2, timeout=5)
+            fetches = peer.requests("/changes")
+            assert all(s.method == "GET" and s.headers["Authorization"] == "Bearer k" for s in fetches)
+            assert fetches[1].at - fetches[0].at >= 0.9, "once per syncFrequency"
+            await p.until(lambda: peer.requests("/hook"))
+            synced = peer.requests("/hook")[0].json()
+            assert synced["event"] == "integration.synced"
+            assert synced["data"]["integrationId"] == "sis" and synced["data"]["body"] == {"changed": 3}
+            logged = [a for a in p.store.attempts("sis") if a["trigger"] == "sync"]
+            assert logged and logged[0]["delivery_id"] == "sync:sis" and logged[0]["status_code"] == 200
+
+    run(scenario)

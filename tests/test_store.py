@@ -119,3 +119,13 @@ def test_retention_prunes_finished_work_and_keeps_everything_undelivered(store):
     removed = store.prune(before=now + 1)
     assert removed == {"events": 1, "deliveries": 1, "attempts": 2}
     assert store.delivery_counts("t") == {"dead": 1, "pending": 1}
+
+
+def test_one_postgresql_replica_leads_at_a_time(postgres_url):
+    first, second = open_store(postgres_url), open_store(postgres_url)
+    try:
+        assert first.is_leader() and not second.is_leader()
+        first.close()
+        assert second.is_leader(), "the lock passes on when the leader goes"
+    finally:
+        second.close()

@@ -96,7 +96,8 @@ class DeliveryEngine:
                     claimed = await self._claim_round()
                     if self.retention_seconds and time.time() - pruned_at > PRUNE_EVERY_SECONDS:
                         pruned_at = time.time()
-                        await asyncio.to_thread(self.store.prune, pruned_at - self.retention_seconds)
+                        if await asyncio.to_thread(self.store.is_leader):  # one replica prunes
+                            await asyncio.to_thread(self.store.prune, pruned_at - self.retention_seconds)
                 except Exception:
                     log.exception("claiming deliveries failed; retrying")
                     claimed = 0

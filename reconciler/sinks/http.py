@@ -53,18 +53,33 @@ class HttpSink:
                 await session.close()
 
     async def send(
-        self, integration: Any, body: bytes, message_id: str, *, method: str | None = None, url: str | None = None
+        self,
+        integration: Any,
+        body: bytes,
+        message_id: str,
+        *,
+        method: str | None = None,
+        url: str | None = None,
+        read_limit: int = RESPONSE_EXCERPT_BYTES,
     ) -> SinkResult:
-        """Deliver one body; an OAuth2 401 refreshes the token and tries once more."""
+        """Deliver one body; an OAuth2 401 refreshes the token and tries once more. The
+        response is read up to `read_limit` bytes (the excerpt; a sync reads its result)."""
         config: HttpConfig = integration.spec.config
-        result = await self._send_once(integration, config, body, message_id, method, url)
+        result = await self._send_once(integration, config, body, message_id, method, url, read_limit)
         if result.status == 401 and isinstance(integration.spec.authConfig, OAuth2Auth):
             self.auth.invalidate(_key(integration))
-            result = await self._send_once(integration, config, body, message_id, method, url)
+            result = await self._send_once(integration, config, body, message_id, method, url, read_limit)
         return result
 
     async def _send_once(
-        self, integration: Any, config: HttpConfig, body: bytes, message_id: str, method: str | None, url: str | None
+        self,
+        integration: Any,
+        config: HttpConfig,
+        body: bytes,
+        message_id: str,
+        method: str | None,
+        url: str | None,
+        read_limit: int,
     ) -> SinkResult:
         started = time.perf_counter()
         prepared = self._prepared(integration, config)
@@ -89,7 +104,7 @@ class HttpSink:
                 timeout=prepared.timeout,
                 allow_redirects=False,
             ) as response:
-                excerpt = await response.content.read(RESPONSE_EXCERPT_BYTES)
+                excerpt = await response.content.read(read_limit)
                 latency = (time.perf_counter() - started) * 1000
                 return SinkResult(
                     ok=200 <= response.status < 300,

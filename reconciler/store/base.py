@@ -100,6 +100,11 @@ class Store(Outbox):
     def close(self) -> None:
         self.engine.dispose()
 
+    def is_leader(self) -> bool:
+        """Whether this process runs the singleton duties (scheduled syncs, retention). One
+        process owns an SQLite store; PostgreSQL replicas elect one with an advisory lock."""
+        return True
+
     def describe(self) -> str:
         """The URL without its password, for logs and errors."""
         return redact_url(self.url)

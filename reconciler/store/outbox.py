@@ -262,6 +262,12 @@ class Outbox:
                     attempts,
                 )
 
+    def log_attempts(self, attempts: Sequence[Attempt]) -> None:
+        """Attempts that belong to no delivery, such as scheduled syncs (`sync:<id>`)."""
+        if attempts:
+            with self.engine.begin() as connection:
+                connection.execute(sa.insert(t.attempts), [vars(a) for a in attempts])
+
     def release_leases(self, owner: str | None = None) -> int:
         """Give back leases (all of them when one process owns the store, at its start)."""
         query = sa.update(t.deliveries).where(t.deliveries.c.lease_owner.is_not(None))

@@ -11,6 +11,8 @@ from reconciler.store.base import Store
 
 # pg_advisory_xact_lock key for migrations: replicas starting together migrate once.
 MIGRATION_LOCK_KEY = 0x5245434F4E  # "RECON"
+# pg_try_advisory_lock key held for as long as a replica leads (its connection stays open).
+LEADER_LOCK_KEY = 0x5245434F4F  # "RECOO"
 
 
 class PostgresStore(Store):
@@ -21,6 +23,28 @@ class PostgresStore(Store):
         _scheme, rest = url.split("://", 1)
         engine = sa.create_engine(f"postgresql+psycopg://{rest}", pool_pre_ping=True, pool_size=5, max_overflow=5)
         return cls(url, engine)
+
+    _leader_connection: Any = None
+
+    def is_leader(self) -> bool:
+        if self._leader_connection is None:
+            connection = self.engine.raw_connection()
+            cursor = connection.cursor()
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,))
+            row = cursor.fetchone()
+            won = bool(row and row[0])
+            connection.commit()
+            if not won:
+                connection.close()
+                return False
+            self._leader_connection = connection  # the session lock lives as long as this connection
+        return True
+
+    def close(self) -> None:
+        if self._leader_connection is not None:
+            self._leader_connection.close()
+            self._leader_connection = None
+        super().close()
 
     def _lock_due(self, query: sa.Select[Any]) -> sa.Select[Any]:
         return query.with_for_update(skip_locked=True)
