@@ -575,3 +575,67 @@ def test_sync_endpoint_is_fetched_on_schedule_and_its_result_emitted(tmp_path, p
             assert logged and logged[0]["delivery_id"] == "sync:sis" and logged[0]["status_code"] == 200
 
     run(scenario)
+
+
+def test_a_failed_batch_is_retried_whole_with_its_id(tmp_path, peer):
+    replies = iter([Reply(500), Reply(200)])
+    peer.script = lambda seen: next(replies, Reply())
+
+    async def scenario() -> None:
+        spec = with_config(
+            hook(peer, extra="retry: {maxAttempts: 5, schedule: [0s, 1s]}"),
+            "batchSize: 6\nsigningSecret: ${env:SIGNING}",
+        )
+        async with Pipeline(tmp_path, {"t.yaml": spec}, environ={"SIGNING": SECRET_A}) as p:
+            await asyncio.gather(*(p.emit("user.login", {"userId": n}) for n in range(6)))
+            await p.until(lambda: p.statuses("t") == {"delivered": 6})
+            first, second = peer.requests("/hook")
+            assert first.headers["webhook-id"] == second.headers["webhook-id"]
+            assert [e["id"] for e in first.json()] == [e["id"] for e in second.json()], "same members, same order"
+
+    run(scenario)
+
+
+def test_a_trial_request_that_says_nothing_about_the_endpoint_does_not_stall_the_breaker(tmp_path, peer):
+    replies = iter([Reply(503)] * 5 + [Reply(400, "bad payload")])
+    peer.script = lambda seen: next(replies, Reply())
+
+    async def scenario() -> None:
+        spec = with_config(
+            hook(peer, extra="retry: {maxAttempts: 20, schedule: [0s, 50ms]}"), "rateLimit: {concurrency: 1}"
+        )
+        async with Pipeline(tmp_path, {"t.yaml": spec}) as p:
+            breaker_key = None
+            for n in range(3):
+                await p.emit("user.login", {"userId": n})
+            await p.until(lambda: len(peer.requests("/hook")) >= 5)
+            breaker_key, breaker = next(iter(p.engine._breakers.items()))
+            breaker.open_until = time.time()  # skip the cool-down: the next request is the trial
+            await p.until(lambda: p.statuses("t") == {"delivered": 3}, timeout=10)
+            assert breaker_key and not breaker.is_open
+
+    run(scenario)
+
+
+def test_token_endpoint_on_a_private_address_is_refused_unless_allowed(tmp_path, peer):
+    async def scenario() -> None:
+        spec = hook(peer, auth=oauth(peer, "client_credentials"), extra="retry: {maxAttempts: 1}").replace(
+            "  endpoint: " + peer.url + "/hook\n  allowPrivateNetwork: true\n",
+            "  endpoint: https://93.184.215.14/hook\n",
+        )
+        async with Pipeline(tmp_path, {"t.yaml": spec}, environ={"CLIENT_SECRET": "client-secret"}) as p:
+            await p.emit("user.login", {"userId": 1})
+            await p.until(lambda: p.statuses("t") == {"dead": 1})
+            assert "allowPrivateNetwork" in p.store.attempts("t")[0]["error"]
+            assert not peer.token_requests, "the token endpoint on loopback was never called"
+
+    run(scenario)
+
+
+def test_data_that_is_not_json_is_refused(tmp_path, peer):
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"t.yaml": hook(peer)}) as p:
+            with pytest.raises(EventRejected, match="no NaN"):
+                await p.emit("user.login", {"userId": float("nan")})
+
+    run(scenario)

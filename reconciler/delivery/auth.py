@@ -66,6 +66,8 @@ class Authenticator:
     def __init__(self) -> None:
         self._tokens: dict[tuple[str, int], Token] = {}
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        # rotated refresh tokens by integration: the configured one may be revoked once rotated
+        self._refresh: dict[str, str] = {}
 
     async def apply(
         self,
@@ -75,8 +77,10 @@ class Authenticator:
         url: str,
         headers: dict[str, str],
         session: aiohttp.ClientSession,
+        check_host: Any = None,
     ) -> str:
-        """Set auth headers in place; return the URL (api_key may add a query parameter)."""
+        """Set auth headers in place; return the URL (api_key may add a query parameter).
+        `check_host(url)` vets the token endpoint as the target is vetted (SSRF)."""
         if isinstance(auth, ApiKeyAuth):
             value = substitute(auth.key, resolved)
             if auth.query:
@@ -88,7 +92,7 @@ class Authenticator:
             pair = f"{substitute(auth.username, resolved)}:{substitute(auth.password, resolved)}"
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         elif isinstance(auth, OAuth2Auth):
-            token = await self.token(key, auth, resolved, session)
+            token = await self.token(key, auth, resolved, session, check_host)
             headers["Authorization"] = f"Bearer {token.access_token}"
         return url
 
@@ -100,7 +104,12 @@ class Authenticator:
         return {key[0]: token.expires_at for key, token in self._tokens.items()}
 
     async def token(
-        self, key: tuple[str, int], auth: OAuth2Auth, resolved: Resolved | None, session: aiohttp.ClientSession
+        self,
+        key: tuple[str, int],
+        auth: OAuth2Auth,
+        resolved: Resolved | None,
+        session: aiohttp.ClientSession,
+        check_host: Any = None,
     ) -> Token:
         current = self._tokens.get(key)
         if current is not None and current.fresh(time.time()):
@@ -110,22 +119,25 @@ class Authenticator:
             current = self._tokens.get(key)
             if current is not None and current.fresh(time.time()):
                 return current
-            token = await self._fetch(auth, resolved, session, current)
+            token = await self._fetch(key[0], auth, resolved, session, check_host)
             self._tokens[key] = token
             return token
 
     async def _fetch(
-        self, auth: OAuth2Auth, resolved: Resolved | None, session: aiohttp.ClientSession, previous: Token | None
+        self,
+        integration_id: str,
+        auth: OAuth2Auth,
+        resolved: Resolved | None,
+        session: aiohttp.ClientSession,
+        check_host: Any = None,
     ) -> Token:
+        import json
+
         import aiohttp
 
         form: dict[str, str] = {"grant_type": auth.grantType}
         if auth.grantType == "refresh_token":
-            form["refresh_token"] = (
-                previous.refresh_token
-                if previous and previous.refresh_token
-                else substitute(auth.refreshToken or "", resolved)
-            )
+            form["refresh_token"] = self._refresh.get(integration_id) or substitute(auth.refreshToken or "", resolved)
         if auth.scope:
             form["scope"] = auth.scope if isinstance(auth.scope, str) else " ".join(auth.scope)
         if auth.audience:
@@ -141,22 +153,30 @@ class Authenticator:
             pair = f"{client_id}:{client_secret}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         url = substitute(auth.tokenUrl, resolved)
+        if check_host is not None:
+            check_host(url)
         try:
-            async with session.post(url, data=form, headers=headers, timeout=aiohttp.ClientTimeout(total=30)) as r:
+            # no redirects: a 307 would carry the client secret to wherever it points
+            async with session.post(
+                url, data=form, headers=headers, timeout=aiohttp.ClientTimeout(total=30), allow_redirects=False
+            ) as r:
                 text = await r.text(errors="replace")
-                if r.status != 200:
-                    raise AuthError(f"token endpoint answered {r.status}: {_oauth_error(text)}")
-                body = await r.json(content_type=None)
+            if r.status != 200:
+                raise AuthError(f"token endpoint answered {r.status}: {_oauth_error(text)}")
+            body = json.loads(text)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise AuthError(f"token endpoint failed: {type(exc).__name__}: {exc}") from None
+            raise AuthError(f"token endpoint failed: {type(exc).__name__}") from None
         access = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(access, str) or not access:
             raise AuthError("token endpoint answered without an access_token")
-        lifetime = float(body.get("expires_in") or DEFAULT_TOKEN_LIFETIME_SECONDS)
+        try:
+            lifetime = float(body.get("expires_in") or DEFAULT_TOKEN_LIFETIME_SECONDS)
+        except (TypeError, ValueError):
+            lifetime = DEFAULT_TOKEN_LIFETIME_SECONDS
         rotated = body.get("refresh_token") if isinstance(body.get("refresh_token"), str) else None
-        return Token(
-            access, time.time() + lifetime, lifetime, rotated or (previous.refresh_token if previous else None)
-        )
+        if rotated:
+            self._refresh[integration_id] = rotated  # outlives this token, a 401 and a new generation
+        return Token(access, time.time() + lifetime, lifetime, rotated)
 
 
 def _oauth_error(text: str) -> str:

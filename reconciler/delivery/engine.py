@@ -79,6 +79,7 @@ class DeliveryEngine:
         self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
         self._stopping = False
         self._next_due = float("inf")  # earliest retry this process scheduled
+        self._background: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
         """An intake committed: look for due work now rather than at the next poll."""
@@ -121,9 +122,18 @@ class DeliveryEngine:
         if not candidates:
             return 0
         lease = max(LEASE_MIN_SECONDS, 2 * _timeout_seconds(candidates) + 60)
-        claimed = await asyncio.to_thread(
-            self.store.claim, self.owner, [a.id for a in candidates], time.time(), CLAIM_LIMIT, lease
-        )
+        now = time.time()
+        # An integration paced by rateLimit.perSecond gets only what it can send within half a
+        # lease: claimed work must not outlive its lease and be claimed twice.
+        unpaced = [a.id for a in candidates if _per_second(a) is None]
+        groups: list[tuple[list[str], int]] = [(unpaced, CLAIM_LIMIT)] if unpaced else []
+        for paced in (a for a in candidates if _per_second(a) is not None):
+            budget = int((_per_second(paced) or 0) * lease / 2) - (LANE_BUFFER - room.get(paced.id, LANE_BUFFER))
+            groups.append(([paced.id], max(0, min(room.get(paced.id, LANE_BUFFER), budget))))
+        claimed: list[DueDelivery] = []
+        for ids, limit in groups:
+            if limit > 0:
+                claimed += await asyncio.to_thread(self.store.claim, self.owner, ids, now, limit, lease)
         by_integration: dict[str, list[DueDelivery]] = {}
         for delivery in claimed:
             by_integration.setdefault(delivery.integration_id, []).append(delivery)
@@ -146,8 +156,12 @@ class DeliveryEngine:
     async def _shutdown(self, writer: asyncio.Task[None]) -> None:
         self._stopping = True
         for lane in list(self._lanes.values()):
-            await lane.close()
+            try:
+                await lane.close()
+            except Exception:  # the others still close, outcomes are still written
+                log.exception("a lane failed to close", extra={"fields": {"integration": lane.integration_id}})
         self._lanes.clear()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self._outcomes.put(_FLUSH)
         await writer
         await asyncio.to_thread(self.store.release_leases, self.owner)
@@ -201,12 +215,22 @@ class DeliveryEngine:
             self._templates[key] = compile_template(source) if source is not None else None
         return self._templates[key]
 
-    async def gone(self, integration: AppliedIntegration, detail: str) -> None:
-        """A 410 from the target: the partner retired the endpoint. Suspend, keep the queue."""
-        reason = f"the endpoint answered 410 Gone ({detail}); resume once it is replaced"
+    def gone(self, integration: AppliedIntegration, detail: str) -> None:
+        """A 410 from the target: the partner retired the endpoint. Suspend, keep the queue.
+
+        Scheduled, not awaited: the send that saw the 410 must finish first, since a reconcile
+        pass may be waiting for this integration's requests to end (a removal's drain)."""
+        reason = f"the endpoint answered 410 Gone ({detail[:200]}); resume once it is replaced"
         log.warning("integration suspended: endpoint gone", extra={"fields": {"integration": integration.id}})
-        with contextlib.suppress(KeyError):
-            await self.reconciler.suspend(integration.id, "delivery", reason)
+        integration.suspended = True  # at once, in memory: nothing more is sent while it is stored
+
+        async def suspend() -> None:
+            with contextlib.suppress(KeyError):
+                await self.reconciler.suspend(integration.id, "delivery", reason)
+
+        task = asyncio.create_task(suspend())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
 
 _FLUSH: Any = object()
@@ -219,6 +243,11 @@ async def _first(*events: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+def _per_second(integration: AppliedIntegration) -> float | None:
+    limit = getattr(integration.spec.config, "rateLimit", None)
+    return limit.perSecond if limit is not None else None
 
 
 def _timeout_seconds(integrations: list[AppliedIntegration]) -> float:
@@ -256,7 +285,8 @@ class Lane:
         """Stop starting requests, wait for those in flight, give back the rest."""
         self._closing = True
         self._ready.set()
-        await self._task
+        with contextlib.suppress(Exception):
+            await self._task
         await self._idle.wait()
         self._release(list(self.queue))
         self.queue.clear()
@@ -266,31 +296,47 @@ class Lane:
             await self._ready.wait()
             self._ready.clear()
             while self.queue and not self._closing:
-                integration = self.engine.reconciler.applied.get(self.integration_id)
-                if integration is None or not integration.delivering:
-                    self._release(list(self.queue))  # removed or suspended meanwhile: back to the store
-                    self.queue.clear()
-                    break
-                self._configure(integration)
-                unit = await self._next_unit(integration)
-                assert self._semaphore is not None and self._pacer is not None
-                await self._semaphore.acquire()
-                await self._pacer.wait_turn()
-                # decided only now, after waiting: a request that failed meanwhile may have opened
-                # the breaker, and a drain may have begun
-                breaker = self.engine.breaker(integration)
-                if self._closing or not breaker.allows(time.time()):
-                    self._semaphore.release()
-                    self._release(unit.deliveries, until=None if self._closing else breaker.open_until)
-                    continue
-                self.inflight += len(unit.deliveries)
-                self._idle.clear()
-                task = asyncio.create_task(self._send(integration, unit, breaker))
-                self._sending.add(task)  # keep a reference: the loop holds tasks only weakly
-                task.add_done_callback(self._sending.discard)
-                delay_ms = getattr(integration.spec.config, "batchDelay", 0)
-                if unit.batch_id and delay_ms and self.queue:
-                    await asyncio.sleep(delay_ms / 1000)
+                try:
+                    await self._start_next()
+                except Exception:  # one bad unit must not stop the lane: its deliveries go back
+                    log.exception("could not start a delivery", extra={"fields": {"integration": self.integration_id}})
+
+    async def _start_next(self) -> None:
+        integration = self.engine.reconciler.applied.get(self.integration_id)
+        if integration is None or not integration.delivering:
+            self._release(list(self.queue))  # removed or suspended meanwhile: back to the store
+            self.queue.clear()
+            return
+        self._configure(integration)
+        semaphore, pacer = self._semaphore, self._pacer
+        assert semaphore is not None and pacer is not None
+        unit = await self._next_unit(integration)
+        try:
+            await semaphore.acquire()
+        except BaseException:
+            self._release(unit.deliveries)
+            raise
+        try:
+            await pacer.wait_turn()
+            # decided only now, after waiting: a request that failed meanwhile may have opened
+            # the breaker, and a drain may have begun
+            breaker = self.engine.breaker(integration)
+            if self._closing or not breaker.allows(time.time()):
+                semaphore.release()
+                self._release(unit.deliveries, until=None if self._closing else breaker.open_until)
+                return
+        except BaseException:
+            semaphore.release()
+            self._release(unit.deliveries)
+            raise
+        self.inflight += len(unit.deliveries)
+        self._idle.clear()
+        task = asyncio.create_task(self._send(integration, unit, breaker, semaphore))
+        self._sending.add(task)  # keep a reference: the loop holds tasks only weakly
+        task.add_done_callback(self._sending.discard)
+        delay_ms = getattr(integration.spec.config, "batchDelay", 0)
+        if unit.batch_id and delay_ms and self.queue:
+            await asyncio.sleep(delay_ms / 1000)
 
     def _configure(self, integration: AppliedIntegration) -> None:
         if self._pacing_generation == integration.generation:
@@ -321,32 +367,41 @@ class Lane:
         await asyncio.to_thread(self.engine.store.assign_batch, [d.id for d in members], batch_id)
         return Unit(members, batch_id)
 
-    async def _send(self, integration: AppliedIntegration, unit: Unit, breaker: CircuitBreaker) -> None:
-        assert self._semaphore is not None
+    async def _send(
+        self, integration: AppliedIntegration, unit: Unit, breaker: CircuitBreaker, semaphore: asyncio.Semaphore
+    ) -> None:
+        policy = RetryPolicy.from_spec(
+            integration.spec.retry.schedule if integration.spec.retry else None,
+            integration.spec.retry.maxAttempts if integration.spec.retry else None,
+        )
         try:
             body, problem = self._body(integration, unit)
             if problem is not None:
                 result = SinkResult(False, None, 0.0, None, problem, None, endpoint_failure=False)
             else:
                 result = await self.engine.http.send(integration, body, unit.message_id)
+        except Exception as exc:  # a bug or an odd input: record it as a failed attempt, retry as usual
+            log.exception("delivery failed unexpectedly", extra={"fields": {"integration": self.integration_id}})
+            result = SinkResult(
+                False, None, 0.0, None, f"internal error: {type(exc).__name__}", None, endpoint_failure=False
+            )
+        try:
             now = time.time()
             if result.ok:
                 breaker.success()
             elif result.endpoint_failure:
                 breaker.failure(now)
-            policy = RetryPolicy.from_spec(
-                integration.spec.retry.schedule if integration.spec.retry else None,
-                integration.spec.retry.maxAttempts if integration.spec.retry else None,
-            )
+            else:
+                breaker.settle()  # says nothing about the endpoint's health, but ends a half-open trial
+            # one delay for the whole unit: a batch's members stay together for its retry
+            delay = _retry_delay(result, policy, unit.deliveries[0].attempts + 1)
             for delivery in unit.deliveries:
-                self.engine.report(_outcome(delivery, result, policy, now, unit.batch_id))
+                self.engine.report(_outcome(delivery, result, policy, now, unit.batch_id, delay))
             if result.gone:
-                await self.engine.gone(integration, result.excerpt or "HTTP 410")
-        except Exception:  # a bug must not lose the deliveries: their leases expire and they retry
-            log.exception("delivery failed unexpectedly", extra={"fields": {"integration": self.integration_id}})
+                self.engine.gone(integration, result.excerpt or "HTTP 410")
         finally:
             self.inflight -= len(unit.deliveries)
-            self._semaphore.release()
+            semaphore.release()
             if self.inflight == 0:
                 self._idle.set()
             if len(self.queue) + self.inflight < LANE_REFILL:
@@ -376,8 +431,14 @@ class Lane:
             self.engine.report(Outcome(delivery.id, status, delivery.attempts, when))
 
 
+def _retry_delay(result: SinkResult, policy: RetryPolicy, attempt: int) -> float:
+    if result.retry_after is not None and result.status in (429, 503):
+        return result.retry_after
+    return policy.delay_after(attempt)
+
+
 def _outcome(
-    delivery: DueDelivery, result: SinkResult, policy: RetryPolicy, now: float, batch_id: str | None
+    delivery: DueDelivery, result: SinkResult, policy: RetryPolicy, now: float, batch_id: str | None, delay: float
 ) -> Outcome:
     number = delivery.attempts + 1
 
@@ -392,17 +453,19 @@ def _outcome(
             batch_id,
             result.status,
             round(result.latency_ms, 2),
-            result.excerpt,
-            result.error,
+            _clean(result.excerpt),
+            _clean(result.error),
         )
 
     if result.ok:
         return Outcome(delivery.id, "delivered", number, now, None, attempt("delivered"))
     if result.gone:
-        return Outcome(delivery.id, "failed", number, now, result.error, attempt("gone"))
+        return Outcome(delivery.id, "failed", number, now, _clean(result.error), attempt("gone"))
     if policy.exhausted(number):
-        return Outcome(delivery.id, "dead", number, now, result.error, attempt("dead"))
-    delay = policy.delay_after(number)
-    if result.retry_after is not None and result.status in (429, 503):
-        delay = result.retry_after
-    return Outcome(delivery.id, "failed", number, now + delay, result.error, attempt("failed"))
+        return Outcome(delivery.id, "dead", number, now, _clean(result.error), attempt("dead"))
+    return Outcome(delivery.id, "failed", number, now + delay, _clean(result.error), attempt("failed"))
+
+
+def _clean(text: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL; a partner's response can."""
+    return text.replace("\x00", "\ufffd") if text and "\x00" in text else text

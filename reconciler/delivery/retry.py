@@ -80,10 +80,17 @@ class CircuitBreaker:
 
     def failure(self, now: float) -> None:
         self.failures += 1
+        trial = self.trial_in_flight
         self.trial_in_flight = False
-        if self.failures >= self.threshold:
+        # the cool-down grows when the breaker opens or a trial fails, not with every failure
+        # of requests that were already in flight
+        if self.failures == self.threshold or (trial and self.failures > self.threshold):
             self.open_until = now + min(self.max_open, self.base_open * 2**self.opened)
             self.opened += 1
+
+    def settle(self) -> None:
+        """A result that says nothing about the endpoint (a 4xx, a template error) ends a trial."""
+        self.trial_in_flight = False
 
     @property
     def is_open(self) -> bool:

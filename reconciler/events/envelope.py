@@ -21,6 +21,7 @@ from reconciler.events.patterns import EVENT_NAME
 from reconciler.events.schemas import compile_fast, validator
 
 MAX_DATA_BYTES = 256 * 1024  # an event is a notification, not a file transfer
+MAX_EVENT_NAME_CHARS = 128  # the store's column
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
 
 
@@ -54,7 +55,7 @@ class EventChecker:
     def check(self, event: Any, data: Any, timestamp: Any = None) -> list[dict[str, str]]:
         """Every reason the event is refused (empty when it is fine)."""
         reasons: list[dict[str, str]] = []
-        if not isinstance(event, str) or not EVENT_NAME.match(event):
+        if not isinstance(event, str) or not EVENT_NAME.match(event) or len(event) > MAX_EVENT_NAME_CHARS:
             reasons.append(_reason("/event", "event must be a dotted event type such as user.registered"))
         elif event not in self.catalog and not event.startswith(CUSTOM_PREFIX):
             reasons.append(
@@ -68,7 +69,12 @@ class EventChecker:
         if not isinstance(data, dict):
             reasons.append(_reason("/data", "data must be a JSON object"))
             return reasons
-        if len(json.dumps(data, separators=(",", ":"), default=str)) > MAX_DATA_BYTES:
+        try:
+            size = len(json.dumps(data, separators=(",", ":"), allow_nan=False))
+        except (ValueError, TypeError):
+            reasons.append(_reason("/data", "data must be JSON: no NaN or Infinity"))
+            return reasons
+        if size > MAX_DATA_BYTES:
             reasons.append(
                 _reason(
                     "/data",

@@ -49,6 +49,10 @@ class Accepted:
         return body
 
 
+class IntakeStopped(RuntimeError):
+    """The committer has stopped (shutdown): nothing more can be made durable here."""
+
+
 @dataclass
 class _Pending:
     event: NewEvent
@@ -67,6 +71,7 @@ class Intake:
         self._checker: EventChecker | None = None
         self._checker_catalog: object = None
         self.committed = 0
+        self.stopped = False
 
     # --- the public entry --------------------------------------------------------------------
 
@@ -95,6 +100,8 @@ class Intake:
             )
             for match in self.router().route(envelope)
         ]
+        if self.stopped:
+            raise IntakeStopped("the daemon is shutting down; send the event again shortly")
         stored = NewEvent(envelope["id"], event, envelope["timestamp"], data, source, dedup_key)
         done: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(stored, deliveries, done))
@@ -131,6 +138,7 @@ class Intake:
                 getter.cancel()
                 stopper.cancel()
                 if self._queue.empty():
+                    self.stopped = True
                     return
                 continue  # stop was set: drain the rest below
             stopper.cancel()

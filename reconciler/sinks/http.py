@@ -91,8 +91,9 @@ class HttpSink:
         try:
             if not config.allowPrivateNetwork:
                 check_literal_host(urlsplit(target).hostname or "")
+            check = None if config.allowPrivateNetwork else _check_url_host
             target = await self.auth.apply(
-                _key(integration), integration.spec.authConfig, integration.resolved, target, headers, session
+                _key(integration), integration.spec.authConfig, integration.resolved, target, headers, session, check
             )
             if prepared.signing_keys:
                 headers.update(signature_headers(prepared.signing_keys, message_id, int(time.time()), body))
@@ -104,7 +105,7 @@ class HttpSink:
                 timeout=prepared.timeout,
                 allow_redirects=False,
             ) as response:
-                excerpt = await response.content.read(read_limit)
+                excerpt = await _read_up_to(response.content, read_limit)
                 latency = (time.perf_counter() - started) * 1000
                 return SinkResult(
                     ok=200 <= response.status < 300,
@@ -171,8 +172,30 @@ def _session(resolver: PublicOnlyResolver | None) -> aiohttp.ClientSession:
 
 
 def _client_error(exc: aiohttp.ClientError) -> str:
+    """What went wrong, without the URL: it may hold a secret (a token in the query, a webhook
+    URL that is itself the credential)."""
     cause = exc.__cause__ or getattr(exc, "os_error", None)
     if isinstance(cause, BlockedAddress):
         return str(cause)
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:300]
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"{type(exc).__name__}: {exc.status} {exc.message}"[:300]
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"{type(exc).__name__}: cannot connect to {exc.host}:{exc.port} ({exc.strerror})"[:300]
+    return type(exc).__name__
+
+
+def _check_url_host(url: str) -> None:
+    check_literal_host(urlsplit(url).hostname or "")
+
+
+async def _read_up_to(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """Up to `limit` bytes of the body (`read(n)` returns only what has arrived so far)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await stream.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,20 +27,36 @@ class PostgresStore(Store):
         return cls(url, engine)
 
     _leader_connection: Any = None
+    _leader_guard = threading.Lock()
 
     def is_leader(self) -> bool:
-        if self._leader_connection is None:
+        """Try for the lock, or check that the connection holding it is still alive (if it
+        dropped, the lock went with it and another replica may lead now)."""
+        with self._leader_guard:
+            if self._leader_connection is not None:
+                try:
+                    cursor = self._leader_connection.cursor()
+                    cursor.execute("SELECT 1")
+                    cursor.fetchone()
+                    return True
+                except Exception:
+                    with contextlib.suppress(Exception):
+                        self._leader_connection.close()
+                    self._leader_connection = None
             connection = self.engine.raw_connection()
-            cursor = connection.cursor()
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,))
-            row = cursor.fetchone()
-            won = bool(row and row[0])
-            connection.commit()
-            if not won:
+            try:
+                cursor = connection.cursor()
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,))
+                row = cursor.fetchone()
+                connection.commit()
+            except Exception:
+                connection.close()
+                return False
+            if not (row and row[0]):
                 connection.close()
                 return False
             self._leader_connection = connection  # the session lock lives as long as this connection
-        return True
+            return True
 
     def close(self) -> None:
         if self._leader_connection is not None:

@@ -78,9 +78,9 @@ events = sa.Table(
     metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("event", sa.String(128), nullable=False),
-    sa.Column("timestamp", sa.String(32), nullable=False),
+    sa.Column("timestamp", sa.String(40), nullable=False),  # RFC 3339, up to nanoseconds and an offset
     sa.Column("data", sa.JSON, nullable=False),
-    sa.Column("source", sa.String(64), nullable=False),  # api | cli | python | inbound:<id> | sync:<id>
+    sa.Column("source", sa.String(80), nullable=False),  # api | cli | python | inbound:<id> | sync:<id>
     # set for inbound webhooks: the sender's message id; a repeat is acknowledged, not re-emitted
     sa.Column("dedup_key", sa.String(255), nullable=True, unique=True),
     sa.Column("created_at", sa.Float, nullable=False, index=True),
@@ -112,7 +112,7 @@ attempts = sa.Table(
     "attempts",
     metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("delivery_id", sa.String(64), nullable=False, index=True),
+    sa.Column("delivery_id", sa.String(80), nullable=False, index=True),  # or sync:<integration id>
     sa.Column("integration_id", sa.String(63), nullable=False, index=True),
     sa.Column("at", sa.Float, nullable=False, index=True),
     sa.Column("attempt", sa.Integer, nullable=False),  # 1 for the first try of the delivery
