@@ -167,38 +167,28 @@ def test_logs_are_json_lines_when_not_on_a_terminal(daemon):
     assert passes and passes[0]["added"] == ["export"]
 
 
+def run_cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler", "run", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
 def test_unusable_settings_exit_2_with_a_reason(workdir):
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)
     port = taken.getsockname()[1]
     try:
-        busy = subprocess.run(
-            [sys.executable, "-m", "reconciler", "run", "--listen", f"127.0.0.1:{port}"],
-            cwd=workdir,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
+        busy = run_cli(workdir, "--listen", f"127.0.0.1:{port}")
     finally:
         taken.close()
     assert busy.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr
-    missing = subprocess.run(
-        [sys.executable, "-m", "reconciler", "run", "--config-dir", "nope"],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    missing = run_cli(workdir, "--config-dir", "nope")
     assert missing.returncode == 2 and "config directory nope does not exist" in missing.stderr
-    bad_store = subprocess.run(
-        [sys.executable, "-m", "reconciler", "run", "--store", "mongodb://x"],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    bad_store = run_cli(workdir, "--store", "mongodb://x")
     assert bad_store.returncode == 2 and "unsupported store URL" in bad_store.stderr

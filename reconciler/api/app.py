@@ -99,10 +99,7 @@ def create_app(runtime: Runtime) -> Starlette:
         return await _override(request, suspend=True)
 
     async def _override(request: Request, suspend: bool) -> Response:
-        denied = _require_admin(request, runtime)
-        if denied:
-            return denied
-        body = await _json_body(request)
+        body = await _admin_json(request, runtime)
         if isinstance(body, Response):
             return body
         reason = str(body.get("reason", "")).strip()[:500]
@@ -119,10 +116,7 @@ def create_app(runtime: Runtime) -> Starlette:
 
     async def trigger(request: Request) -> Response:
         """Emit an event, as the course system does: 202 once it and its deliveries are stored."""
-        denied = _require_admin(request, runtime)
-        if denied:
-            return denied
-        body = await _json_body(request)
+        body = await _admin_json(request, runtime)
         if isinstance(body, Response):
             return body
         assert runtime.intake is not None
@@ -175,6 +169,11 @@ def _require_admin(request: Request, runtime: Runtime) -> Response | None:
 
 def _not_found(integration_id: str) -> Response:
     return problem(404, "Not found", f"no integration {integration_id!r} is applied or declared", "not-found")
+
+
+async def _admin_json(request: Request, runtime: Runtime) -> dict[str, Any] | Response:
+    """The JSON object an admin sent, or the problem response that refuses the request."""
+    return _require_admin(request, runtime) or await _json_body(request)
 
 
 async def _json_body(request: Request) -> dict[str, Any] | Response:
