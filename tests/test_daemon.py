@@ -192,3 +192,15 @@ def test_unusable_settings_exit_2_with_a_reason(workdir):
     assert missing.returncode == 2 and "config directory nope does not exist" in missing.stderr
     bad_store = run_cli(workdir, "--store", "mongodb://x")
     assert bad_store.returncode == 2 and "unsupported store URL" in bad_store.stderr
+
+
+def test_listening_socket_lets_asyncio_disable_nagle():
+    """asyncio sets TCP_NODELAY only on sockets created with IPPROTO_TCP; without it every
+    response split in two writes waited ~40 ms for a delayed ACK (intake fell by a third)."""
+    from reconciler.daemon import bind
+
+    sock = bind("127.0.0.1:0")
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
