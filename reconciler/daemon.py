@@ -1,7 +1,9 @@
-"""`reconciler run`: the reconcile loop, the watcher and the HTTP API in one process.
+"""`reconciler run`: the reconcile loop, the watcher, the HTTP API, intake, delivery and
+scheduled syncs in one process.
 
-The roles share one stop event: SIGTERM or SIGINT sets it, the API stops taking requests,
-the loop finishes its pass, and the process exits 0.
+SIGTERM or SIGINT stops them in order: the API stops taking requests, intake commits what
+it holds, delivery finishes what is in flight and gives back the rest; the process exits 0
+(1 if a role failed).
 """
 
 from __future__ import annotations

@@ -366,6 +366,7 @@ def test_sync_frequency_flushes_pending_events_together_on_schedule(tmp_path, pe
     async def scenario() -> None:
         spec = with_config(hook(peer, extra="syncFrequency: 2"), "batchSize: 10")
         async with Pipeline(tmp_path, {"t.yaml": spec}) as p:
+            await asyncio.sleep(2 - time.time() % 2 + 0.1)  # start just after a boundary: one window
             for n in range(4):
                 await p.emit("user.login", {"userId": n})
                 await asyncio.sleep(0.1)

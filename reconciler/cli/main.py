@@ -1,4 +1,4 @@
-"""`reconciler`: validate, scaffold, and (as the stages land) run and plan integrations."""
+"""`reconciler`: validate, scaffold, plan and run integrations; trigger events."""
 
 from __future__ import annotations
 
@@ -166,7 +166,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 class _ProgressLine:
-    """`validated 1200/10000 files` on one terminal line, for large trees."""
+    """`validating 1200/10000 files` on one terminal line, for large trees."""
 
     def __init__(self) -> None:
         self.shown = False
@@ -257,11 +257,7 @@ def _plan(args: argparse.Namespace) -> int:
             print(f"reconciler plan: {head.label} does not validate; fix the errors above first", file=sys.stderr)
             return EXIT_ERROR
         if args.server:
-            secret = (
-                Path(args.admin_secret_file).read_text().strip()
-                if args.admin_secret_file
-                else os.environ.get("ADMIN_SECRET", "")
-            )
+            secret = _admin_secret(args)
             base = planning.side_from_server(args.server, secret)
         else:
             base = planning.side_from_git(config_dir, args.base)

@@ -4,7 +4,7 @@ OAuth2 supports the client-credentials and refresh-token grants. A token is fetc
 integration generation and reused until shortly before it expires (a tenth of its lifetime,
 at most a minute, early), so a token never expires in flight; a 401 from the target drops it
 and the request is tried once more with a fresh one. Tokens live in memory only and are
-never logged; health reports show their expiry times.
+never logged; `expiries()` tells when they run out, never what they are.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ class Token:
     access_token: str
     expires_at: float
     lifetime: float
-    refresh_token: str | None = None  # a rotated refresh token, when the endpoint sends one
 
     def fresh(self, now: float) -> bool:
         margin = min(RENEW_MAX_SECONDS, self.lifetime * RENEW_FRACTION)
@@ -176,7 +175,7 @@ class Authenticator:
         rotated = body.get("refresh_token") if isinstance(body.get("refresh_token"), str) else None
         if rotated:
             self._refresh[integration_id] = rotated  # outlives this token, a 401 and a new generation
-        return Token(access, time.time() + lifetime, lifetime, rotated)
+        return Token(access, time.time() + lifetime, lifetime)
 
 
 def _oauth_error(text: str) -> str:

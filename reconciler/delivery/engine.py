@@ -77,7 +77,6 @@ class DeliveryEngine:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._templates: dict[tuple[str, int, int], CompiledTemplate | None] = {}
         self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
-        self._stopping = False
         self._next_due = float("inf")  # earliest retry this process scheduled
         self._background: set[asyncio.Task[None]] = set()
 
@@ -154,7 +153,6 @@ class DeliveryEngine:
             await lane.close()
 
     async def _shutdown(self, writer: asyncio.Task[None]) -> None:
-        self._stopping = True
         for lane in list(self._lanes.values()):
             try:
                 await lane.close()

@@ -206,8 +206,6 @@ def _environment() -> ImmutableSandboxedEnvironment:
 _ENV = _environment()
 _GLOBALS = frozenset(_ENV.globals)
 
-Leaf = Callable[[dict[str, Any]], Any]
-
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: holds dicts
 class CompiledTemplate:

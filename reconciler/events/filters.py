@@ -7,6 +7,7 @@ filter not match (rather than fail the delivery), so optional fields need no `ha
 
 from __future__ import annotations
 
+import functools
 import sys
 import types
 from dataclasses import dataclass
@@ -50,7 +51,9 @@ class CompiledFilter:
         return result
 
 
+@functools.lru_cache(maxsize=4096)
 def compile_filter(source: str) -> CompiledFilter:
+    """Compiled once per distinct expression: routers rebuilt after a change reuse them."""
     if len(source) > MAX_FILTER_CHARS:
         raise FilterError(f"the filter has {len(source):,} characters; the limit is {MAX_FILTER_CHARS:,}")
     try:

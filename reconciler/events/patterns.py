@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
 EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 PATTERN = re.compile(r"^(\*|[a-z][a-z0-9_]*(\.[a-z0-9_]+)*(\.\*)?)$")
@@ -20,7 +19,3 @@ def matches(pattern: str, event: str) -> bool:
     if pattern.endswith(".*"):
         return event.startswith(pattern[:-1])
     return pattern == event
-
-
-def matching(pattern: str, known: Iterable[str]) -> list[str]:
-    return [name for name in known if matches(pattern, name)]

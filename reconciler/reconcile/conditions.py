@@ -1,28 +1,28 @@
 """Status as typed conditions, in the Kubernetes style Flux and Argo CD users know.
 
-Each integration carries four conditions. A condition's `lastTransitionTime` moves only when
-its status flips, so "since when" is always answerable. Every reason is a constant here.
+An integration carries up to four conditions (one never applied has no Degraded). A
+condition's `lastTransitionTime` moves only when its status flips, so "since when" is always
+answerable. Every reason is a constant here.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
+
+from reconciler.events.envelope import now_timestamp
 
 
 class ConditionType(StrEnum):
     READY = "Ready"  # applied and delivering
     SYNCED = "Synced"  # the running version is the one declared in git
     SUSPENDED = "Suspended"  # an operator suspended it at runtime (drift from git)
-    DEGRADED = "Degraded"  # delivering, but with trouble (failing target, open circuit)
+    DEGRADED = "Degraded"  # reserved for delivery trouble (a failing target); always Healthy for now
 
 
 class Status(StrEnum):
     TRUE = "True"
     FALSE = "False"
-    UNKNOWN = "Unknown"
 
 
 class Reason:
@@ -38,24 +38,6 @@ class Reason:
     HEALTHY = "Healthy"  # no delivery trouble
 
 
-@dataclass(frozen=True)
-class Condition:
-    type: str
-    status: str
-    reason: str
-    message: str
-    observedGeneration: int
-    lastTransitionTime: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def now_rfc3339() -> str:
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
-
-
 _ORDER = tuple(t.value for t in ConditionType)
 
 
@@ -69,7 +51,7 @@ def set_condition(
 ) -> list[dict[str, Any]]:
     """A new list with the condition set; the transition time is kept when the status holds."""
     previous = next((c for c in conditions if c.get("type") == type_), None)
-    since = previous["lastTransitionTime"] if previous and previous.get("status") == status else now_rfc3339()
+    since = previous["lastTransitionTime"] if previous and previous.get("status") == status else now_timestamp()
     updated = {
         "type": type_.value,
         "status": status.value,

@@ -275,7 +275,9 @@ class Reconciler:
             self.store.save(changed, audit)
         self.registry = registry
         self._last_inputs = inputs
-        self.catalog = event_catalog(validation)
+        catalog = event_catalog(validation)
+        if _catalog_key(catalog) != _catalog_key(self.catalog):
+            self.catalog = catalog  # only on change: intake keeps its compiled validators otherwise
         result.duration_ms = round((time.perf_counter() - clock) * 1000, 2)
         return result, removals
 
@@ -307,7 +309,7 @@ class Reconciler:
         if not record.applied:
             # where it is declared, even while refused: a broken edit of that file must not remove it
             record.source_file, record.source_document = claimant.source_file, claimant.source_document
-        if claimant.spec is None or claimant.problems:
+        if not claimant.valid or claimant.spec is None:
             self._refuse(
                 record, Reason.VALIDATION_FAILED, _summarize(claimant.problems), audit, previous_attempt, result
             )
@@ -494,6 +496,10 @@ class Reconciler:
             resolved, _ = resolve_secrets(spec, self.environ)
             suspended = bool(self.overrides.get(record.id) and self.overrides[record.id].suspended)
             self.applied[record.id] = AppliedIntegration(record.id, record.generation, spec, resolved, suspended)
+
+
+def _catalog_key(catalog: dict[str, EventType]) -> list[tuple[str, Any, Any]]:
+    return [(name, event.schema, event.example) for name, event in sorted(catalog.items())]
 
 
 def _note_unchanged(record: IntegrationRecord, result: PassResult) -> None:

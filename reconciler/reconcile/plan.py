@@ -52,7 +52,6 @@ class Plan:
     base: str
     head: str
     changes: list[Change]
-    head_errors: list[Diagnostic]
 
     def count(self, kind: str) -> int:
         return sum(1 for c in self.changes if c.kind == kind)
@@ -78,7 +77,7 @@ def make_plan(base: Side, head: Side) -> Plan:
                 changes.append(
                     Change("change", integration_id, new.get("type"), head.files.get(integration_id), fields)
                 )
-    return Plan(base.label, head.label, changes, head.diagnostics)
+    return Plan(base.label, head.label, changes)
 
 
 def side_from_validation(label: str, result: ValidationResult) -> Side:
@@ -169,11 +168,12 @@ def _value(value: Any) -> str:
 
 
 def _field_line(change: FieldChange) -> str:
+    sign = _FIELD_SIGN[change.kind]
     if change.kind == "added":
-        return f"+ {change.pointer}: {_value(change.new)}"
+        return f"{sign} {change.pointer}: {_value(change.new)}"
     if change.kind == "removed":
-        return f"- {change.pointer}: {_value(change.old)}"
-    return f"~ {change.pointer}: {_value(change.old)} -> {_value(change.new)}"
+        return f"{sign} {change.pointer}: {_value(change.old)}"
+    return f"{sign} {change.pointer}: {_value(change.old)} -> {_value(change.new)}"
 
 
 def render_text(plan: Plan) -> str:

@@ -29,11 +29,7 @@ from reconciler.spec.fields import FieldProblem, check_url, problems_at, require
 API_VERSION = "cms.integrations/v1"
 ID_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 RESERVED_IDS = frozenset({"templates", "health", "webhooks", "webhook"})
-IntegrationType = Literal["api", "webhook", "database", "file"]
 AuthType = Literal["none", "api_key", "bearer", "basic", "oauth2"]
-INTEGRATION_TYPES: tuple[str, ...] = ("api", "webhook", "database", "file")
-AUTH_TYPES: tuple[str, ...] = ("none", "api_key", "bearer", "basic", "oauth2")
-HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 MAX_SYNC_FREQUENCY_SECONDS = 30 * 86400
 MAX_TIMEOUT_SECONDS = 300.0
 MAX_RETRY_INTERVAL_SECONDS = 7 * 86400.0

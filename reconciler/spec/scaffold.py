@@ -1,5 +1,5 @@
-"""Scaffolding templates: `reconciler new TEMPLATE ID`, the API's templates route, and the
-bundled `integrations.d/` examples all come from the files in `scaffolds/`."""
+"""Scaffolding templates: `reconciler new TEMPLATE ID` and the bundled `integrations.d/`
+examples come from the files in `scaffolds/`."""
 
 from __future__ import annotations
 

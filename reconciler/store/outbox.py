@@ -72,7 +72,7 @@ class Attempt:
 @dataclass(frozen=True)
 class Outcome:
     """What happened to one delivery: its new state, and the attempt row (None: not tried,
-    as when a circuit breaker or pacing puts it back)."""
+    as when an open circuit breaker, a suspension, a removal or a shutdown gives it back)."""
 
     delivery_id: str
     status: str  # delivered | failed | dead | pending
@@ -83,7 +83,7 @@ class Outcome:
 
 
 class Outbox:
-    """Mixed into Store: needs `self.engine` and the dialect's `_claim_statement`."""
+    """Mixed into Store: needs `self.engine`; a dialect may lock claimed rows in `_lock_due`."""
 
     engine: sa.Engine
 
