@@ -8,9 +8,10 @@ transaction for many intakes (group commit), one for many outcomes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +88,14 @@ class Outbox:
 
     engine: sa.Engine
 
+    @contextlib.contextmanager
+    def _bookkeeping(self) -> Iterator[sa.Connection]:
+        """A transaction for claims, batch membership and outcomes: writes whose loss in a power
+        failure costs at most a repeated attempt (at-least-once holds), never an event. A
+        dialect may commit them without waiting for the disk; events always wait."""
+        with self.engine.begin() as connection:
+            yield connection
+
     def enqueue(self, events: Sequence[NewEvent], deliveries: Sequence[NewDelivery]) -> dict[str, str]:
         """Commit events and their deliveries in one transaction.
 
@@ -145,7 +154,7 @@ class Outbox:
         """Lease up to `limit` due deliveries of the given integrations, oldest due first."""
         ids = list(integration_ids)
         claimed: list[DueDelivery] = []
-        with self.engine.begin() as connection:
+        with self._bookkeeping() as connection:
             for start in range(0, len(ids), IN_CHUNK):
                 room = limit - len(claimed)
                 if room <= 0:
@@ -204,7 +213,7 @@ class Outbox:
 
     def assign_batch(self, delivery_ids: Sequence[str], batch_id: str) -> None:
         """Fix a batch's membership, so its retries keep one webhook-id and the same events."""
-        with self.engine.begin() as connection:
+        with self._bookkeeping() as connection:
             for start in range(0, len(delivery_ids), IN_CHUNK):
                 connection.execute(
                     sa.update(t.deliveries)
@@ -247,7 +256,7 @@ class Outbox:
             for a in (o.attempt for o in outcomes)
             if a is not None
         ]
-        with self.engine.begin() as connection:
+        with self._bookkeeping() as connection:
             # driver executemany: outcomes are the engine's hot write path
             connection.exec_driver_sql(
                 f"UPDATE deliveries SET status = {mark}, attempts = {mark}, next_attempt_at = {mark}, "

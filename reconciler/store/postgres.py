@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -63,6 +64,14 @@ class PostgresStore(Store):
             self._leader_connection.close()
             self._leader_connection = None
         super().close()
+
+    @contextlib.contextmanager
+    def _bookkeeping(self) -> Iterator[sa.Connection]:
+        with self.engine.begin() as connection:
+            # the commit returns before the WAL reaches disk; a server crash can lose it, which
+            # means an attempt made again, never an event lost
+            connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
+            yield connection
 
     def _lock_due(self, query: sa.Select[Any]) -> sa.Select[Any]:
         return query.with_for_update(skip_locked=True)

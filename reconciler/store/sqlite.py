@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,20 @@ class SQLiteStore(Store):
         engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
         sa.event.listen(engine, "connect", _configure)
         return cls(url, engine)
+
+    @contextlib.contextmanager
+    def _bookkeeping(self) -> Iterator[sa.Connection]:
+        # synchronous=NORMAL for this transaction only: in WAL mode it survives a crash of the
+        # process, and the next FULL commit (an intake) syncs it to disk with everything before it
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA synchronous=NORMAL")
+            connection.commit()  # ends SQLAlchemy's autobegun transaction around the pragma
+            try:
+                with connection.begin():
+                    yield connection
+            finally:
+                connection.exec_driver_sql("PRAGMA synchronous=FULL")
+                connection.commit()
 
     def _upsert(self, connection: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], key: list[str]) -> None:
         statement = insert(table)
