@@ -164,45 +164,18 @@ def test_trigger_command_and_http_refusals(tmp_path, peer):
     (tmp_path / "integrations.d" / "target.yaml").write_text(target(peer))
     daemon = start(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ADMIN_SECRET": SECRET}
+
+    def trigger(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "reconciler", "trigger", "user.registered", *args, "--server", daemon.url]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=30)
+
     try:
         data = tmp_path / "user.json"
         data.write_text(json.dumps({"userId": 5, "email": "s@example.edu"}))
-        ok = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "reconciler",
-                "trigger",
-                "user.registered",
-                "--data",
-                f"@{data}",
-                "--server",
-                daemon.url,
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=30,
-        )
+        ok = trigger("--data", f"@{data}")
         assert ok.returncode == 0, ok.stderr
         assert json.loads(ok.stdout)["deliveries"] == 1
-        bad = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "reconciler",
-                "trigger",
-                "user.registered",
-                "--data",
-                '{"userId": 5}',
-                "--server",
-                daemon.url,
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=30,
-        )
+        bad = trigger("--data", '{"userId": 5}')
         assert bad.returncode == 1 and "/data: 'email' is a required property" in bad.stderr
         refused = httpx.post(
             f"{daemon.url}/api/integrations/webhooks/trigger",

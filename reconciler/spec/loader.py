@@ -172,8 +172,9 @@ def read_file(path: str | Path, name: str) -> bytes | LoadedFile:
         return LoadedFile(name, "", [], [problem])
 
 
-def load_bytes(raw: bytes, name: str) -> LoadedFile:
-    digest = content_hash(raw)
+def load_bytes(raw: bytes, name: str, digest: str | None = None) -> LoadedFile:
+    """Parse `raw`; `digest` is its content hash when the caller has computed it already."""
+    digest = digest or content_hash(raw)
     try:
         documents = list(_parse(raw, name))
     except _LoadProblem as exc:

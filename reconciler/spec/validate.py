@@ -229,11 +229,12 @@ class TreeValidator:
         if isinstance(content, LoadedFile):
             return _CheckedFile(content, [])
         signature = self._signatures.pop(name, None)
+        digest = content_hash(content)
         cached = self._files.get(name)
-        if cached is not None and cached.loaded.content_hash == content_hash(content):
+        if cached is not None and cached.loaded.content_hash == digest:
             cached.signature = signature
             return cached
-        loaded = load_bytes(content, name)
+        loaded = load_bytes(content, name, digest)
         return _CheckedFile(loaded, [(doc, *validate_document(doc)) for doc in loaded.documents], signature)
 
 

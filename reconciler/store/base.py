@@ -213,9 +213,13 @@ class Store(Outbox):
 
     # --- dialect --------------------------------------------------------------------------
 
+    _insert: Any = None  # each dialect's insert(), which has on_conflict_do_update
+
     def _upsert(self, connection: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], key: list[str]) -> None:
         """Insert or update `rows` (all with the same columns) by `key`, as one executemany."""
-        raise NotImplementedError
+        statement = self._insert(table)
+        updates = {name: statement.excluded[name] for name in rows[0] if name not in key}
+        connection.execute(statement.on_conflict_do_update(index_elements=key, set_=updates), rows)
 
 
 def redact_url(url: str) -> str:

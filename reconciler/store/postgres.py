@@ -20,6 +20,7 @@ LEADER_LOCK_KEY = 0x5245434F4F  # "RECOO"
 
 class PostgresStore(Store):
     dialect = "postgresql"
+    _insert = staticmethod(insert)  # the dialect's INSERT ... ON CONFLICT
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -78,8 +79,3 @@ class PostgresStore(Store):
 
     def _lock_for_migration(self, connection: sa.Connection) -> None:
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-
-    def _upsert(self, connection: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], key: list[str]) -> None:
-        statement = insert(table)
-        updates = {name: statement.excluded[name] for name in rows[0] if name not in key}
-        connection.execute(statement.on_conflict_do_update(index_elements=key, set_=updates), rows)

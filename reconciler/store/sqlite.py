@@ -17,6 +17,7 @@ BUSY_TIMEOUT_MS = 10_000  # a second process (the CLI, a test) may hold the writ
 
 class SQLiteStore(Store):
     dialect = "sqlite"
+    _insert = staticmethod(insert)  # the dialect's INSERT ... ON CONFLICT
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -48,11 +49,6 @@ class SQLiteStore(Store):
             finally:
                 connection.exec_driver_sql("PRAGMA synchronous=FULL")
                 connection.commit()
-
-    def _upsert(self, connection: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], key: list[str]) -> None:
-        statement = insert(table)
-        updates = {name: statement.excluded[name] for name in rows[0] if name not in key}
-        connection.execute(statement.on_conflict_do_update(index_elements=key, set_=updates), rows)
 
 
 def _configure(dbapi_connection: Any, _record: Any) -> None:
