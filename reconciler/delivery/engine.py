@@ -24,7 +24,7 @@ from reconciler.delivery.pacing import Pacer
 from reconciler.delivery.retry import CircuitBreaker, RetryPolicy
 from reconciler.delivery.templates import CompiledTemplate, TemplateProblem, compile_template, render_context
 from reconciler.events.envelope import new_id
-from reconciler.sinks import SinkResult
+from reconciler.sinks import RecordSink, SinkResult, record_sinks
 from reconciler.sinks.http import HttpSink
 from reconciler.store import Attempt, DueDelivery, Outcome, Store
 
@@ -63,12 +63,14 @@ class DeliveryEngine:
         reconciler: Reconciler,
         *,
         http: HttpSink | None = None,
+        records: dict[str, RecordSink] | None = None,
         owner: str | None = None,
         retention_seconds: float | None = None,
     ) -> None:
         self.store = store
         self.reconciler = reconciler
         self.http = http or HttpSink()
+        self.records = records if records is not None else record_sinks()
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{new_id('w')[-8:]}"
         self.retention_seconds = retention_seconds
         self.counts: Counter[str] = Counter()  # attempts by outcome, for metrics
@@ -116,7 +118,7 @@ class DeliveryEngine:
         candidates = [
             a
             for a in self.reconciler.applied.values()
-            if a.delivering and a.spec.type in HTTP_TYPES and room.get(a.id, LANE_BUFFER) > 0
+            if a.delivering and self.sends(a.spec.type) and room.get(a.id, LANE_BUFFER) > 0
         ]
         if not candidates:
             return 0
@@ -139,6 +141,9 @@ class DeliveryEngine:
         for integration_id, deliveries in by_integration.items():
             self._lane(integration_id).submit(deliveries)
         return len(claimed)
+
+    def sends(self, integration_type: str) -> bool:
+        return integration_type in HTTP_TYPES or integration_type in self.records
 
     def _lane(self, integration_id: str) -> Lane:
         lane = self._lanes.get(integration_id)
@@ -164,6 +169,8 @@ class DeliveryEngine:
         await writer
         await asyncio.to_thread(self.store.release_leases, self.owner)
         await self.http.close()
+        for sink in self.records.values():
+            await sink.close()
 
     # --- outcomes ----------------------------------------------------------------------------------
 
@@ -373,11 +380,7 @@ class Lane:
             integration.spec.retry.maxAttempts if integration.spec.retry else None,
         )
         try:
-            body, problem = self._body(integration, unit)
-            if problem is not None:
-                result = SinkResult(False, None, 0.0, None, problem, None, endpoint_failure=False)
-            else:
-                result = await self.engine.http.send(integration, body, unit.message_id)
+            result = await self._deliver(integration, unit)
         except Exception as exc:  # a bug or an odd input: record it as a failed attempt, retry as usual
             log.exception("delivery failed unexpectedly", extra={"fields": {"integration": self.integration_id}})
             result = SinkResult(
@@ -404,6 +407,15 @@ class Lane:
                 self._idle.set()
             if len(self.queue) + self.inflight < LANE_REFILL:
                 self.engine.wake()  # running low: claim more now rather than at the next poll
+
+    async def _deliver(self, integration: AppliedIntegration, unit: Unit) -> SinkResult:
+        record_sink = self.engine.records.get(integration.spec.type)
+        if record_sink is not None:
+            return await record_sink.write(integration, [d.envelope for d in unit.deliveries], unit.message_id)
+        body, problem = self._body(integration, unit)
+        if problem is not None:
+            return SinkResult(False, None, 0.0, None, problem, None, endpoint_failure=False)
+        return await self.engine.http.send(integration, body, unit.message_id)
 
     def _body(self, integration: AppliedIntegration, unit: Unit) -> tuple[bytes, str | None]:
         envelopes = [d.envelope for d in unit.deliveries]
