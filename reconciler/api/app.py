@@ -1,51 +1,38 @@
 """The Starlette application served by `reconciler run`.
 
-Reads of the registry, runtime suspend/resume, and health probes. Declared state changes only
-through git; errors are RFC 9457 problem documents.
+Reads of the registry and of what happened (logs, deliveries, health), runtime operations
+(suspend/resume, test sends, replays, event triggers, inbound receipt) and probes. Declared
+state changes only through git: the write routes of the integration guide answer 405 with
+the file to commit. Errors are RFC 9457 problem documents.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+import asyncio
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from reconciler import __version__
-from reconciler.api.auth import is_admin
-from reconciler.delivery.engine import DeliveryEngine
+from reconciler.api import declared, inbound, operations, status
+from reconciler.api.common import (
+    TITLES,
+    Runtime,
+    admin_json,
+    not_found,
+    problem,
+    require_admin,
+    status_word,
+)
+from reconciler.api.openapi import openapi_routes
 from reconciler.events.envelope import EventRejected
-from reconciler.events.intake import Intake
 from reconciler.reconcile.conditions import ConditionType, condition
-from reconciler.reconcile.loop import Reconciler
 from reconciler.store import IntegrationRecord
-
-MAX_BODY_BYTES = 512 * 1024  # an event's data (at most 256 KiB) with room for its envelope
-PROBLEM_TYPE = "https://cms.integrations/problems/"
-
-
-@dataclass
-class Runtime:
-    reconciler: Reconciler
-    admin_secret: str
-    intake: Intake | None = None
-    engine: DeliveryEngine | None = None
-
-
-def problem(status: int, title: str, detail: str, kind: str = "about:blank", **extra: Any) -> JSONResponse:
-    body = {
-        "type": kind if kind == "about:blank" else PROBLEM_TYPE + kind,
-        "title": title,
-        "status": status,
-        "detail": detail,
-        **extra,
-    }
-    return JSONResponse(body, status_code=status, media_type="application/problem+json")
 
 
 def create_app(runtime: Runtime) -> Starlette:
@@ -59,7 +46,7 @@ def create_app(runtime: Runtime) -> Starlette:
         return JSONResponse({"status": "ready", "passes": passes})
 
     async def list_integrations(request: Request) -> Response:
-        denied = _require_admin(request, runtime)
+        denied = require_admin(request, runtime.admin_secret)
         if denied:
             return denied
         wanted_type = request.query_params.get("type")
@@ -79,13 +66,14 @@ def create_app(runtime: Runtime) -> Starlette:
         return JSONResponse({"items": items, "count": len(items)})
 
     async def get_integration(request: Request) -> Response:
-        denied = _require_admin(request, runtime)
+        denied = require_admin(request, runtime.admin_secret)
         if denied:
             return denied
         record = runtime.reconciler.registry.get(request.path_params["id"])
         if record is None:
-            return _not_found(request.path_params["id"])
+            return not_found(request.path_params["id"])
         view = integration_view(runtime, record)
+        view["deliveries"] = await asyncio.to_thread(runtime.reconciler.store.delivery_counts, record.id)
         view["auditTrail"] = [
             {"at": e.at, "action": e.action, "actor": e.actor, "message": e.message, "generation": e.generation}
             for e in runtime.reconciler.store.audit_trail(record.id, limit=20)
@@ -99,7 +87,7 @@ def create_app(runtime: Runtime) -> Starlette:
         return await _override(request, suspend=True)
 
     async def _override(request: Request, suspend: bool) -> Response:
-        body = await _admin_json(request, runtime)
+        body = await admin_json(request, runtime.admin_secret)
         if isinstance(body, Response):
             return body
         reason = str(body.get("reason", "")).strip()[:500]
@@ -111,12 +99,12 @@ def create_app(runtime: Runtime) -> Starlette:
             else:
                 record = await runtime.reconciler.resume(integration_id, actor, reason)
         except KeyError:
-            return _not_found(integration_id)
+            return not_found(integration_id)
         return JSONResponse(integration_view(runtime, record))
 
     async def trigger(request: Request) -> Response:
         """Emit an event, as the course system does: 202 once it and its deliveries are stored."""
-        body = await _admin_json(request, runtime)
+        body = await admin_json(request, runtime.admin_secret)
         if isinstance(body, Response):
             return body
         assert runtime.intake is not None
@@ -135,62 +123,32 @@ def create_app(runtime: Runtime) -> Starlette:
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        return problem(exc.status_code, _TITLES.get(exc.status_code, "Error"), str(exc.detail))
+        return problem(exc.status_code, TITLES.get(exc.status_code, "Error"), str(exc.detail))
 
     async def on_error(request: Request, exc: Exception) -> Response:
         return problem(500, "Internal error", "the request failed; the daemon's log has the details")
 
-    routes = [
+    # Fixed paths before `{id}` paths: `templates` and `health` are not integration ids.
+    routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        Route("/api/integrations", list_integrations),
+        *status.routes(runtime),
+        *openapi_routes(),
+        Route("/api/integrations", list_integrations, methods=["GET"]),
         Route("/api/integrations/webhooks/trigger", trigger, methods=["POST"]),
-        Route("/api/integrations/{id}", get_integration),
+        *inbound.routes(runtime),
+        *declared.routes(runtime),
+        Route("/api/integrations/{id}", get_integration, methods=["GET"]),
         Route("/api/integrations/{id}/activate", activate, methods=["POST"]),
         Route("/api/integrations/{id}/deactivate", deactivate, methods=["POST"]),
+        *operations.routes(runtime),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: on_http_error, Exception: on_error})
-
-
-_TITLES = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 413: "Payload too large"}
-
-
-def _require_admin(request: Request, runtime: Runtime) -> Response | None:
-    if is_admin(request, runtime.admin_secret):
-        return None
-    response = problem(
-        401,
-        "Unauthorized",
-        "send the admin secret in the x-admin-secret header (or Authorization: Bearer); query strings are not accepted",
+    middleware: list[Middleware] = []
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={HTTPException: on_http_error, Exception: on_error},
     )
-    response.headers["WWW-Authenticate"] = 'Bearer realm="reconciler"'
-    return response
-
-
-def _not_found(integration_id: str) -> Response:
-    return problem(404, "Not found", f"no integration {integration_id!r} is applied or declared", "not-found")
-
-
-async def _admin_json(request: Request, runtime: Runtime) -> dict[str, Any] | Response:
-    """The JSON object an admin sent, or the problem response that refuses the request."""
-    return _require_admin(request, runtime) or await _json_body(request)
-
-
-async def _json_body(request: Request) -> dict[str, Any] | Response:
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY_BYTES:
-            return problem(413, "Payload too large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return problem(400, "Bad request", f"the body is not JSON: {exc}")
-    if not isinstance(body, dict):
-        return problem(400, "Bad request", 'the body must be a JSON object such as {"reason": "..."}')
-    return body
 
 
 def integration_view(runtime: Runtime, record: IntegrationRecord) -> dict[str, Any]:
@@ -201,7 +159,7 @@ def integration_view(runtime: Runtime, record: IntegrationRecord) -> dict[str, A
         "id": record.id,
         "name": record.name,
         "type": record.type,
-        "status": _status_word(record),
+        "status": status_word(record),
         "generation": record.generation,
         "spec": record.spec,
         "conditions": record.conditions,
@@ -215,18 +173,6 @@ def integration_view(runtime: Runtime, record: IntegrationRecord) -> dict[str, A
             else None
         ),
     }
-
-
-def _status_word(record: IntegrationRecord) -> str:
-    """One word for lists and filters: active, suspended, inactive, failing, pending, removing."""
-    ready = condition(record.conditions, ConditionType.READY) or {}
-    suspended = condition(record.conditions, ConditionType.SUSPENDED) or {}
-    if suspended.get("status") == "True":
-        return "suspended"
-    reason = ready.get("reason")
-    if ready.get("status") == "True":
-        return "active"
-    return {"Inactive": "inactive", "Removing": "removing"}.get(str(reason), "failing" if record.applied else "pending")
 
 
 __all__ = ["Runtime", "__version__", "create_app"]

@@ -92,6 +92,18 @@ def _parser() -> argparse.ArgumentParser:
         help="full pass at least this often, besides file events (default 60)",
     )
     run.add_argument(
+        "--retention",
+        default="30d",
+        metavar="DURATION",
+        help="keep delivered events and attempt logs this long (default 30d; 0 keeps everything); "
+        "waiting deliveries and dead letters are always kept",
+    )
+    run.add_argument(
+        "--metrics-auth",
+        action="store_true",
+        help="require the admin secret on /metrics too (default: open, like the health probes)",
+    )
+    run.add_argument(
         "--log-format",
         choices=("auto", "json", "text"),
         default="auto",
@@ -228,10 +240,23 @@ def _run(args: argparse.Namespace) -> int:
     from reconciler import logs
     from reconciler.api.auth import AdminSecretError
     from reconciler.daemon import Settings, StartupError, serve
+    from reconciler.spec.durations import parse_duration
     from reconciler.store import StoreError
 
+    try:
+        retention = parse_duration(args.retention) if args.retention not in ("0", "0s") else 0.0
+    except ValueError as exc:
+        print(f"reconciler run: --retention: {exc}; 0 keeps everything", file=sys.stderr)
+        return EXIT_ERROR
     logs.configure(args.log_format)
-    settings = Settings(Path(args.config_dir), args.store, args.listen, args.resync)
+    settings = Settings(
+        Path(args.config_dir),
+        args.store,
+        args.listen,
+        args.resync,
+        retention_seconds=retention or None,
+        metrics_need_admin=args.metrics_auth,
+    )
     try:
         return asyncio.run(serve(settings))
     except (StartupError, StoreError, AdminSecretError) as exc:

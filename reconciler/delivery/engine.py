@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 from reconciler.delivery.pacing import Pacer
 from reconciler.delivery.retry import CircuitBreaker, RetryPolicy
 from reconciler.delivery.templates import CompiledTemplate, TemplateProblem, compile_template, render_context
-from reconciler.events.envelope import new_id
+from reconciler.events.envelope import new_id, now_timestamp
+from reconciler.metrics import DeliveryStats
 from reconciler.sinks import RecordSink, SinkResult, record_sinks
 from reconciler.sinks.http import HttpSink
 from reconciler.store import Attempt, DueDelivery, Outcome, Store
@@ -73,7 +74,8 @@ class DeliveryEngine:
         self.records = records if records is not None else record_sinks()
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{new_id('w')[-8:]}"
         self.retention_seconds = retention_seconds
-        self.counts: Counter[str] = Counter()  # attempts by outcome, for metrics
+        self.counts: Counter[str] = Counter()  # attempts by outcome
+        self.stats = DeliveryStats()  # attempts and latency by integration, for /metrics
         self._wake = asyncio.Event()
         self._lanes: dict[str, Lane] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
@@ -197,6 +199,7 @@ class DeliveryEngine:
     def report(self, outcome: Outcome) -> None:
         if outcome.attempt is not None:
             self.counts[outcome.attempt.outcome] += 1
+            self.stats.observe(outcome.attempt)
         if outcome.status in ("pending", "failed"):
             self._next_due = min(self._next_due, outcome.next_attempt_at)
         self._outcomes.put_nowait(outcome)
@@ -219,6 +222,60 @@ class DeliveryEngine:
                 source = getattr(integration.spec.config, "template", None)
             self._templates[key] = compile_template(source) if source is not None else None
         return self._templates[key]
+
+    def render(
+        self, integration: AppliedIntegration, envelopes: list[dict[str, Any]], subscription: int, batch_id: str | None
+    ) -> tuple[bytes, str | None]:
+        """The request body for these envelopes: the subscription's template, else the envelope
+        (a list of them when the integration batches); or why the template failed."""
+        batching = getattr(integration.spec.config, "batchSize", 1) > 1
+        try:
+            template = self.template(integration, subscription)
+            if template is None:
+                payload: Any = envelopes if batching else envelopes[0]
+            else:
+                context = render_context(envelopes, {"id": integration.id, "name": integration.spec.name}, batch_id)
+                payload = template.render(context)
+            return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(), None
+        except (TemplateProblem, TypeError, ValueError) as exc:
+            return b"", f"the template failed: {getattr(exc, 'message', exc)}"
+
+    async def test_send(self, integration: AppliedIntegration, message: str | None = None) -> tuple[str, SinkResult]:
+        """The test endpoint: an `integration.test` event through the integration's real sink, at
+        once and once (no retries), recorded in its log. A record sink checks its target instead
+        of writing to it. Returns the test event's id and the result."""
+        event_id = new_id("evt")
+        envelope = {
+            "id": event_id,
+            "event": "integration.test",
+            "timestamp": now_timestamp(),
+            "data": {"integrationId": integration.id, "message": message or "Test message from the integration layer"},
+        }
+        started = time.time()
+        record_sink = self.records.get(integration.spec.type)
+        if record_sink is not None:
+            result = await record_sink.check(integration)
+        else:
+            body, problem = self.render(integration, [envelope], 0, None)
+            if problem is not None:
+                result = SinkResult(False, None, 0.0, None, problem, None, endpoint_failure=False)
+            else:
+                result = await self.http.send(integration, body, event_id)
+        attempt = Attempt(
+            f"test:{event_id}",
+            integration.id,
+            started,
+            1,
+            "test",
+            "delivered" if result.ok else "failed",
+            None,
+            result.status,
+            round(result.latency_ms, 2),
+            _clean(result.excerpt),
+            _clean(result.error),
+        )
+        await asyncio.to_thread(self.store.log_attempts, [attempt])
+        return event_id, result
 
     def gone(self, integration: AppliedIntegration, detail: str) -> None:
         """A 410 from the target: the partner retired the endpoint. Suspend, keep the queue.
@@ -412,26 +469,12 @@ class Lane:
         record_sink = self.engine.records.get(integration.spec.type)
         if record_sink is not None:
             return await record_sink.write(integration, [d.envelope for d in unit.deliveries], unit.message_id)
-        body, problem = self._body(integration, unit)
+        body, problem = self.engine.render(
+            integration, [d.envelope for d in unit.deliveries], unit.deliveries[0].subscription, unit.batch_id
+        )
         if problem is not None:
             return SinkResult(False, None, 0.0, None, problem, None, endpoint_failure=False)
         return await self.engine.http.send(integration, body, unit.message_id)
-
-    def _body(self, integration: AppliedIntegration, unit: Unit) -> tuple[bytes, str | None]:
-        envelopes = [d.envelope for d in unit.deliveries]
-        batching = getattr(integration.spec.config, "batchSize", 1) > 1
-        try:
-            template = self.engine.template(integration, unit.deliveries[0].subscription)
-            if template is None:
-                payload: Any = envelopes if batching else envelopes[0]
-            else:
-                context = render_context(
-                    envelopes, {"id": integration.id, "name": integration.spec.name}, unit.batch_id
-                )
-                payload = template.render(context)
-            return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(), None
-        except (TemplateProblem, TypeError, ValueError) as exc:
-            return b"", f"the template failed: {getattr(exc, 'message', exc)}"
 
     def _release(self, deliveries: list[DueDelivery], until: float | None = None) -> None:
         """Back to the store untried: status and attempts unchanged, lease cleared."""

@@ -71,6 +71,7 @@ class Intake:
         self._checker: EventChecker | None = None
         self._checker_catalog: object = None
         self.committed = 0
+        self.deliveries_queued = 0
         self.stopped = False
 
     # --- the public entry --------------------------------------------------------------------
@@ -159,6 +160,7 @@ class Intake:
                     pending.done.set_exception(exc)
             return
         self.committed += len(group) - len(duplicates)
+        self.deliveries_queued += sum(len(p.deliveries) for p in group if p.event.id not in duplicates)
         for pending in group:
             if pending.done.done():
                 continue  # the caller went away; the event is stored all the same

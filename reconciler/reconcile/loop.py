@@ -110,6 +110,7 @@ class Reconciler:
         self.catalog: dict[str, EventType] = dict(BUILTIN_EVENT_TYPES)
         self.last_pass: PassResult | None = None
         self.passes = 0
+        self.pass_errors = 0  # passes that failed outright or refused something
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._in_git = git_commit(config_dir) is not None if config_dir.is_dir() else False
@@ -147,6 +148,7 @@ class Reconciler:
                 await self._remove(integration_id, result)
             self.last_pass = result
             self.passes += 1
+            self.pass_errors += 0 if result.ok else 1
             if self.passes == 1:
                 # The first pass builds thousands of long-lived objects (documents, specs, records);
                 # moving them out of the collector's reach keeps later passes free of long GC pauses.

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from reconciler.store import schema as t
+from reconciler.store.history import History
 from reconciler.store.outbox import Outbox
 
 
@@ -71,7 +72,7 @@ class AuditEntry:
 _RECORD_COLUMNS = [c.name for c in t.integrations.columns]
 
 
-class Store(Outbox):
+class Store(Outbox, History):
     """One database: the registry, runtime overrides, the audit trail and the outbox."""
 
     dialect = "sql"

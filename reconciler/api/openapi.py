@@ -1,0 +1,497 @@
+"""The OpenAPI 3.1 document of the daemon's HTTP API, served at /api/openapi.json.
+
+Written out rather than generated from docstrings: each route's responses (problem documents
+included) are part of the contract, and the test suite checks the running API against this
+document with schemathesis.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from reconciler import __version__
+
+PROBLEM = {"$ref": "#/components/schemas/Problem"}
+ADMIN: list[dict[str, list[str]]] = [{"adminSecret": []}, {"bearer": []}]
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/problem+json": {"schema": PROBLEM}}}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _admin(
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    parameters: list[dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
+    tag: str = "integrations",
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "tags": [tag],
+        "security": ADMIN,
+        "parameters": parameters or [],
+        "responses": {**responses, "401": _problem("The admin secret is missing or wrong")},
+    }
+    if body is not None:
+        operation["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
+        operation["responses"].setdefault("400", _problem("The body is not a JSON object"))
+        operation["responses"].setdefault("413", _problem("The body is too large"))
+    return operation
+
+
+ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+CURSOR = {"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "nextCursor of the last page"}
+LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}}
+NOT_FOUND = _problem("No such integration")
+DECLARED = {
+    "description": "Declared state changes through git: where to change it, and the YAML file to commit when a "
+    "body was sent",
+    "headers": {"Allow": {"schema": {"type": "string"}}},
+    "content": {"application/problem+json": {"schema": _ref("DeclaredInGit")}},
+}
+ANY_OBJECT: dict[str, Any] = {"type": "object"}
+NULLABLE_STRING: dict[str, Any] = {"type": ["string", "null"]}
+
+SCHEMAS: dict[str, Any] = {
+    "Problem": {
+        "type": "object",
+        "description": "RFC 9457 problem document",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+        },
+    },
+    "DeclaredInGit": {
+        "allOf": [
+            PROBLEM,
+            {
+                "type": "object",
+                "properties": {
+                    "file": {"type": "string"},
+                    "yaml": {"type": "string"},
+                    "valid": {"type": "boolean"},
+                    "errors": {"type": "array", "items": ANY_OBJECT},
+                    "secretsToSet": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {"variable": {"type": "string"}, "field": {"type": "string"}},
+                        },
+                    },
+                },
+            },
+        ]
+    },
+    "Integration": {
+        "type": "object",
+        "required": ["id", "type", "status", "generation", "conditions", "ready"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": NULLABLE_STRING,
+            "type": NULLABLE_STRING,
+            "status": {"enum": ["active", "suspended", "inactive", "failing", "pending", "removing"]},
+            "generation": {"type": "integer"},
+            "spec": {"type": ["object", "null"], "description": "the applied spec, credentials redacted"},
+            "conditions": {"type": "array", "items": ANY_OBJECT},
+            "sourceFile": NULLABLE_STRING,
+            "lastAppliedRevision": {"type": ["object", "null"]},
+            "lastAttemptedRevision": {"type": ["object", "null"]},
+            "ready": {"type": "boolean"},
+            "drift": {"type": ["object", "null"]},
+            "deliveries": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "auditTrail": {"type": "array", "items": ANY_OBJECT},
+        },
+    },
+    "IntegrationList": {
+        "type": "object",
+        "required": ["items", "count"],
+        "properties": {"items": {"type": "array", "items": _ref("Integration")}, "count": {"type": "integer"}},
+    },
+    "Reason": {
+        "type": "object",
+        "properties": {"reason": {"type": "string"}, "actor": {"type": "string"}},
+    },
+    "TestRequest": {"type": "object", "properties": {"message": {"type": "string"}}},
+    "TestResult": {
+        "type": "object",
+        "required": ["integrationId", "eventId", "ok", "latencyMs"],
+        "properties": {
+            "integrationId": {"type": "string"},
+            "eventId": {"type": "string"},
+            "ok": {"type": "boolean"},
+            "status": {"type": ["integer", "null"]},
+            "latencyMs": {"type": "number"},
+            "responseExcerpt": NULLABLE_STRING,
+            "error": NULLABLE_STRING,
+        },
+    },
+    "LogEntry": {
+        "type": "object",
+        "required": ["cursor", "kind", "at", "status"],
+        "properties": {
+            "cursor": {"type": "string"},
+            "kind": {"enum": ["attempt", "test", "sync", "reconcile", "receipt"]},
+            "at": {"type": "string", "format": "date-time"},
+            "status": {"type": "string"},
+            "event": NULLABLE_STRING,
+        },
+    },
+    "LogPage": {
+        "type": "object",
+        "required": ["items", "nextCursor"],
+        "properties": {"items": {"type": "array", "items": _ref("LogEntry")}, "nextCursor": NULLABLE_STRING},
+    },
+    "Delivery": {
+        "type": "object",
+        "required": ["id", "eventId", "event", "status", "attempts", "cursor"],
+        "properties": {
+            "id": {"type": "string"},
+            "eventId": {"type": "string"},
+            "event": {"type": "string"},
+            "status": {"enum": ["pending", "failed", "delivered", "dead"]},
+            "attempts": {"type": "integer"},
+            "nextAttemptAt": NULLABLE_STRING,
+            "lastError": NULLABLE_STRING,
+            "batchId": NULLABLE_STRING,
+            "createdAt": NULLABLE_STRING,
+            "updatedAt": NULLABLE_STRING,
+            "deliveredAt": NULLABLE_STRING,
+            "cursor": {"type": "string"},
+        },
+    },
+    "DeliveryPage": {
+        "type": "object",
+        "required": ["items", "nextCursor"],
+        "properties": {"items": {"type": "array", "items": _ref("Delivery")}, "nextCursor": NULLABLE_STRING},
+    },
+    "ReplayRequest": {
+        "type": "object",
+        "description": "one delivery (deliveryId), or every failed or dead one since a time (RFC 3339 or a "
+        "duration back from now such as 24h)",
+        "properties": {
+            "deliveryId": {"type": "string"},
+            "since": {"type": "string"},
+            "status": {
+                "oneOf": [{"enum": ["failed", "dead"]}, {"type": "array", "items": {"enum": ["failed", "dead"]}}]
+            },
+            "actor": {"type": "string"},
+        },
+    },
+    "ReplayResult": {
+        "type": "object",
+        "required": ["integrationId", "replayed"],
+        "properties": {"integrationId": {"type": "string"}, "replayed": {"type": "integer"}},
+    },
+    "EventRequest": {
+        "type": "object",
+        "description": "the integration guide's envelope: event (or type), optional timestamp, data",
+        "properties": {
+            "event": {"type": "string"},
+            "type": {"type": "string"},
+            "timestamp": {"type": "string"},
+            "data": ANY_OBJECT,
+        },
+    },
+    "Accepted": {
+        "type": "object",
+        "required": ["id", "event", "deliveries"],
+        "properties": {
+            "id": {"type": "string"},
+            "event": {"type": "string"},
+            "timestamp": {"type": "string"},
+            "deliveries": {"type": "integer"},
+            "duplicateOf": NULLABLE_STRING,
+        },
+    },
+    "Templates": {
+        "type": "object",
+        "required": ["items", "count"],
+        "properties": {
+            "items": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "yaml", "json"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "description": {"type": "string"},
+                        "yaml": {"type": "string"},
+                        "json": ANY_OBJECT,
+                        "command": {"type": "string"},
+                    },
+                },
+            },
+            "count": {"type": "integer"},
+        },
+    },
+    "HealthStatus": {
+        "type": "object",
+        "required": ["status", "queue", "integrations", "integrationsByStatus"],
+        "properties": {
+            "status": {"enum": ["ok", "degraded"]},
+            "checkedAt": {"type": "string"},
+            "config": ANY_OBJECT,
+            "lastPass": {"type": ["object", "null"]},
+            "passes": {"type": "integer"},
+            "integrationsByStatus": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "queue": {
+                "type": "object",
+                "properties": {
+                    "depth": {"type": "integer"},
+                    "oldestPendingSeconds": {"type": "number"},
+                    "dead": {"type": "integer"},
+                },
+            },
+            "integrations": {"type": "array", "items": ANY_OBJECT},
+        },
+    },
+}
+
+
+def _paths() -> dict[str, Any]:
+    list_params = [
+        {"name": "type", "in": "query", "schema": {"enum": ["api", "webhook", "database", "file"]}},
+        {"name": "status", "in": "query", "schema": {"type": "string"}},
+        {
+            "name": "label",
+            "in": "query",
+            "schema": {"type": "array", "items": {"type": "string"}},
+            "description": "name=value; repeat for several",
+        },
+    ]
+    log_params: list[dict[str, Any]] = [
+        ID,
+        {
+            "name": "kind",
+            "in": "query",
+            "schema": {"type": "array", "items": {"enum": ["attempt", "test", "sync", "reconcile", "receipt"]}},
+        },
+        {"name": "status", "in": "query", "schema": {"type": "string"}},
+        {"name": "event", "in": "query", "schema": {"type": "string"}},
+        {"name": "since", "in": "query", "schema": {"type": "string"}, "description": "RFC 3339, or a duration (2h)"},
+        CURSOR,
+        LIMIT,
+        {
+            "name": "follow",
+            "in": "query",
+            "schema": {"type": "boolean"},
+            "description": "stream new entries as Server-Sent Events instead of returning a page",
+        },
+    ]
+    bad_query = _problem("A query parameter is not valid")
+    return {
+        "/healthz": {
+            "get": {"summary": "Liveness", "tags": ["probes"], "responses": {"200": _json(ANY_OBJECT, "Alive")}}
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: the first reconcile pass has finished",
+                "tags": ["probes"],
+                "responses": {"200": _json(ANY_OBJECT, "Ready"), "503": _problem("Not ready yet")},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "tags": ["probes"],
+                "responses": {
+                    "200": {
+                        "description": "Text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "401": _problem("Metrics need the admin secret (run --metrics-auth)"),
+                    "503": _problem("The store could not be read"),
+                },
+            }
+        },
+        "/api/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "tags": ["probes"],
+                "responses": {"200": _json(ANY_OBJECT, "OpenAPI 3.1")},
+            }
+        },
+        "/api/integrations": {
+            "get": _admin(
+                "List integrations", {"200": _json(_ref("IntegrationList"), "Integrations")}, parameters=list_params
+            ),
+            "post": _admin("Create an integration: declared in git", {"405": DECLARED}, body=ANY_OBJECT),
+        },
+        "/api/integrations/templates": {
+            "get": _admin("Scaffolding templates, as YAML and JSON", {"200": _json(_ref("Templates"), "Templates")})
+        },
+        "/api/integrations/health/status": {
+            "get": _admin("System health", {"200": _json(_ref("HealthStatus"), "Health")}, tag="health")
+        },
+        "/api/integrations/webhooks/trigger": {
+            "post": _admin(
+                "Emit an event; 202 once it and its deliveries are stored",
+                {
+                    "202": _json(_ref("Accepted"), "Stored"),
+                    "422": _problem("The event does not match its type; errors lists every reason"),
+                    "503": _problem("The daemon is stopping"),
+                },
+                body=_ref("EventRequest"),
+                tag="events",
+            )
+        },
+        "/api/integrations/webhook/receive/{secret}": {
+            "post": {
+                "summary": "Inbound webhook from a partner, verified by the integration's scheme",
+                "tags": ["events"],
+                "security": [],
+                "parameters": [{"name": "secret", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": ANY_OBJECT}}},
+                "responses": {
+                    "200": _json(ANY_OBJECT, "A repeated webhook id: acknowledged, not emitted again"),
+                    "202": _json(ANY_OBJECT, "Verified, stored and emitted"),
+                    "400": _problem("The body is not JSON"),
+                    "401": _problem("The signature or timestamp does not verify"),
+                    "404": _problem("No integration receives at this path"),
+                    "413": _problem("The body is too large"),
+                    "422": _problem("The payload does not match the configured event type"),
+                    "503": _problem("The integration is not receiving now"),
+                },
+            }
+        },
+        "/api/integrations/{id}": {
+            "get": _admin(
+                "One integration: spec, conditions, revisions, delivery counters",
+                {"200": _json(_ref("Integration"), "The integration"), "404": NOT_FOUND},
+                parameters=[ID],
+            ),
+            "put": _admin(
+                "Update: declared in git", {"405": DECLARED, "404": NOT_FOUND}, parameters=[ID], body=ANY_OBJECT
+            ),
+            "delete": _admin("Delete: declared in git", {"405": DECLARED, "404": NOT_FOUND}, parameters=[ID]),
+        },
+        "/api/integrations/{id}/activate": {
+            "post": _admin(
+                "Resume a suspended integration (runtime override, audited)",
+                {"200": _json(_ref("Integration"), "Resumed"), "404": NOT_FOUND},
+                parameters=[ID],
+                body=_ref("Reason"),
+            )
+        },
+        "/api/integrations/{id}/deactivate": {
+            "post": _admin(
+                "Suspend an integration (runtime override, audited; deliveries wait)",
+                {"200": _json(_ref("Integration"), "Suspended"), "404": NOT_FOUND},
+                parameters=[ID],
+                body=_ref("Reason"),
+            )
+        },
+        "/api/integrations/{id}/webhooks": {
+            "post": _admin(
+                "Add a subscription: declared in git",
+                {"405": DECLARED, "404": NOT_FOUND, "409": _problem("Unreadable file")},
+                parameters=[ID],
+                body=ANY_OBJECT,
+            )
+        },
+        "/api/integrations/{id}/test": {
+            "post": _admin(
+                "Send integration.test through the real sink, once, now",
+                {
+                    "200": _json(_ref("TestResult"), "The result (ok false when the target failed)"),
+                    "404": NOT_FOUND,
+                    "409": _problem("Not applied, secrets missing, or nothing to send to"),
+                    "422": _problem("The request is not valid"),
+                },
+                parameters=[ID],
+                body=_ref("TestRequest"),
+            )
+        },
+        "/api/integrations/{id}/logs": {
+            "get": _admin(
+                "Attempts, syncs, reconcile actions and inbound receipts, newest first",
+                {
+                    "200": {
+                        "description": "A page, or with follow=true a stream of Server-Sent Events",
+                        "content": {
+                            "application/json": {"schema": _ref("LogPage")},
+                            "text/event-stream": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "400": bad_query,
+                    "404": NOT_FOUND,
+                },
+                parameters=log_params,
+            )
+        },
+        "/api/integrations/{id}/deliveries": {
+            "get": _admin(
+                "Deliveries by status, newest first",
+                {"200": _json(_ref("DeliveryPage"), "A page"), "400": bad_query, "404": NOT_FOUND},
+                parameters=[
+                    ID,
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "schema": {"type": "array", "items": {"enum": ["pending", "failed", "delivered", "dead"]}},
+                    },
+                    CURSOR,
+                    LIMIT,
+                ],
+            )
+        },
+        "/api/integrations/{id}/replay": {
+            "post": _admin(
+                "Queue one delivery, or every failed or dead one since a time, again",
+                {
+                    "200": _json(_ref("ReplayResult"), "Nothing matched"),
+                    "202": _json(_ref("ReplayResult"), "Queued again"),
+                    "404": NOT_FOUND,
+                    "422": _problem("The request is not valid"),
+                },
+                parameters=[ID],
+                body=_ref("ReplayRequest"),
+            )
+        },
+    }
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "CMS integrations reconciler",
+            "version": __version__,
+            "description": "Reads, runtime operations and event intake of the integrations daemon. Declared state "
+            "changes through git; errors are RFC 9457 problem documents.",
+        },
+        "paths": _paths(),
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "adminSecret": {"type": "apiKey", "in": "header", "name": "x-admin-secret"},
+                "bearer": {"type": "http", "scheme": "bearer"},
+            },
+        },
+    }
+
+
+def openapi_routes() -> list[Route]:
+    built = document()
+
+    async def serve(request: Request) -> Response:
+        return JSONResponse(built)
+
+    return [Route("/api/openapi.json", serve, methods=["GET"])]

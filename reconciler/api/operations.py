@@ -1,0 +1,289 @@
+"""Operations on one integration: test sends, its log (and following it), deliveries, replays."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from reconciler.api.common import Runtime, admin_json, not_found, problem, require_admin
+from reconciler.reconcile.loop import AppliedIntegration
+from reconciler.spec.durations import parse_duration
+from reconciler.store import AuditEntry
+from reconciler.store.history import DELIVERY_STATUSES, LOG_KINDS, BadCursor, LogFilter, iso
+
+FOLLOW_POLL_SECONDS = 0.5
+FOLLOW_HEARTBEAT_SECONDS = 15.0
+MAX_PAGE = 500
+DEFAULT_PAGE = 50
+REPLAYABLE = ("failed", "dead")
+
+
+class BadQuery(ValueError):
+    pass
+
+
+def routes(runtime: Runtime) -> list[Route]:
+    async def test(request: Request) -> Response:
+        """Send an integration.test event through the integration's real sink, now, once."""
+        body = await admin_json(request, runtime.admin_secret)
+        if isinstance(body, Response):
+            return body
+        integration_id = request.path_params["id"]
+        found = _testable(runtime, integration_id)
+        if isinstance(found, Response):
+            return found
+        message = body.get("message")
+        if message is not None and not isinstance(message, str):
+            return problem(422, "Invalid request", "message must be a string", "invalid-request")
+        assert runtime.engine is not None
+        event_id, result = await runtime.engine.test_send(found, message[:1000] if message else None)
+        return JSONResponse(
+            {
+                "integrationId": integration_id,
+                "eventId": event_id,
+                "ok": result.ok,
+                "status": result.status,
+                "latencyMs": round(result.latency_ms, 2),
+                "responseExcerpt": result.excerpt,
+                "error": result.error,
+            }
+        )
+
+    async def logs(request: Request) -> Response:
+        denied = require_admin(request, runtime.admin_secret)
+        if denied:
+            return denied
+        integration_id = request.path_params["id"]
+        if not _known(runtime, integration_id):
+            return not_found(integration_id)
+        try:
+            where = _log_filter(request)
+            limit = _limit(request)
+            follow = _flag(request, "follow")
+        except BadQuery as exc:
+            return problem(400, "Bad request", str(exc), "invalid-query")
+        store = runtime.reconciler.store
+        if follow:
+            return StreamingResponse(
+                _follow(runtime, request, integration_id, where),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+            )
+        try:
+            items, cursor = await asyncio.to_thread(
+                store.log_page, integration_id, where, before=request.query_params.get("cursor"), limit=limit
+            )
+        except BadCursor as exc:
+            return problem(400, "Bad request", str(exc), "invalid-query")
+        return JSONResponse({"items": items, "nextCursor": cursor})
+
+    async def deliveries(request: Request) -> Response:
+        denied = require_admin(request, runtime.admin_secret)
+        if denied:
+            return denied
+        integration_id = request.path_params["id"]
+        if not _known(runtime, integration_id):
+            return not_found(integration_id)
+        try:
+            statuses = _choices(request, "status", DELIVERY_STATUSES) or ["pending", "failed", "dead"]
+            limit = _limit(request)
+            items, cursor = await asyncio.to_thread(
+                runtime.reconciler.store.delivery_page,
+                integration_id,
+                statuses,
+                before=request.query_params.get("cursor"),
+                limit=limit,
+            )
+        except (BadQuery, BadCursor) as exc:
+            return problem(400, "Bad request", str(exc), "invalid-query")
+        return JSONResponse({"items": items, "nextCursor": cursor})
+
+    async def replay(request: Request) -> Response:
+        """Queue one delivery again, or every failed or dead one since a time, with fresh attempts."""
+        body = await admin_json(request, runtime.admin_secret)
+        if isinstance(body, Response):
+            return body
+        integration_id = request.path_params["id"]
+        if not _known(runtime, integration_id):
+            return not_found(integration_id)
+        store = runtime.reconciler.store
+        try:
+            delivery_id, since, statuses = _replay_request(body)
+        except BadQuery as exc:
+            return problem(422, "Invalid request", str(exc), "invalid-request")
+        if delivery_id is not None:
+            owner = await asyncio.to_thread(store.delivery_integration, delivery_id)
+            if owner != integration_id:
+                return problem(
+                    404, "Not found", f"integration {integration_id!r} has no delivery {delivery_id!r}", "not-found"
+                )
+        count = await asyncio.to_thread(
+            store.replay, delivery_id=delivery_id, integration_id=integration_id, since=since, statuses=statuses
+        )
+        actor = str(body.get("actor") or request.headers.get("x-actor") or "admin")[:200]
+        what = f"delivery {delivery_id}" if delivery_id else f"{'/'.join(statuses)} deliveries since {_iso(since)}"
+        await asyncio.to_thread(
+            store.save,
+            [],
+            [AuditEntry("replay", f"replayed {count} ({what})", integration_id, actor, details={"count": count})],
+        )
+        if count and runtime.engine is not None:
+            runtime.engine.wake()
+        return JSONResponse({"integrationId": integration_id, "replayed": count}, status_code=202 if count else 200)
+
+    return [
+        Route("/api/integrations/{id}/test", test, methods=["POST"]),
+        Route("/api/integrations/{id}/logs", logs, methods=["GET"]),
+        Route("/api/integrations/{id}/deliveries", deliveries, methods=["GET"]),
+        Route("/api/integrations/{id}/replay", replay, methods=["POST"]),
+    ]
+
+
+# --- following a log ----------------------------------------------------------------------------
+
+
+async def _follow(runtime: Runtime, request: Request, integration_id: str, where: LogFilter) -> AsyncIterator[str]:
+    """Server-Sent Events: each new log entry as it is written, oldest first; `Last-Event-ID`
+    resumes after the last entry a client saw."""
+    store = runtime.reconciler.store
+    cursor = request.headers.get("last-event-id") or await asyncio.to_thread(
+        store.latest_log_cursor, integration_id, where
+    )
+    yield f": following the log of {integration_id}\n\n"
+    quiet_since = time.monotonic()
+    while runtime.stop is None or not runtime.stop.is_set():
+        try:
+            entries = await asyncio.to_thread(store.log_after, integration_id, where, cursor)
+        except BadCursor:
+            yield "event: error\ndata: " + json.dumps({"detail": "Last-Event-ID is not a cursor of this log"}) + "\n\n"
+            return
+        for entry in entries:
+            cursor = entry["cursor"]
+            yield f"id: {cursor}\nevent: {entry['kind']}\ndata: {json.dumps(entry, separators=(',', ':'))}\n\n"
+        now = time.monotonic()
+        if entries:
+            quiet_since = now
+        elif now - quiet_since >= FOLLOW_HEARTBEAT_SECONDS:
+            quiet_since = now
+            yield ": keep-alive\n\n"  # keeps proxies from closing a quiet stream
+        await asyncio.sleep(FOLLOW_POLL_SECONDS)
+
+
+# --- request parsing ----------------------------------------------------------------------------
+
+
+def _known(runtime: Runtime, integration_id: str) -> bool:
+    return integration_id in runtime.reconciler.registry
+
+
+def _testable(runtime: Runtime, integration_id: str) -> AppliedIntegration | Response:
+    if integration_id not in runtime.reconciler.registry:
+        return not_found(integration_id)
+    applied = runtime.reconciler.applied.get(integration_id)
+    if applied is None:
+        return problem(
+            409,
+            "Not applied",
+            f"integration {integration_id!r} has no applied version yet; see its conditions for why",
+            "not-applied",
+        )
+    if applied.resolved is None:
+        return problem(
+            409,
+            "Secrets missing",
+            f"integration {integration_id!r} waits for secrets that do not resolve; see its conditions",
+            "secrets-missing",
+        )
+    if runtime.engine is None or not runtime.engine.sends(applied.spec.type):
+        return problem(409, "Nothing to send to", f"integration type {applied.spec.type!r} has no sink", "no-sink")
+    if getattr(applied.spec, "config", None) is None:
+        return problem(
+            409,
+            "Nothing to send to",
+            f"integration {integration_id!r} only receives webhooks; it has no endpoint to test",
+            "no-sink",
+        )
+    return applied
+
+
+def _log_filter(request: Request) -> LogFilter:
+    kinds = _choices(request, "kind", LOG_KINDS) or list(LOG_KINDS)
+    status = request.query_params.get("status") or None
+    event = request.query_params.get("event") or None
+    since = _time(request.query_params.get("since"), "since")
+    return LogFilter(tuple(kinds), status, event, since)
+
+
+def _choices(request: Request, name: str, allowed: tuple[str, ...]) -> list[str]:
+    values = [v for raw in request.query_params.getlist(name) for v in raw.split(",") if v]
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        raise BadQuery(f"{name}={unknown[0]} is not one of {', '.join(allowed)}")
+    return values
+
+
+def _limit(request: Request) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return DEFAULT_PAGE
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise BadQuery(f"limit must be a whole number from 1 to {MAX_PAGE}")
+    return int(raw)
+
+
+def _flag(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name, "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise BadQuery(f"{name} must be true or false")
+    return raw in ("true", "1")
+
+
+def _time(raw: Any, name: str) -> float | None:
+    """An RFC 3339 time, or a duration back from now (`15m`, `2h`)."""
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str):
+        raise BadQuery(f"{name} must be an RFC 3339 time such as 2026-01-15T10:30:00Z, or a duration such as 2h")
+    try:
+        return time.time() - parse_duration(raw)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise BadQuery(
+            f"{name}={raw!r} is neither an RFC 3339 time with an offset (2026-01-15T10:30:00Z) nor a duration (2h)"
+        )
+    return parsed.timestamp()
+
+
+def _replay_request(body: dict[str, Any]) -> tuple[str | None, float | None, tuple[str, ...]]:
+    delivery_id = body.get("deliveryId")
+    if delivery_id is not None and (not isinstance(delivery_id, str) or not delivery_id):
+        raise BadQuery("deliveryId must be a delivery id from GET .../deliveries")
+    statuses = body.get("status", list(REPLAYABLE))
+    if isinstance(statuses, str):
+        statuses = [statuses]
+    if not isinstance(statuses, list) or not statuses or any(s not in REPLAYABLE for s in statuses):
+        raise BadQuery('status must be "failed", "dead" or a list of them')
+    since = _time(body.get("since"), "since")
+    if delivery_id is None and since is None:
+        raise BadQuery(
+            'say what to replay: {"deliveryId": "..."} for one delivery, or {"since": "2026-01-15T10:30:00Z"} '
+            '(or {"since": "24h"}) for every failed or dead one since then'
+        )
+    return delivery_id, since, tuple(statuses)
+
+
+def _iso(at: float | None) -> str:
+    return iso(at) or "the start"

@@ -1,0 +1,140 @@
+"""System-wide reads: scaffolding templates, the health status document, Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from reconciler.api.common import Runtime, problem, require_admin, status_word
+from reconciler.metrics import Sources, render
+from reconciler.reconcile.conditions import ConditionType, condition
+from reconciler.spec.scaffold import scaffolds
+from reconciler.store.history import iso
+
+SUCCESS_WINDOW_SECONDS = 24 * 3600.0
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def routes(runtime: Runtime) -> list[Route]:
+    async def templates(request: Request) -> Response:
+        """The scaffolding templates of `reconciler new`, as YAML text and as data."""
+        denied = require_admin(request, runtime.admin_secret)
+        if denied:
+            return denied
+        items = [
+            {
+                "name": scaffold.name,
+                "description": scaffold.description,
+                "kind": scaffold.data.get("kind"),
+                "type": scaffold.data.get("type"),
+                "yaml": scaffold.text,
+                "json": scaffold.data,
+                "command": f"reconciler new {scaffold.name} {scaffold.default_id}",
+            }
+            for scaffold in scaffolds().values()
+        ]
+        return JSONResponse({"items": items, "count": len(items)})
+
+    async def health(request: Request) -> Response:
+        denied = require_admin(request, runtime.admin_secret)
+        if denied:
+            return denied
+        return JSONResponse(await asyncio.to_thread(health_status, runtime))
+
+    async def metrics(request: Request) -> Response:
+        if runtime.metrics_need_admin:
+            denied = require_admin(request, runtime.admin_secret)
+            if denied:
+                return denied
+        try:
+            body = await asyncio.to_thread(render, metric_sources(runtime))
+        except Exception:
+            return problem(503, "Metrics unavailable", "the store could not be read; the daemon's log has the details")
+        return Response(body, media_type=METRICS_TYPE)
+
+    return [
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/api/integrations/templates", templates, methods=["GET"]),
+        Route("/api/integrations/health/status", health, methods=["GET"]),
+    ]
+
+
+def health_status(runtime: Runtime) -> dict[str, Any]:
+    """The integration guide's health document: the config, the last pass, the queue, per-integration
+    delivery health. Never a token or a secret: only when OAuth2 tokens expire."""
+    reconciler = runtime.reconciler
+    store = reconciler.store
+    now = time.time()
+    last = reconciler.last_pass
+    queue = store.queue_stats(now)
+    per_queue = store.queue_by_integration(now)
+    outcomes = store.attempt_outcomes(now - SUCCESS_WINDOW_SECONDS)
+    expiries = runtime.engine.http.auth.expiries() if runtime.engine is not None else {}
+    by_condition: Counter[str] = Counter()
+    integrations = []
+    for record in sorted(reconciler.registry.values(), key=lambda r: r.id):
+        word = status_word(record)
+        by_condition[word] += 1
+        counts = outcomes.get(record.id, {})
+        tried = sum(counts.values())
+        ready = condition(record.conditions, ConditionType.READY) or {}
+        integrations.append(
+            {
+                "id": record.id,
+                "status": word,
+                "reason": ready.get("reason"),
+                "queue": per_queue.get(record.id, {"depth": 0, "oldestPendingSeconds": 0.0, "dead": 0}),
+                "attempts24h": tried,
+                "successRate24h": round(counts.get("delivered", 0) / tried, 4) if tried else None,
+                "tokenExpiresAt": iso(expiries[record.id]) if record.id in expiries else None,
+            }
+        )
+    failing = by_condition.get("failing", 0)
+    healthy = last is not None and last.error is None and failing == 0
+    return {
+        "status": "ok" if healthy else "degraded",
+        "checkedAt": iso(now),
+        "config": {
+            "directory": str(reconciler.config_dir),
+            "revision": last.revision if last else None,
+        },
+        "lastPass": None
+        if last is None
+        else {
+            "at": iso(last.started_at),
+            "trigger": last.trigger,
+            "durationMs": round(last.duration_ms, 1),
+            "ok": last.ok,
+            "error": last.error,
+            "integrations": last.integrations,
+            "refused": last.refused,
+            "waitingForSecrets": last.waiting,
+            "filesRefused": last.files_refused,
+        },
+        "passes": reconciler.passes,
+        "integrationsByStatus": dict(sorted(by_condition.items())),
+        "queue": queue,
+        "integrations": integrations,
+    }
+
+
+def metric_sources(runtime: Runtime) -> Sources:
+    reconciler = runtime.reconciler
+
+    def by_status() -> Counter[str]:
+        return Counter(status_word(record) for record in list(reconciler.registry.values()))
+
+    intake, engine = runtime.intake, runtime.engine
+    return Sources(
+        passes=lambda: (reconciler.passes, reconciler.pass_errors),
+        integrations=by_status,
+        intake=(lambda: (intake.committed, intake.deliveries_queued)) if intake is not None else None,
+        delivery=engine.stats if engine is not None else None,
+        queue=reconciler.store.queue_stats,
+    )
