@@ -48,5 +48,7 @@ class RecordSink(Protocol):
 
 def record_sinks() -> dict[str, RecordSink]:
     """The record sinks by integration type."""
-    sinks: dict[str, RecordSink] = {}
+    from reconciler.sinks.database import DatabaseSink
+
+    sinks: dict[str, RecordSink] = {"database": DatabaseSink()}
     return sinks
