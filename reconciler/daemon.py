@@ -22,10 +22,12 @@ import uvicorn
 from reconciler.api.app import Runtime, create_app
 from reconciler.api.auth import load_admin_secret
 from reconciler.delivery.engine import DeliveryEngine
+from reconciler.delivery.sources import SourceWatcher
 from reconciler.delivery.sync import SyncScheduler
 from reconciler.events.intake import Intake
 from reconciler.reconcile.loop import RESYNC_SECONDS, Reconciler
 from reconciler.reconcile.watch import watch
+from reconciler.sinks.files import FileSink
 from reconciler.store import Store, open_store
 
 log = logging.getLogger("reconciler")
@@ -45,6 +47,7 @@ class Settings:
     listen: str = DEFAULT_LISTEN
     resync_seconds: float = RESYNC_SECONDS
     retention_seconds: float | None = 30 * 86400.0
+    metrics_need_admin: bool = False
 
     @property
     def state_dir(self) -> Path:
@@ -118,7 +121,11 @@ async def _serve(settings: Settings, sock: socket.socket, store: Store) -> int:
         loop.add_signal_handler(signum, stop.set)
     server = _Server(
         uvicorn.Config(
-            create_app(Runtime(reconciler, admin_secret, intake, engine)),
+            create_app(
+                Runtime(
+                    reconciler, admin_secret, intake, engine, metrics_need_admin=settings.metrics_need_admin, stop=stop
+                )
+            ),
             log_config=None,
             access_log=False,
             lifespan="off",
@@ -147,6 +154,7 @@ async def _serve(settings: Settings, sock: socket.socket, store: Store) -> int:
         "intake": asyncio.create_task(intake.run(intake_stop), name="intake"),
         "delivery": asyncio.create_task(engine.run(engine_stop), name="delivery"),
         "sync": asyncio.create_task(SyncScheduler(reconciler, intake, engine.http).run(stop), name="sync"),
+        "sources": asyncio.create_task(source_watcher(reconciler, intake, engine, settings).run(stop), name="sources"),
     }
     stopped = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({stopped, *roles.values()}, return_when=asyncio.FIRST_COMPLETED)
@@ -170,6 +178,14 @@ async def _serve(settings: Settings, sock: socket.socket, store: Store) -> int:
         return 1
     log.info("stopped")
     return 0
+
+
+def source_watcher(reconciler: Reconciler, intake: Intake, engine: DeliveryEngine, settings: Settings) -> SourceWatcher:
+    """Lists file integrations' source prefixes, sharing the file sink's storage connections."""
+    files = engine.records.get("file")
+    return SourceWatcher(
+        reconciler, intake, files if isinstance(files, FileSink) else None, retention_seconds=settings.retention_seconds
+    )
 
 
 @contextlib.contextmanager

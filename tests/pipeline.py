@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.delivery.engine import DeliveryEngine
+from reconciler.delivery.sources import SourceWatcher
 from reconciler.delivery.sync import SyncScheduler
 from reconciler.events.intake import Accepted, Intake
 from reconciler.reconcile.loop import Reconciler
+from reconciler.sinks.files import FileSink
 from reconciler.store import open_store
 
 WAIT_SECONDS = 20.0  # generous for a loaded CI machine
@@ -48,6 +50,9 @@ class Pipeline:
             asyncio.create_task(self.engine.run(self.engine_stop)),
             asyncio.create_task(SyncScheduler(self.reconciler, self.intake, self.engine.http).run(self.stop)),
         ]
+        files = self.engine.records.get("file")
+        self.sources = SourceWatcher(self.reconciler, self.intake, files if isinstance(files, FileSink) else None)
+        self.tasks.append(asyncio.create_task(self.sources.run(self.stop)))
         await self.until(lambda: self.reconciler.passes >= 1)
         problems = self.reconciler.last_pass
         assert problems is not None and not problems.refused and not problems.waiting, problems

@@ -49,6 +49,7 @@ class RecordSink(Protocol):
 def record_sinks() -> dict[str, RecordSink]:
     """The record sinks by integration type."""
     from reconciler.sinks.database import DatabaseSink
+    from reconciler.sinks.files import FileSink
 
-    sinks: dict[str, RecordSink] = {"database": DatabaseSink()}
+    sinks: dict[str, RecordSink] = {"database": DatabaseSink(), "file": FileSink()}
     return sinks

@@ -372,17 +372,25 @@ DATABASE_SCHEMES = (
 class FileConfig(Strict):
     """`config` of `file` integrations: events as JSONL or CSV objects in fsspec storage."""
 
+    allowPrivateNetwork: bool = Field(
+        False, description="lets attachment URLs (copyAttachments) resolve to loopback or private addresses"
+    )
     url: str = Field(description="fsspec URL of the target: file://, s3://, gs://, ...")
     storageOptions: dict[str, Any] = Field(default_factory=dict)
     format: Literal["jsonl", "csv"] = "jsonl"
     path: str = Field(
-        "{event}/{date}.jsonl", description="object name pattern: {event} {date} {year} {month} {day} {hour} {id}"
+        "{event}/{date}.jsonl",
+        description="object name pattern: {event} {date} {year} {month} {day} {hour} {id} {integration}; "
+        "the default ends in .csv for format csv",
     )
     rolloverSize: Annotated[str, Field(pattern=SIZE_PATTERN)] | int = "64MiB"
     mapping: dict[str, Annotated[str, Field(pattern=FIELD_PATH)]] | None = Field(None, min_length=1)
     copyAttachments: bool = False
     maxAttachmentSize: Annotated[str, Field(pattern=SIZE_PATTERN)] | int = "50MiB"
-    source: str | None = Field(None, description="prefix watched for new files, emitted as file.received")
+    source: str | None = Field(
+        None, min_length=1, description="prefix under url watched every syncFrequency seconds; new files there "
+        "are emitted as file.received"
+    )
     timeout: Duration = "30s"
     batchSize: BatchSize = 1
     batchDelay: BatchDelay = 0
@@ -412,6 +420,37 @@ class FileConfig(Strict):
         if value.startswith("/") or ".." in value.split("/"):
             raise FieldProblem("path must stay under the target URL", "write a relative path without ..")
         return value
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith("/") or ".." in value.split("/") or "{" in value):
+            raise FieldProblem(
+                "source must be a prefix under the target URL", "write a relative prefix such as incoming/"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _path_fits_format(self) -> FileConfig:
+        if "path" not in self.model_fields_set and self.format == "csv":
+            self.path = "{event}/{date}.csv"
+        last = self.path.rsplit("/", 1)[-1]
+        extension = last.rsplit(".", 1)[-1] if "." in last else None
+        other = {"jsonl": "csv", "csv": "jsonl"}[self.format]
+        if extension in {"jsonl": {"csv"}, "csv": {"jsonl", "json"}}[self.format]:
+            problems_at(
+                "FileConfig",
+                [
+                    (
+                        ("path",),
+                        FieldProblem(
+                            f"path ends in .{extension} but format is {self.format}",
+                            f"end the path in .{self.format}, or set format: {other}",
+                        ),
+                    )
+                ],
+            )
+        return self
 
     @field_validator("storageOptions")
     @classmethod
