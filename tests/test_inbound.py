@@ -118,7 +118,7 @@ SENDERS = {
 SCHEMES = list(SENDERS)
 TIMESTAMPED = [name for name, s in SENDERS.items() if s.timestamped]
 OLD_WHSEC = whsec()  # standard-webhooks is configured with two secrets, as during a rotation
-EXTRA = {name: secret() for name in ("unverified", "paused", "inactive", "custom-header", "typed", "twin")}
+EXTRA = {name: secret() for name in ("unverified", "paused", "inactive", "custom-header", "typed", "twin", "broken")}
 SHORT_SECRET = "short-secret"
 CUSTOM_SIGNING = secret()
 
@@ -165,6 +165,9 @@ def config() -> tuple[dict[str, str], dict[str, str]]:
     files["in-twin.yaml"] = receiver("in-twin", "twin", "custom.inbound.twin")
     files["in-twin-2.yaml"] = receiver("in-twin-2", "twin2", "custom.inbound.twin")
     files["in-short.yaml"] = receiver("in-short", "short", "custom.inbound.short")
+    files["in-broken.yaml"] = receiver(
+        "in-broken", "broken", "custom.inbound.broken", verify_block("standard-webhooks", "broken")
+    )
     for name, value in EXTRA.items():
         environ[env_name(name, "PATH")] = value
     environ[env_name("twin2", "PATH")] = EXTRA["twin"]
@@ -172,6 +175,7 @@ def config() -> tuple[dict[str, str], dict[str, str]]:
     environ[env_name("paused", "SIGNING")] = SENDERS["hmac-sha256"].signing_secret
     environ[env_name("inactive", "SIGNING")] = SENDERS["hmac-sha256"].signing_secret
     environ[env_name("custom-header", "SIGNING")] = CUSTOM_SIGNING
+    environ[env_name("broken", "SIGNING")] = "whsec_!!not-base64!!"
     return files, environ
 
 
@@ -535,6 +539,20 @@ def test_integration_declared_inactive_answers_503(server):
     response = server.post(EXTRA["inactive"], body, sender.headers(body))
     assert response.status_code == 503
     assert problem_type(response) == "paused"
+
+
+def test_unusable_signing_secret_answers_503_and_tells_the_log(server, caplog):
+    caplog.set_level(logging.INFO, logger="reconciler.inbound")
+    body = SENDERS["standard-webhooks"].body("msg_broken")
+    response = server.post(EXTRA["broken"], body, sign_standard(whsec(), body, int(time.time()), "msg_broken"))
+    assert response.status_code == 503
+    assert problem_type(response) == "misconfigured"
+    [record] = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "reconciler.inbound"]
+    assert record.fields == {  # type: ignore[attr-defined]
+        "integration": "in-broken",
+        "reason": "the standard-webhooks signing secret is not whsec_ followed by base64",
+    }
+    assert server.events("in-broken") == []
 
 
 def test_access_log_shows_the_receipt_path_without_its_secret(server, caplog):
