@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 from reconciler import __version__
 from reconciler.api import declared, inbound, operations, status
 from reconciler.api.common import (
+    STATUS_WORDS,
     TITLES,
     Runtime,
     admin_json,
@@ -49,15 +50,25 @@ def create_app(runtime: Runtime) -> Starlette:
         denied = require_admin(request, runtime.admin_secret)
         if denied:
             return denied
-        wanted_type = request.query_params.get("type")
-        wanted_status = request.query_params.get("status")
-        wanted_labels = [label.partition("=") for label in request.query_params.getlist("label")]
+        query = request.query_params
+        wanted_types = set(query.getlist("type"))
+        wanted_statuses = set(query.getlist("status"))
+        wanted_labels = [label.partition("=") for label in query.getlist("label")]
+        unknown = sorted(wanted_types - set(INTEGRATION_TYPES)) or sorted(wanted_statuses - set(STATUS_WORDS))
+        if unknown or any(not name or not sep for name, sep, _ in wanted_labels):
+            return problem(
+                400,
+                "Bad request",
+                f"filter by type ({', '.join(INTEGRATION_TYPES)}), status ({', '.join(STATUS_WORDS)}) "
+                "and label=name=value",
+                "invalid-query",
+            )
         items = []
         for record in runtime.reconciler.registry.values():
             view = integration_view(runtime, record)
-            if wanted_type and record.type != wanted_type:
+            if wanted_types and record.type not in wanted_types:
                 continue
-            if wanted_status and view["status"] != wanted_status:
+            if wanted_statuses and view["status"] not in wanted_statuses:
                 continue
             labels = (record.spec or {}).get("labels") or {}
             if any(labels.get(name) != value for name, _, value in wanted_labels):
@@ -123,7 +134,12 @@ def create_app(runtime: Runtime) -> Starlette:
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        return problem(exc.status_code, TITLES.get(exc.status_code, "Error"), str(exc.detail))
+        response = problem(exc.status_code, TITLES.get(exc.status_code, "Error"), str(exc.detail))
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            # one path may be served by several routes (GET here, POST in declared.py): allow all of theirs
+            response.headers["Allow"] = ", ".join(_allowed(routes, request.url.path))
+        return response
 
     async def on_error(request: Request, exc: Exception) -> Response:
         return problem(500, "Internal error", "the request failed; the daemon's log has the details")
@@ -149,6 +165,19 @@ def create_app(runtime: Runtime) -> Starlette:
         middleware=middleware,
         exception_handlers={HTTPException: on_http_error, Exception: on_error},
     )
+
+
+INTEGRATION_TYPES = ("api", "webhook", "database", "file")
+
+
+def _allowed(routes: list[BaseRoute], path: str) -> list[str]:
+    matching = [r for r in routes if isinstance(r, Route) and r.methods and r.path_regex.match(path)]
+    # a fixed path (`/api/integrations/templates`) is not also an `{id}`
+    fixed = [r for r in matching if not r.param_convertors]
+    methods: set[str] = set()
+    for route in fixed or matching:
+        methods |= route.methods or set()
+    return sorted(methods)
 
 
 def integration_view(runtime: Runtime, record: IntegrationRecord) -> dict[str, Any]:

@@ -87,6 +87,9 @@ async def json_body(request: Request) -> dict[str, Any] | Response:
     return body
 
 
+STATUS_WORDS = ("active", "suspended", "inactive", "failing", "pending", "removing")
+
+
 def status_word(record: IntegrationRecord) -> str:
     """One word for lists and filters: active, suspended, inactive, failing, pending, removing."""
     ready = condition(record.conditions, ConditionType.READY) or {}

@@ -268,11 +268,15 @@ SCHEMAS: dict[str, Any] = {
 def _paths() -> dict[str, Any]:
     list_params = [
         {"name": "type", "in": "query", "schema": {"enum": ["api", "webhook", "database", "file"]}},
-        {"name": "status", "in": "query", "schema": {"type": "string"}},
+        {
+            "name": "status",
+            "in": "query",
+            "schema": {"enum": ["active", "suspended", "inactive", "failing", "pending", "removing"]},
+        },
         {
             "name": "label",
             "in": "query",
-            "schema": {"type": "array", "items": {"type": "string"}},
+            "schema": {"type": "array", "items": {"type": "string", "pattern": "^[^=]+=.*$"}},
             "description": "name=value; repeat for several",
         },
     ]
@@ -330,7 +334,9 @@ def _paths() -> dict[str, Any]:
         },
         "/api/integrations": {
             "get": _admin(
-                "List integrations", {"200": _json(_ref("IntegrationList"), "Integrations")}, parameters=list_params
+                "List integrations",
+                {"200": _json(_ref("IntegrationList"), "Integrations"), "400": _problem("A filter is not valid")},
+                parameters=list_params,
             ),
             "post": _admin("Create an integration: declared in git", {"405": DECLARED}, body=ANY_OBJECT),
         },

@@ -148,6 +148,10 @@ def _parser() -> argparse.ArgumentParser:
     _client_arguments(trigger)
     trigger.set_defaults(handler=_trigger)
 
+    from reconciler.cli.client import add_commands
+
+    add_commands(commands, _client_arguments, _admin_secret)
+
     schemas = commands.add_parser("schemas", help="write the JSON Schemas (make schemas)")
     schemas.add_argument("--output", "-o", default="schemas", metavar="DIR")
     schemas.set_defaults(handler=_schemas)

@@ -1,0 +1,222 @@
+"""Operator commands that talk to a running daemon over its API: status, logs, test, replay.
+
+Each prints a short human summary (or the JSON the API answered, with --json) and exits
+0 when the daemon did what was asked, 1 when it answered with a failure (a failed test send,
+a degraded status), 2 when it could not be asked (unreachable, refused credentials).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+
+EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+
+
+class ClientError(Exception):
+    """The daemon could not be asked, or refused: the message says why and what to do."""
+
+
+def add_commands(
+    commands: Any, client_arguments: Callable[[argparse.ArgumentParser], None], secret: Callable[..., str]
+) -> None:
+    def command(name: str, help_text: str, handler: Callable[[argparse.Namespace, httpx.Client], int]) -> Any:
+        parser = commands.add_parser(name, help=help_text, description=help_text)
+        client_arguments(parser)
+        parser.add_argument("--json", action="store_true", help="print the API's JSON answer")
+        parser.set_defaults(handler=lambda args: _run(name, args, secret, handler))
+        return parser
+
+    command("status", "system health: last reconcile pass, queue, integrations; exit 1 when degraded", _status)
+
+    logs = command("logs", "an integration's log: attempts, syncs, reconcile actions, inbound receipts", _logs)
+    logs.add_argument("id", help="integration id")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing new entries as they happen")
+    logs.add_argument("--kind", action="append", choices=("attempt", "test", "sync", "reconcile", "receipt"))
+    logs.add_argument("--status", help="only entries with this status (delivered, failed, dead, add, ...)")
+    logs.add_argument("--event", help="only entries of this event type")
+    logs.add_argument("--since", help="RFC 3339 time or a duration back from now (2h)")
+    logs.add_argument("--limit", type=int, default=50, help="entries to print (default 50, newest first)")
+
+    test = command("test", "send integration.test through an integration's real sink; exit 1 if it failed", _test)
+    test.add_argument("id", help="integration id")
+    test.add_argument("--message", help="text of the test message")
+
+    replay = command("replay", "queue failed or dead deliveries again: one by id, or all since a time", _replay)
+    replay.add_argument("id", help="integration id")
+    what = replay.add_mutually_exclusive_group(required=True)
+    what.add_argument("--delivery", metavar="DELIVERY_ID", help="one delivery (see GET .../deliveries)")
+    what.add_argument("--since", help="every failed or dead delivery updated since: RFC 3339 or a duration (24h)")
+    replay.add_argument("--status", choices=("failed", "dead"), action="append", help="default: both")
+
+
+def _run(name: str, args: argparse.Namespace, secret: Callable[..., str], handler: Callable[..., int]) -> int:
+    try:
+        admin_secret = secret(args)
+    except OSError as exc:
+        print(f"reconciler {name}: cannot read the admin secret: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    headers = {"x-admin-secret": admin_secret, "accept": "application/json"}
+    try:
+        with httpx.Client(base_url=args.server.rstrip("/"), headers=headers, timeout=TIMEOUT) as client:
+            return handler(args, client)
+    except ClientError as exc:
+        print(f"reconciler {name}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except httpx.HTTPError as exc:
+        print(f"reconciler {name}: cannot reach the daemon at {args.server}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    response = client.request(method, path, **kwargs)
+    if response.status_code in (401, 403):
+        raise ClientError(
+            "the daemon refused the admin secret; set ADMIN_SECRET or --admin-secret-file to the daemon's "
+            "(it prints the file it keeps it in at start)"
+        )
+    if response.status_code >= 400 and response.status_code not in (405, 409, 422):
+        raise ClientError(f"{method} {path} answered {response.status_code}: {_detail(response)}")
+    return response
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail", response.text[:300]))
+    except ValueError:
+        return response.text[:300]
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def _status(args: argparse.Namespace, client: httpx.Client) -> int:
+    health = _call(client, "GET", "/api/integrations/health/status").json()
+    if args.json:
+        print(json.dumps(health, indent=2))
+        return EXIT_OK if health["status"] == "ok" else EXIT_FAILED
+    last = health.get("lastPass") or {}
+    queue = health["queue"]
+    print(f"status: {health['status']}")
+    if last:
+        outcome = "ok" if last.get("ok") else f"problems (refused {len(last.get('refused', []))}, files refused "
+        outcome += "" if last.get("ok") else f"{len(last.get('filesRefused', []))})"
+        print(f"last pass: {last['at']} ({last['trigger']}, {last['durationMs']} ms): {outcome}")
+    by_status = ", ".join(f"{count} {word}" for word, count in health["integrationsByStatus"].items()) or "none"
+    print(f"integrations: {by_status}")
+    print(f"queue: {queue['depth']} waiting, oldest {queue['oldestPendingSeconds']}s, {queue['dead']} dead letters")
+    rows: list[tuple[str, ...]] = [("ID", "STATUS", "WAITING", "DEAD", "SUCCESS 24H")]
+    for item in health["integrations"]:
+        rate = item.get("successRate24h")
+        rows.append(
+            (
+                item["id"],
+                item["status"],
+                str(item["queue"]["depth"]),
+                str(item["queue"]["dead"]),
+                "-" if rate is None else f"{rate * 100:.1f}%",
+            )
+        )
+    _table(rows)
+    return EXIT_OK if health["status"] == "ok" else EXIT_FAILED
+
+
+def _logs(args: argparse.Namespace, client: httpx.Client) -> int:
+    params: dict[str, Any] = {"limit": max(1, min(args.limit, 500))}
+    for name in ("status", "event", "since"):
+        if getattr(args, name):
+            params[name] = getattr(args, name)
+    if args.kind:
+        params["kind"] = args.kind
+    path = f"/api/integrations/{args.id}/logs"
+    page = _call(client, "GET", path, params=params).json()
+    for entry in reversed(page["items"]):  # oldest first, like a log file
+        _print_entry(entry, args.json)
+    if not args.follow:
+        return EXIT_OK
+    sys.stdout.flush()
+    for entry in _follow(client, path, {**params, "follow": "true"}):
+        _print_entry(entry, args.json)
+        sys.stdout.flush()
+    return EXIT_OK
+
+
+def _follow(client: httpx.Client, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    params.pop("limit", None)
+    timeout = httpx.Timeout(None, connect=5.0)  # a quiet log sends only keep-alives
+    with client.stream("GET", path, params=params, timeout=timeout, headers={"accept": "text/event-stream"}) as stream:
+        if stream.status_code != 200:
+            stream.read()
+            raise ClientError(f"following {path} answered {stream.status_code}: {_detail(stream)}")
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                yield json.loads(line[6:])
+
+
+def _print_entry(entry: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(entry, separators=(",", ":")))
+        return
+    kind, status = entry["kind"], entry["status"]
+    if kind == "reconcile":
+        text = f"{entry.get('actor')}: {entry.get('message')}"
+    elif kind == "receipt":
+        text = f"{entry.get('event')} {entry.get('eventId')}"
+    else:
+        code = entry.get("statusCode")
+        parts = [
+            entry.get("event") or "",
+            f"attempt {entry.get('attempt')}" if kind == "attempt" else "",
+            f"HTTP {code}" if code is not None else "",
+            f"{entry.get('latencyMs')} ms" if entry.get("latencyMs") is not None else "",
+            entry.get("error") or "",
+        ]
+        text = "  ".join(p for p in parts if p)
+    print(f"{entry['at']}  {kind:<9} {status:<10} {text}")
+
+
+def _test(args: argparse.Namespace, client: httpx.Client) -> int:
+    body = {"message": args.message} if args.message else {}
+    response = _call(client, "POST", f"/api/integrations/{args.id}/test", json=body)
+    result = response.json()
+    if response.status_code != 200:
+        print(f"reconciler test: {result.get('detail')}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif result["ok"]:
+        print(f"ok: {args.id} answered {result['status'] or 'ok'} in {result['latencyMs']} ms")
+    else:
+        shown = result.get("error") or f"HTTP {result.get('status')}"
+        print(f"failed: {args.id}: {shown} after {result['latencyMs']} ms", file=sys.stderr)
+        if result.get("responseExcerpt"):
+            print(f"response: {result['responseExcerpt'][:500]}", file=sys.stderr)
+    return EXIT_OK if result["ok"] else EXIT_FAILED
+
+
+def _replay(args: argparse.Namespace, client: httpx.Client) -> int:
+    body: dict[str, Any] = {"deliveryId": args.delivery} if args.delivery else {"since": args.since}
+    if args.status:
+        body["status"] = args.status
+    response = _call(client, "POST", f"/api/integrations/{args.id}/replay", json=body)
+    result = response.json()
+    if response.status_code == 422:
+        print(f"reconciler replay: {result.get('detail')}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"queued again: {result['replayed']} deliveries of {args.id}")
+    return EXIT_OK
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
