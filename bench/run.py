@@ -256,7 +256,7 @@ def _full_pass(folder: Path) -> None:
     )
 
 
-from bench import inbound, pipeline  # noqa: E402 - after sys.path is set
+from bench import files, pipeline  # noqa: E402 - after sys.path is set
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], list[dict[str, object]]]] = {
     "validate": bench_validate,
@@ -265,7 +265,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], list[dict[str, object]]]] = {
     "delivery": pipeline.bench_delivery,
     "latency": pipeline.bench_latency,
     "backlog": pipeline.bench_backlog,
-    "inbound": inbound.bench_inbound,
+    "files": files.bench_files,
 }
 
 
@@ -278,12 +278,13 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], help="file counts for validate")
     parser.add_argument("--edits", type=int, default=60, help="edits timed by the reconcile section")
     parser.add_argument("--full-pass-files", type=int, default=10000, help="files in the reconcile full pass")
-    parser.add_argument("--events", type=int, default=5000, help="events posted by the intake and inbound sections")
-    parser.add_argument("--concurrency", type=int, default=64, help="clients posting at once (intake, inbound)")
+    parser.add_argument("--events", type=int, default=5000, help="events posted by the intake section")
+    parser.add_argument("--concurrency", type=int, default=64, help="clients posting at once (intake)")
     parser.add_argument("--deliveries", type=int, default=5000, help="deliveries in the delivery section")
     parser.add_argument("--rate", type=int, default=500, help="events per second in the latency section")
     parser.add_argument("--seconds", type=int, default=10, help="duration of the latency section")
     parser.add_argument("--backlog", type=int, default=100_000, help="deliveries queued in the backlog section")
+    parser.add_argument("--objects", type=int, default=1000, help="objects written by the files section")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()
     unknown = [name for name in args.sections if name not in SECTIONS]

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import logging
+import re
 import socket
 import threading
 import uuid
@@ -570,3 +571,27 @@ def test_bundled_s3_export_delivers_to_s3(tmp_path, s3, monkeypatch):
     [key] = stored
     assert key.startswith("cms/exports/grade.published/") and ".bat_" in key and key.endswith(".jsonl")
     assert [r["data"]["studentId"] for r in jsonl(stored[key])] == [0, 1, 2], "one batch, one object"
+
+
+# --- validation -------------------------------------------------------------------------------------
+
+
+def test_file_config_validation(tmp_path):
+    from pydantic import ValidationError
+
+    def config(**fields: Any) -> Any:
+        body = {"apiVersion": "cms.integrations/v1", "kind": "Integration", "name": "F", "type": "file"}
+        return FileIntegration.model_validate({**body, "config": {"url": "file:///tmp/x", **fields}}).config
+
+    assert config(format="csv").path == "{event}/{date}.csv"
+    assert config().path == "{event}/{date}.jsonl"
+    for fields, message in [
+        ({"format": "csv", "path": "{event}/{date}.jsonl"}, "path ends in .jsonl but format is csv"),
+        ({"path": "{event}/{date}.csv"}, "path ends in .csv but format is jsonl"),
+        ({"path": "../{event}.jsonl"}, "path must stay under the target URL"),
+        ({"path": "{event}/{week}.jsonl"}, "unknown part {week}"),
+        ({"source": "../elsewhere"}, "source must be a prefix under the target URL"),
+        ({"storageOptions": {"secret": "literal"}}, "literal credential"),
+    ]:
+        with pytest.raises(ValidationError, match=re.escape(message)):
+            config(**fields)
