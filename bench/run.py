@@ -256,7 +256,7 @@ def _full_pass(folder: Path) -> None:
     )
 
 
-from bench import files, pipeline  # noqa: E402 - after sys.path is set
+from bench import files, inbound, pipeline  # noqa: E402 - after sys.path is set
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], list[dict[str, object]]]] = {
     "validate": bench_validate,
@@ -266,6 +266,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], list[dict[str, object]]]] = {
     "latency": pipeline.bench_latency,
     "backlog": pipeline.bench_backlog,
     "files": files.bench_files,
+    "inbound": inbound.bench_inbound,
 }
 
 
@@ -278,8 +279,8 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], help="file counts for validate")
     parser.add_argument("--edits", type=int, default=60, help="edits timed by the reconcile section")
     parser.add_argument("--full-pass-files", type=int, default=10000, help="files in the reconcile full pass")
-    parser.add_argument("--events", type=int, default=5000, help="events posted by the intake section")
-    parser.add_argument("--concurrency", type=int, default=64, help="clients posting at once (intake)")
+    parser.add_argument("--events", type=int, default=5000, help="events posted by the intake and inbound sections")
+    parser.add_argument("--concurrency", type=int, default=64, help="clients posting at once (intake, inbound)")
     parser.add_argument("--deliveries", type=int, default=5000, help="deliveries in the delivery section")
     parser.add_argument("--rate", type=int, default=500, help="events per second in the latency section")
     parser.add_argument("--seconds", type=int, default=10, help="duration of the latency section")
