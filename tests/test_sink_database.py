@@ -531,3 +531,45 @@ def test_bundled_postgres_reporting_example_writes_the_warehouse_rows(tmp_path, 
         ]
 
     run(scenario)
+
+
+# --- validation of the config ---------------------------------------------------------------------
+
+DATABASE_FILE = """
+    apiVersion: cms.integrations/v1
+    kind: Integration
+    name: Reporting
+    type: database
+    config:
+      url: ${env:DB_URL}
+      table: cms_events
+    {extra}
+    webhooks:
+      - events: ["user.*"]
+    """
+
+
+def database_file(extra: str) -> str:
+    return DATABASE_FILE.replace("    {extra}\n", "".join(f"      {line}\n" for line in extra.splitlines()))
+
+
+def test_columns_that_differ_only_by_case_are_refused(write, validate):
+    write("db.yaml", database_file("mapping: {email: data.email, Email: data.name}"))
+    [problem] = validate().diagnostics
+    assert problem.pointer == "/config/mapping/Email"
+    assert "column Email is also mapped as email" in problem.message
+
+
+def test_a_key_on_the_whole_data_object_is_refused(write, validate):
+    write("db.yaml", database_file("mode: upsert\nkey: [data]"))
+    [problem] = validate().diagnostics
+    assert problem.pointer == "/config/key"
+    assert "holds the whole data object" in problem.message
+
+
+def test_check_env_checks_the_resolved_scheme_without_echoing_the_url(write, validate):
+    write("db.yaml", database_file("createTable: true"))
+    assert validate(check_env=True, environ={"DB_URL": "postgresql://u:pw-123456@db.example.org/r"}).diagnostics == []
+    [problem] = validate(check_env=True, environ={"DB_URL": "oracle://u:pw-123456@db.example.org/r"}).diagnostics
+    assert "config.url (resolved) has a scheme not in" in problem.message
+    assert "pw-123456" not in problem.as_text() and "oracle" not in problem.as_text()

@@ -85,6 +85,8 @@ class _Target:
     order: asyncio.Lock = field(default_factory=asyncio.Lock)  # upserts of one integration, in order
     table: sa.Table | None = None
     columns: dict[str, str] = field(default_factory=dict)  # table column -> event field
+    converters: list[tuple[str, Callable[[dict[str, Any]], Any]]] = field(default_factory=list)
+    key_columns: list[str] = field(default_factory=list)  # config.key by the table's own column names
     statement: Any = None
 
     @property
@@ -92,10 +94,21 @@ class _Target:
         schema = self.config.tableSchema
         return f"{schema}.{self.config.table}" if schema else self.config.table
 
+    @property
+    def one_at_a_time(self) -> bool:
+        """Upserts go one batch at a time, in order (the last event for a key wins), unless each
+        event has its own row in PostgreSQL or SQLite. MySQL's upserts take gap locks that make
+        concurrent batches deadlock, so they always go one at a time."""
+        if self.config.mode != "upsert":
+            return False
+        mapping = self.config.mapping or DEFAULT_MAPPING
+        per_event = any(mapping.get(k) == "id" for k in self.config.key or [])
+        return self.dialect == "mysql" or not per_event
+
     def forget(self) -> None:
         """Reflect again on the next write: the table may have been fixed meanwhile."""
         with self.lock:
-            self.table, self.statement, self.columns = None, None, {}
+            self.table, self.statement, self.columns, self.converters, self.key_columns = None, None, {}, [], []
 
 
 class DatabaseSink:
@@ -114,8 +127,8 @@ class DatabaseSink:
             target = await self._target(integration)
         except Mismatch as problem:
             return SinkResult.failure(problem.message, started, endpoint_failure=False)
-        if target.config.mode == "upsert":
-            async with target.order:  # one batch at a time: the last event's row wins, no deadlocks
+        if target.one_at_a_time:
+            async with target.order:
                 return await self._run(self._write, target, envelopes)
         return await self._run(self._write, target, envelopes)
 
@@ -165,8 +178,8 @@ class DatabaseSink:
         try:
             prepared = _prepare(target, create=True)
             assert prepared is not None  # created when missing
-            table, statement = prepared
-            rows = _rows(target, table, envelopes)
+            _, statement = prepared
+            rows = _rows(target, envelopes)
             with target.engine.begin() as connection:
                 connection.execute(statement, rows)
         except Mismatch as problem:
@@ -286,6 +299,9 @@ def _prepare(target: _Target, create: bool) -> tuple[sa.Table, Any] | None:
         for column in table.columns:
             if isinstance(column.type, sa.JSON):
                 column.type.none_as_null = True  # a missing field is SQL NULL, not JSON null
+        lowered = {c.lower(): c for c in columns}
+        target.key_columns = [lowered.get(k.lower(), k) for k in config.key or []]
+        target.converters = [(c, _converter(target, table.c[c], path)) for c, path in columns.items()]
         target.table, target.columns = table, columns
         target.statement = _statement(target, table, columns)
         return table, target.statement
@@ -376,29 +392,28 @@ def _statement(target: _Target, table: sa.Table, columns: dict[str, str]) -> Any
 # --- rows -------------------------------------------------------------------------------------
 
 
-def _rows(target: _Target, table: sa.Table, envelopes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    rows = [
-        {
-            column: _convert(target, table.c[column], path, _field(envelope, path), envelope)
-            for column, path in target.columns.items()
-        }
-        for envelope in envelopes
-    ]
-    if not target.config.key or len(rows) == 1:
+def _rows(target: _Target, envelopes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    converters = target.converters
+    rows = [{column: convert(envelope) for column, convert in converters} for envelope in envelopes]
+    if not target.key_columns or len(rows) == 1:
         return rows
     # one row per key in a batch: the last one wins in upsert mode, the first in append mode
-    key = [c for c in target.columns if c.lower() in {k.lower() for k in target.config.key}]
-    by_key: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for row in rows if target.config.mode == "upsert" else reversed(rows):
-        identity = tuple(json.dumps(row[c], sort_keys=True, default=str) for c in key)
+    upsert = target.config.mode == "upsert"
+    by_key: dict[Any, dict[str, Any]] = {}
+    for row in rows if upsert else reversed(rows):
+        identity = tuple(_hashable(row[c]) for c in target.key_columns)
         by_key.pop(identity, None)
         by_key[identity] = row
-    return list(by_key.values()) if target.config.mode == "upsert" else list(reversed(by_key.values()))
+    return list(by_key.values()) if upsert else list(reversed(by_key.values()))
 
 
-def _field(envelope: dict[str, Any], path: str) -> Any:
+def _hashable(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True, default=str) if isinstance(value, dict | list) else value
+
+
+def _field(envelope: dict[str, Any], parts: Sequence[str]) -> Any:
     value: Any = envelope
-    for part in path.split("."):
+    for part in parts:
         if isinstance(value, dict):
             value = value.get(part)
         elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
@@ -408,52 +423,95 @@ def _field(envelope: dict[str, Any], path: str) -> Any:
     return value
 
 
-def _convert(target: _Target, column: sa.Column[Any], path: str, value: Any, envelope: dict[str, Any]) -> Any:
-    """The value as the column's type takes it; a value that cannot fit is a Mismatch."""
-    if value is None:
-        return None
+def _converter(target: _Target, column: sa.Column[Any], path: str) -> Callable[[dict[str, Any]], Any]:
+    """envelope -> the value of `path` as the column's type takes it; one that cannot fit is a Mismatch."""
+    parts = tuple(path.split("."))
+    top = parts[0] if len(parts) == 1 else None
     kind = column.type
+    type_name = _type_name(target, kind)
 
-    def refuse(expected: str) -> Mismatch:
+    def read(envelope: dict[str, Any]) -> Any:
+        return envelope.get(top) if top is not None else _field(envelope, parts)
+
+    def refuse(value: Any, envelope: dict[str, Any], expected: str) -> Mismatch:
         return Mismatch(
-            f"column {column.name} of table {target.name} is {_type_name(target, kind)}, but {path} of event "
+            f"column {column.name} of table {target.name} is {type_name}, but {path} of event "
             f"{envelope.get('id')} is {_describe(value)}, not {expected}; change the column's type or "
             "config.mapping"
         )
 
     if isinstance(kind, sa.JSON):
-        return value
+        return read
+
     if isinstance(kind, sa.Boolean):
-        if isinstance(value, bool) or value in (0, 1):
-            return bool(value)
-        raise refuse("a boolean")
+
+        def boolean(envelope: dict[str, Any]) -> Any:
+            value = read(envelope)
+            if value is None or isinstance(value, bool):
+                return value
+            if value in (0, 1) and not isinstance(value, str):
+                return bool(value)
+            raise refuse(value, envelope, "a boolean")
+
+        return boolean
+
     if isinstance(kind, sa.Integer):
-        if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
-            return int(value)
-        raise refuse("an integer")
+
+        def integer(envelope: dict[str, Any]) -> Any:
+            value = read(envelope)
+            if value is None or isinstance(value, int):
+                return value if not isinstance(value, bool) else int(value)
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise refuse(value, envelope, "an integer")
+
+        return integer
+
     if isinstance(kind, sa.Numeric):
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return value
-        raise refuse("a number")
+
+        def number(envelope: dict[str, Any]) -> Any:
+            value = read(envelope)
+            if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+                return value
+            raise refuse(value, envelope, "a number")
+
+        return number
+
     if isinstance(kind, sa.DateTime | sa.Date):
-        moment = _parse_moment(value)
-        if moment is None:
-            raise refuse("an RFC 3339 date-time")
-        if isinstance(kind, sa.Date) and not isinstance(kind, sa.DateTime):
-            return moment.date()
-        if getattr(kind, "timezone", False) and target.dialect == "postgresql":
-            return moment
-        return moment.astimezone(UTC).replace(tzinfo=None)  # naive columns hold UTC
+        day_only = not isinstance(kind, sa.DateTime)
+        aware = bool(getattr(kind, "timezone", False)) and target.dialect == "postgresql"
+
+        def moment(envelope: dict[str, Any]) -> Any:
+            value = read(envelope)
+            if value is None:
+                return None
+            parsed = _parse_moment(value)
+            if parsed is None:
+                raise refuse(value, envelope, "an RFC 3339 date-time")
+            if day_only:
+                return parsed.date()
+            return parsed if aware else parsed.astimezone(UTC).replace(tzinfo=None)  # naive columns hold UTC
+
+        return moment
+
     if isinstance(kind, sa.String):
-        text = _as_text(value)
         length = getattr(kind, "length", None)
-        if length and len(text) > length:
-            raise Mismatch(
-                f"column {column.name} of table {target.name} holds {length} characters, but {path} of event "
-                f"{envelope.get('id')} has {len(text)}; widen the column or change config.mapping"
-            )
+
+        def text(envelope: dict[str, Any]) -> Any:
+            value = read(envelope)
+            if value is None:
+                return None
+            written = value if isinstance(value, str) else _as_text(value)
+            if length and len(written) > length:
+                raise Mismatch(
+                    f"column {column.name} of table {target.name} holds {length} characters, but {path} of "
+                    f"event {envelope.get('id')} has {len(written)}; widen the column or change config.mapping"
+                )
+            return written
+
         return text
-    return value  # other types (UUID, arrays, ...): the database decides
+
+    return read  # other types (UUID, arrays, ...): the database decides
 
 
 def _as_text(value: Any) -> str:

@@ -33,7 +33,7 @@ from reconciler.spec import secrets
 from reconciler.spec.diagnostics import Diagnostic, pointer_of
 from reconciler.spec.fields import FieldProblem, check_url, walk_strings
 from reconciler.spec.loader import Document
-from reconciler.spec.models import HttpConfig
+from reconciler.spec.models import DATABASE_SCHEMES, DatabaseConfig, HttpConfig
 
 if TYPE_CHECKING:
     from reconciler.spec.validate import ValidationResult, ValidIntegration
@@ -344,3 +344,13 @@ def _resolve_references(item: ValidIntegration, environ: Mapping[str, str] | Non
                 )
             except FieldProblem as problem:
                 yield item.doc.diagnostic(loc, problem.message, problem.hint, "invalid")
+        # the resolved value may carry its password: only its scheme is checked, and never echoed
+        if loc == ("config", "url") and isinstance(item.spec.config, DatabaseConfig):
+            scheme = value.split("://", 1)[0].strip().lower() if "://" in value else ""
+            if scheme not in DATABASE_SCHEMES:
+                yield item.doc.diagnostic(
+                    loc,
+                    f"config.url (resolved) has a scheme not in: {', '.join(DATABASE_SCHEMES)}",
+                    "set it to a URL such as postgresql://user:password@host:5432/dbname",
+                    "invalid",
+                )

@@ -304,12 +304,16 @@ class DatabaseConfig(Strict):
     table: str = Field(pattern=SQL_IDENTIFIER)
     tableSchema: str | None = Field(None, pattern=SQL_IDENTIFIER, description="database schema of the table")
     mode: Literal["append", "upsert"] = "append"
-    key: list[Annotated[str, Field(pattern=SQL_IDENTIFIER)]] | None = Field(None, min_length=1)
+    key: list[Annotated[str, Field(pattern=SQL_IDENTIFIER)]] | None = Field(
+        None,
+        min_length=1,
+        description="columns that identify a row: upsert updates it; append skips an event whose key is there",
+    )
     mapping: dict[Annotated[str, Field(pattern=SQL_IDENTIFIER)], Annotated[str, Field(pattern=FIELD_PATH)]] | None = (
         Field(None, min_length=1, description="column -> event field (id, event, timestamp, data.x.y)")
     )
-    createTable: bool = False
-    timeout: Duration = "10s"
+    createTable: bool = Field(False, description="create a missing table from the mapping (key as primary key)")
+    timeout: Duration = Field("10s", description="connect and statement timeout of each write")
     batchSize: BatchSize = 1
     batchDelay: BatchDelay = 0
 
@@ -336,6 +340,38 @@ class DatabaseConfig(Strict):
                         FieldProblem(
                             "mode upsert needs key: the columns that identify a row",
                             "add key: [event_id] (or the mapped columns that identify a row)",
+                        ),
+                    )
+                ],
+            )
+        mapping = self.mapping or {"event_id": "id", "event": "event", "timestamp": "timestamp", "data": "data"}
+        seen: dict[str, str] = {}
+        for column in mapping:
+            if column.lower() in seen:
+                problems_at(
+                    "DatabaseConfig",
+                    [
+                        (
+                            ("mapping", column),
+                            FieldProblem(
+                                f"column {column} is also mapped as {seen[column.lower()]}: databases compare "
+                                "column names without regard to case",
+                                "map each column once",
+                            ),
+                        )
+                    ],
+                )
+            seen[column.lower()] = column
+        whole = [k for k in self.key or [] if mapping.get(k) == "data"]
+        if whole:
+            problems_at(
+                "DatabaseConfig",
+                [
+                    (
+                        ("key",),
+                        FieldProblem(
+                            f"key column {whole[0]} holds the whole data object, which cannot identify a row",
+                            "key on the event id (a column mapped from id) or on a field such as data.userId",
                         ),
                     )
                 ],
