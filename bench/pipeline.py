@@ -202,7 +202,7 @@ def bench_delivery(args: argparse.Namespace) -> list[dict[str, object]]:
                 began = time.perf_counter()
                 await p.reconciler.resume("target", "bench", "go")
                 p.engine.wake()
-                while p.statuses("target").get("delivered", 0) < args.deliveries:
+                while (await asyncio.to_thread(p.statuses, "target")).get("delivered", 0) < args.deliveries:
                     await asyncio.sleep(0.05)
                 ours = args.deliveries / (time.perf_counter() - began)
             bodies = [
@@ -259,7 +259,7 @@ def bench_latency(args: argparse.Namespace) -> list[dict[str, object]]:
                         await asyncio.sleep(delay)
                     tasks.append(asyncio.create_task(one()))
                 await asyncio.gather(*tasks)
-                while p.statuses("target").get("delivered", 0) < len(acked):
+                while (await asyncio.to_thread(p.statuses, "target")).get("delivered", 0) < len(acked):
                     await asyncio.sleep(0.05)
             arrivals = (await _sink_stats(sink_port))["arrivals"]
             assert isinstance(arrivals, dict)

@@ -114,7 +114,7 @@ async def _serve(settings: Settings, sock: socket.socket, store: Store) -> int:
     reconciler = Reconciler(store, settings.config_dir, resync_seconds=settings.resync_seconds, on_remove=drain)
     engine = DeliveryEngine(store, reconciler, retention_seconds=settings.retention_seconds)
     engine_holder.append(engine)
-    intake = Intake(store, reconciler, on_commit=engine.wake)
+    intake = Intake(store, reconciler, on_commit=engine.wake, handoff=engine)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -42,7 +42,7 @@ class Pipeline:
             self.store, self.config, environ=self.environ, resync_seconds=3600, on_remove=self._drain
         )
         self.engine = DeliveryEngine(self.store, self.reconciler)
-        self.intake = Intake(self.store, self.reconciler, on_commit=self.engine.wake)
+        self.intake = Intake(self.store, self.reconciler, on_commit=self.engine.wake, handoff=self.engine)
         self.stop, self.intake_stop, self.engine_stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self.tasks = [
             asyncio.create_task(self.reconciler.run(self.stop)),

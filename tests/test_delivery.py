@@ -640,3 +640,40 @@ def test_data_that_is_not_json_is_refused(tmp_path, peer):
                 await p.emit("user.login", {"userId": float("nan")})
 
     run(scenario)
+
+
+def test_committed_deliveries_go_straight_to_their_lane_and_are_sent_once(tmp_path, peer, store_url):
+    """The intake leases new deliveries to the local engine in the same commit; the claim
+    query must not take them a second time, on either store."""
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"t.yaml": hook(peer)}, store_url=store_url) as p:
+            claims: list[int] = []
+            claim = p.store.claim
+
+            def counting_claim(*args, **kwargs):  # the real claim, counted
+                found = claim(*args, **kwargs)
+                claims.append(len(found))
+                return found
+
+            p.store.claim = counting_claim  # type: ignore[method-assign]
+            accepted = await asyncio.gather(*(p.emit("user.registered", {**USER, "userId": n}) for n in range(200)))
+            await p.until(lambda: p.statuses("t") == {"delivered": 200})
+            ids = [seen.json()["id"] for seen in peer.requests("/hook")]
+            assert sorted(ids) == sorted(a.id for a in accepted)  # each once
+            assert sum(claims) == 0  # none needed the claim query
+            rows = p.store.deliveries("t", ["delivered"], limit=500)
+            assert len(rows) == 200
+
+    run(scenario)
+
+
+def test_a_paced_integration_is_left_to_the_claim_query(tmp_path, peer):
+    """rateLimit pacing budgets what a lane holds by its lease: those deliveries are claimed."""
+    async def scenario() -> None:
+        text = with_config(hook(peer), "rateLimit: {perSecond: 50}")
+        async with Pipeline(tmp_path, {"t.yaml": text}) as p:
+            assert p.engine.lease("t", time.time()) is None
+            await asyncio.gather(*(p.emit("user.registered", USER) for _ in range(5)))
+            await p.until(lambda: p.statuses("t") == {"delivered": 5})
+
+    run(scenario)

@@ -83,10 +83,45 @@ class DeliveryEngine:
         self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
         self._next_due = float("inf")  # earliest retry this process scheduled
         self._background: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     def wake(self) -> None:
         """An intake committed: look for due work now rather than at the next poll."""
         self._wake.set()
+
+    # --- deliveries handed over by the intake as they are committed ---------------------------------
+
+    def lease(self, integration_id: str, now: float) -> tuple[str, float] | None:
+        """Take a new delivery of this integration straight from the intake's commit, or leave
+        it to the claim query: paced and batching integrations, a full lane, a stopping engine."""
+        if self._closing:
+            return None
+        integration = self.reconciler.applied.get(integration_id)
+        if (
+            integration is None
+            or not integration.delivering
+            or not self.sends(integration.spec.type)
+            or _per_second(integration) is not None
+            or getattr(integration.spec.config, "batchSize", 1) > 1
+            or integration.spec.syncFrequency > 0
+        ):
+            return None
+        lane = self._lanes.get(integration_id)
+        if lane is not None and lane.room() <= 0:
+            return None
+        return self.owner, now + max(LEASE_MIN_SECONDS, 2 * _timeout_seconds([integration]) + 60)
+
+    def adopt(self, deliveries: list[DueDelivery]) -> None:
+        """Deliveries committed with this engine's lease: into their lanes at once."""
+        by_integration: dict[str, list[DueDelivery]] = {}
+        for delivery in deliveries:
+            by_integration.setdefault(delivery.integration_id, []).append(delivery)
+        for integration_id, group in by_integration.items():
+            if self._closing:  # leased but not taken: back to the store untried
+                for delivery in group:
+                    self.report(Outcome(delivery.id, "pending", 0, time.time()))
+                continue
+            self._lane(integration_id).submit(group)
 
     # --- the dispatcher ----------------------------------------------------------------------------
 
@@ -160,6 +195,7 @@ class DeliveryEngine:
             await lane.close()
 
     async def _shutdown(self, writer: asyncio.Task[None]) -> None:
+        self._closing = True
         for lane in list(self._lanes.values()):
             try:
                 await lane.close()

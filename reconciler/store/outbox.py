@@ -41,6 +41,9 @@ class NewDelivery:
     integration_id: str
     subscription: int
     next_attempt_at: float
+    # set when the accepting process takes the delivery at once (no claim query): see Intake
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
 
 
 @dataclass
@@ -116,14 +119,27 @@ class Outbox:
                     [(e.id, e.event, e.timestamp, json.dumps(e.data), e.source, e.dedup_key, now) for e in fresh],
                 )
             rows = [
-                (d.id, d.event_id, d.integration_id, d.subscription, "pending", 0, d.next_attempt_at, now, now)
+                (
+                    d.id,
+                    d.event_id,
+                    d.integration_id,
+                    d.subscription,
+                    "pending",
+                    0,
+                    d.next_attempt_at,
+                    d.lease_owner,
+                    d.lease_expires_at,
+                    now,
+                    now,
+                )
                 for d in deliveries
                 if d.event_id not in duplicates
             ]
             if rows:
                 connection.exec_driver_sql(
                     "INSERT INTO deliveries (id, event_id, integration_id, subscription, status, attempts, "
-                    f"next_attempt_at, created_at, updated_at) VALUES ({', '.join([mark] * 9)})",
+                    "next_attempt_at, lease_owner, lease_expires_at, created_at, updated_at) "
+                    f"VALUES ({', '.join([mark] * 11)})",
                     rows,
                 )
         return duplicates
