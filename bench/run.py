@@ -256,7 +256,7 @@ def _full_pass(folder: Path) -> None:
     )
 
 
-from bench import files, inbound, pipeline  # noqa: E402 - after sys.path is set
+from bench import database, files, inbound, pipeline  # noqa: E402 - after sys.path is set
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], list[dict[str, object]]]] = {
     "validate": bench_validate,
@@ -265,6 +265,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], list[dict[str, object]]]] = {
     "delivery": pipeline.bench_delivery,
     "latency": pipeline.bench_latency,
     "backlog": pipeline.bench_backlog,
+    "database": database.bench_database,
     "files": files.bench_files,
     "inbound": inbound.bench_inbound,
 }
@@ -285,6 +286,7 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=500, help="events per second in the latency section")
     parser.add_argument("--seconds", type=int, default=10, help="duration of the latency section")
     parser.add_argument("--backlog", type=int, default=100_000, help="deliveries queued in the backlog section")
+    parser.add_argument("--rows", type=int, default=20_000, help="rows written by the database section")
     parser.add_argument("--objects", type=int, default=1000, help="objects written by the files section")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()

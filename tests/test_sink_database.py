@@ -388,12 +388,18 @@ def test_check_inspects_the_table_without_writing(tmp_path, db):
         async with Pipeline(tmp_path, files, environ={"DB_URL": db.url}) as p:
             sink = p.engine.records["database"]
             results = {name: await sink.check(p.reconciler.applied[name]) for name in configs}
+            # the test endpoint's path: the check, recorded as a test attempt
+            _, tested = await p.engine.test_send(p.reconciler.applied["short"])
+            await p.until(lambda: p.store.attempts("short"))
+            [attempt] = p.store.attempts("short")
         assert results["ok"].ok and "table present has the mapped columns (event_id, event)" in results["ok"].excerpt
         assert not results["short"].ok and "has no column email (mapped from data.email)" in results["short"].error
         assert not results["absent"].ok and "table absent does not exist" in results["absent"].error
         assert "createTable" in results["absent"].error
         assert not results["short"].endpoint_failure and not results["absent"].endpoint_failure
         assert results["later"].ok and "does not exist yet" in results["later"].excerpt
+        assert not tested.ok and (attempt["trigger"], attempt["outcome"]) == ("test", "failed")
+        assert "has no column email" in attempt["error"]
         assert not db.has_table("later"), "the check never creates the table"
         assert db.rows("SELECT count(*) FROM present") == [(0,)]
 
