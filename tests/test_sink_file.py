@@ -479,6 +479,7 @@ def test_file_received_once_per_new_file_across_scans_and_a_restart(tmp_path):
     (root / "incoming" / "roster.csv").write_text("id,name\n1,Ada\n")
     (root / "incoming" / "2024" / "grades.csv").write_text("id,grade\n1,A\n")
     (root / "incoming" / ".partial.tmp").write_text("half")
+    (root / "incoming" / f"{DAY}.evt_{'0' * 28}.jsonl").write_text("{}\n")  # what a file sink writes: not news
     (root / "elsewhere.csv").write_text("not watched")
     spec = local_spec(root, "source: incoming/", extra="syncFrequency: 1\n", events="[user.login]")
 

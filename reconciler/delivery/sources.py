@@ -38,8 +38,9 @@ log = logging.getLogger("reconciler.sources")
 TICK_SECONDS = 0.5
 LEADER_CHECK_SECONDS = 10.0
 MAX_FILES_PER_SCAN = 100_000
-# what the file sink writes: `<stem>.evt_<28 hex>[-NNN].<ext>`, `<stem>.bat_...`, attachments/evt_.../
-_OWN_OBJECT = re.compile(r"(\.(evt|bat)_[0-9a-f]{28}(-\d{3})?(\.[^/]*)?$)|(/|^)attachments/evt_[0-9a-f]{28}/")
+# what the file sink writes: `<stem>.evt_<28 hex>[-NNN].<ext>`, `<stem>.bat_...`, `{id}` names
+# (`.../evt_<28 hex>.<ext>`) and attachments (`.../attachments/evt_<28 hex>/<name>`)
+_OWN_OBJECT = re.compile(r"((^|[/.])(evt|bat)_[0-9a-f]{28}(-\d{3})?(\.[^/]*)?$)|(/|^)attachments/evt_[0-9a-f]{28}/")
 
 
 class SourceWatcher:
