@@ -256,7 +256,7 @@ def _full_pass(folder: Path) -> None:
     )
 
 
-from bench import database, files, inbound, pipeline  # noqa: E402 - after sys.path is set
+from bench import api, database, files, inbound, pipeline  # noqa: E402 - after sys.path is set
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], list[dict[str, object]]]] = {
     "validate": bench_validate,
@@ -265,9 +265,10 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], list[dict[str, object]]]] = {
     "delivery": pipeline.bench_delivery,
     "latency": pipeline.bench_latency,
     "backlog": pipeline.bench_backlog,
-    "database": database.bench_database,
     "files": files.bench_files,
+    "database": database.bench_database,
     "inbound": inbound.bench_inbound,
+    "api": api.bench_api,
 }
 
 
@@ -283,11 +284,14 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=5000, help="events posted by the intake and inbound sections")
     parser.add_argument("--concurrency", type=int, default=64, help="clients posting at once (intake, inbound)")
     parser.add_argument("--deliveries", type=int, default=5000, help="deliveries in the delivery section")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the delivery section")
     parser.add_argument("--rate", type=int, default=500, help="events per second in the latency section")
     parser.add_argument("--seconds", type=int, default=10, help="duration of the latency section")
     parser.add_argument("--backlog", type=int, default=100_000, help="deliveries queued in the backlog section")
     parser.add_argument("--rows", type=int, default=20_000, help="rows written by the database section")
     parser.add_argument("--objects", type=int, default=1000, help="objects written by the files section")
+    parser.add_argument("--api-integrations", type=int, default=1000, help="integrations in the api section")
+    parser.add_argument("--api-requests", type=int, default=300, help="requests timed per route in the api section")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()
     unknown = [name for name in args.sections if name not in SECTIONS]
