@@ -439,6 +439,33 @@ def test_an_unreachable_database_is_an_endpoint_failure_without_its_password(tmp
     run(scenario)
 
 
+def test_a_statement_over_the_timeout_is_cancelled_and_retried(tmp_path, postgres):
+    postgres.create("slow", sa.Column("event_id", sa.String(64), primary_key=True))
+    postgres.execute(
+        "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(30); RETURN NEW; END $$"
+    )
+    postgres.execute("CREATE TRIGGER stall BEFORE INSERT ON slow FOR EACH ROW EXECUTE FUNCTION stall()")
+    config = """
+        table: slow
+        mode: upsert
+        key: [event_id]
+        mapping: {event_id: id}
+        timeout: 1s
+        """
+
+    async def scenario() -> None:
+        async with pipeline(tmp_path, postgres, config) as p:
+            accepted = await p.emit("user.login", USER)
+            await p.until(lambda: failed_attempts(p))
+            error = failed_attempts(p)[0]["error"]
+            assert error.startswith("the database of table slow is unavailable:") and "statement timeout" in error
+            postgres.execute("DROP TRIGGER stall ON slow")
+            await p.until(delivered(p, 1), timeout=LONG_WAIT)  # past the circuit breaker, if it opened
+        assert postgres.rows("SELECT event_id FROM slow") == [(accepted.id,)]
+
+    run(scenario)
+
+
 # --- batches --------------------------------------------------------------------------------------
 
 
