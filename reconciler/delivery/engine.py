@@ -41,6 +41,7 @@ POLL_SECONDS = 1.0  # retries come due and other replicas enqueue without waking
 LEASE_MIN_SECONDS = 300.0
 DEFAULT_CONCURRENCY = 16  # requests in flight per integration without rateLimit.concurrency
 OUTCOME_GROUP = 1000
+OUTCOME_LINGER_SECONDS = 0.02  # outcomes gather this long before a write (leases cover a crash)
 PRUNE_EVERY_SECONDS = 3600.0
 HTTP_TYPES = ("api", "webhook")
 
@@ -80,10 +81,13 @@ class DeliveryEngine:
         self._lanes: dict[str, Lane] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._templates: dict[tuple[str, int, int], CompiledTemplate | None] = {}
-        self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
+        self._outcomes: asyncio.Queue[Any] = asyncio.Queue()  # Outcome, a flush request, _FLUSH
+        self._writing = False
         self._next_due = float("inf")  # earliest retry this process scheduled
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._policies: dict[tuple[str, int], RetryPolicy] = {}
+        self._breaker_keys: dict[tuple[str, int], str] = {}
 
     def wake(self) -> None:
         """An intake committed: look for due work now rather than at the next poll."""
@@ -193,6 +197,7 @@ class DeliveryEngine:
         lane = self._lanes.pop(integration_id, None)
         if lane is not None:
             await lane.close()
+            await self.flush()  # what finished is recorded before the removal goes on
 
     async def _shutdown(self, writer: asyncio.Task[None]) -> None:
         self._closing = True
@@ -213,24 +218,42 @@ class DeliveryEngine:
     # --- outcomes ----------------------------------------------------------------------------------
 
     async def _write_outcomes(self) -> None:
-        while True:
-            first = await self._outcomes.get()
-            group = [] if first is _FLUSH else [first]
-            done = first is _FLUSH
-            while not self._outcomes.empty() and len(group) < OUTCOME_GROUP:
-                item = self._outcomes.get_nowait()
-                if item is _FLUSH:
-                    done = True
-                else:
-                    group.append(item)
-            if group:
-                try:
-                    await asyncio.to_thread(self.store.record, group)
-                except Exception:
-                    # the leases expire and the deliveries are tried again: at-least-once holds
-                    log.exception("could not record delivery outcomes")
-            if done:
-                return
+        self._writing = True
+        try:
+            while await self._write_group():
+                pass
+        finally:
+            self._writing = False
+
+    async def _write_group(self) -> bool:
+        """Write the outcomes queued (up to a group); False once the final flush is written."""
+        first = await self._outcomes.get()
+        items = [first]
+        if isinstance(first, Outcome) and self._outcomes.qsize() < OUTCOME_GROUP:
+            # Linger a moment: under load, outcomes arrive one by one, and a thread hop per
+            # handful of them costs the event loop more than the writes themselves.
+            await asyncio.sleep(OUTCOME_LINGER_SECONDS)
+        while not self._outcomes.empty() and len(items) < OUTCOME_GROUP:
+            items.append(self._outcomes.get_nowait())
+        group = [item for item in items if isinstance(item, Outcome)]
+        if group:
+            try:
+                await asyncio.to_thread(self.store.record, group)
+            except Exception:
+                # the leases expire and the deliveries are tried again: at-least-once holds
+                log.exception("could not record delivery outcomes")
+        for item in items:
+            if isinstance(item, asyncio.Future) and not item.done():
+                item.set_result(None)
+        return not any(item is _FLUSH for item in items)
+
+    async def flush(self) -> None:
+        """Wait until the outcomes reported so far are written."""
+        if not self._writing:
+            return
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outcomes.put_nowait(written)
+        await written
 
     def report(self, outcome: Outcome) -> None:
         if outcome.attempt is not None:
@@ -243,9 +266,15 @@ class DeliveryEngine:
     # --- per-integration helpers used by lanes --------------------------------------------------------
 
     def breaker(self, integration: AppliedIntegration) -> CircuitBreaker:
-        endpoint = getattr(integration.spec.config, "endpoint", None) or integration.id
-        parts = urlsplit(endpoint if "${" not in endpoint else integration.id)
-        key = f"{parts.scheme}://{parts.netloc}" if parts.netloc else integration.id
+        """One breaker per endpoint (scheme and host), shared by the integrations that post there."""
+        generation = (integration.id, integration.generation)
+        key = self._breaker_keys.get(generation)
+        if key is None:
+            endpoint = getattr(integration.spec.config, "endpoint", None) or integration.id
+            parts = urlsplit(endpoint if "${" not in endpoint else integration.id)
+            key = self._breaker_keys[generation] = (
+                f"{parts.scheme}://{parts.netloc}" if parts.netloc else integration.id
+            )
         return self._breakers.setdefault(key, CircuitBreaker())
 
     def template(self, integration: AppliedIntegration, subscription: int) -> CompiledTemplate | None:
@@ -258,6 +287,15 @@ class DeliveryEngine:
                 source = getattr(integration.spec.config, "template", None)
             self._templates[key] = compile_template(source) if source is not None else None
         return self._templates[key]
+
+    def retry_policy(self, integration: AppliedIntegration) -> RetryPolicy:
+        key = (integration.id, integration.generation)
+        policy = self._policies.get(key)
+        if policy is None:
+            retry = integration.spec.retry
+            policy = RetryPolicy.from_spec(retry.schedule if retry else None, retry.maxAttempts if retry else None)
+            self._policies[key] = policy
+        return policy
 
     def render(
         self, integration: AppliedIntegration, envelopes: list[dict[str, Any]], subscription: int, batch_id: str | None
@@ -355,94 +393,106 @@ def _timeout_seconds(integrations: list[AppliedIntegration]) -> float:
 
 
 class Lane:
-    """One integration's queue of claimed deliveries, sent in order of creation."""
+    """One integration's queue of claimed deliveries, sent in order of creation.
+
+    Up to `concurrency` workers take units (a delivery, or a batch) from the queue, each
+    sending one at a time; they start when work arrives and end when the queue is empty. A
+    worker per request in flight, rather than a task per request, keeps the event loop's cost
+    per delivery low."""
 
     def __init__(self, engine: DeliveryEngine, integration_id: str) -> None:
         self.engine = engine
         self.integration_id = integration_id
         self.queue: deque[DueDelivery] = deque()
         self.inflight = 0
-        self._ready = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._closing = False
         self._pacer: Pacer | None = None
-        self._semaphore: asyncio.Semaphore | None = None
+        self._batch_pacer: Pacer | None = None
+        self._concurrency = DEFAULT_CONCURRENCY
         self._pacing_generation = -1
-        self._sending: set[asyncio.Task[None]] = set()
-        self._task = asyncio.create_task(self._run())
+        self._workers: set[asyncio.Task[None]] = set()
 
     def room(self) -> int:
         return LANE_BUFFER - len(self.queue) - self.inflight
 
     def submit(self, deliveries: list[DueDelivery]) -> None:
         self.queue.extend(deliveries)
-        self._ready.set()
+        self._staff()
+
+    def _staff(self) -> None:
+        """Start workers for the queued work, up to the integration's concurrency."""
+        wanted = min(self._concurrency, len(self._workers) + len(self.queue))
+        while not self._closing and len(self._workers) < wanted:
+            task = asyncio.create_task(self._work())
+            self._workers.add(task)  # the loop holds tasks only weakly
+            task.add_done_callback(self._worker_done)
+
+    def _worker_done(self, task: asyncio.Task[None]) -> None:
+        self._workers.discard(task)
+        if self.queue:
+            self._staff()  # work arrived as it stopped, or it stopped for a lowered concurrency
 
     async def close(self) -> None:
         """Stop starting requests, wait for those in flight, give back the rest."""
         self._closing = True
-        self._ready.set()
-        with contextlib.suppress(Exception):
-            await self._task
-        await self._idle.wait()
+        await asyncio.gather(*self._workers, return_exceptions=True)
         self._release(list(self.queue))
         self.queue.clear()
 
-    async def _run(self) -> None:
-        while not self._closing:
-            await self._ready.wait()
-            self._ready.clear()
-            while self.queue and not self._closing:
-                try:
-                    await self._start_next()
-                except Exception:  # one bad unit must not stop the lane: its deliveries go back
-                    log.exception("could not start a delivery", extra={"fields": {"integration": self.integration_id}})
+    async def _work(self) -> None:
+        while self.queue and not self._closing and len(self._workers) <= self._concurrency:
+            try:
+                await self._send_next()
+            except Exception:  # one bad unit must not stop the lane: its deliveries go back
+                log.exception("could not send a delivery", extra={"fields": {"integration": self.integration_id}})
 
-    async def _start_next(self) -> None:
+    async def _send_next(self) -> None:
         integration = self.engine.reconciler.applied.get(self.integration_id)
         if integration is None or not integration.delivering:
             self._release(list(self.queue))  # removed or suspended meanwhile: back to the store
             self.queue.clear()
             return
-        self._configure(integration)
-        semaphore, pacer = self._semaphore, self._pacer
-        assert semaphore is not None and pacer is not None
-        unit = await self._next_unit(integration)
+        if self._configure(integration):
+            self._staff()
+        pacer = self._pacer
+        assert pacer is not None
+        if getattr(integration.spec.config, "batchSize", 1) <= 1:
+            unit = Unit([self.queue.popleft()], None)  # the common case, without a coroutine
+        else:
+            unit = await self._next_unit(integration)
         try:
-            await semaphore.acquire()
-        except BaseException:
-            self._release(unit.deliveries)
-            raise
-        try:
-            await pacer.wait_turn()
+            if pacer.interval:
+                await pacer.wait_turn()
+            if unit.batch_id and self._batch_pacer is not None:
+                await self._batch_pacer.wait_turn()  # batchDelay between batch requests
             # decided only now, after waiting: a request that failed meanwhile may have opened
             # the breaker, and a drain may have begun
             breaker = self.engine.breaker(integration)
             if self._closing or not breaker.allows(time.time()):
-                semaphore.release()
                 self._release(unit.deliveries, until=None if self._closing else breaker.open_until)
                 return
         except BaseException:
-            semaphore.release()
             self._release(unit.deliveries)
             raise
         self.inflight += len(unit.deliveries)
-        self._idle.clear()
-        task = asyncio.create_task(self._send(integration, unit, breaker, semaphore))
-        self._sending.add(task)  # keep a reference: the loop holds tasks only weakly
-        task.add_done_callback(self._sending.discard)
-        delay_ms = getattr(integration.spec.config, "batchDelay", 0)
-        if unit.batch_id and delay_ms and self.queue:
-            await asyncio.sleep(delay_ms / 1000)
+        try:
+            await self._send(integration, unit, breaker)
+        finally:
+            self.inflight -= len(unit.deliveries)
+            if len(self.queue) + self.inflight < LANE_REFILL:
+                self.engine.wake()  # running low: claim more now rather than at the next poll
 
-    def _configure(self, integration: AppliedIntegration) -> None:
+    def _configure(self, integration: AppliedIntegration) -> bool:
+        """Pacing and concurrency of the applied generation; True when they changed."""
         if self._pacing_generation == integration.generation:
-            return
+            return False
         limit = getattr(integration.spec.config, "rateLimit", None)
         self._pacer = Pacer(limit.perSecond if limit else None)
-        self._semaphore = asyncio.Semaphore((limit.concurrency if limit else None) or DEFAULT_CONCURRENCY)
+        delay_ms = getattr(integration.spec.config, "batchDelay", 0)
+        self._batch_pacer = Pacer(1000 / delay_ms) if delay_ms else None
+        self._concurrency = (limit.concurrency if limit else None) or DEFAULT_CONCURRENCY
         self._pacing_generation = integration.generation
+        return True
 
     async def _next_unit(self, integration: AppliedIntegration) -> Unit:
         first = self.queue.popleft()
@@ -465,13 +515,8 @@ class Lane:
         await asyncio.to_thread(self.engine.store.assign_batch, [d.id for d in members], batch_id)
         return Unit(members, batch_id)
 
-    async def _send(
-        self, integration: AppliedIntegration, unit: Unit, breaker: CircuitBreaker, semaphore: asyncio.Semaphore
-    ) -> None:
-        policy = RetryPolicy.from_spec(
-            integration.spec.retry.schedule if integration.spec.retry else None,
-            integration.spec.retry.maxAttempts if integration.spec.retry else None,
-        )
+    async def _send(self, integration: AppliedIntegration, unit: Unit, breaker: CircuitBreaker) -> None:
+        policy = self.engine.retry_policy(integration)
         try:
             result = await self._deliver(integration, unit)
         except Exception as exc:  # a bug or an odd input: record it as a failed attempt, retry as usual
@@ -479,27 +524,19 @@ class Lane:
             result = SinkResult(
                 False, None, 0.0, None, f"internal error: {type(exc).__name__}", None, endpoint_failure=False
             )
-        try:
-            now = time.time()
-            if result.ok:
-                breaker.success()
-            elif result.endpoint_failure:
-                breaker.failure(now)
-            else:
-                breaker.settle()  # says nothing about the endpoint's health, but ends a half-open trial
-            # one delay for the whole unit: a batch's members stay together for its retry
-            delay = _retry_delay(result, policy, unit.deliveries[0].attempts + 1)
-            for delivery in unit.deliveries:
-                self.engine.report(_outcome(delivery, result, policy, now, unit.batch_id, delay))
-            if result.gone:
-                self.engine.gone(integration, result.excerpt or "HTTP 410")
-        finally:
-            self.inflight -= len(unit.deliveries)
-            semaphore.release()
-            if self.inflight == 0:
-                self._idle.set()
-            if len(self.queue) + self.inflight < LANE_REFILL:
-                self.engine.wake()  # running low: claim more now rather than at the next poll
+        now = time.time()
+        if result.ok:
+            breaker.success()
+        elif result.endpoint_failure:
+            breaker.failure(now)
+        else:
+            breaker.settle()  # says nothing about the endpoint's health, but ends a half-open trial
+        # one delay for the whole unit: a batch's members stay together for its retry
+        delay = _retry_delay(result, policy, unit.deliveries[0].attempts + 1)
+        for delivery in unit.deliveries:
+            self.engine.report(_outcome(delivery, result, policy, now, unit.batch_id, delay))
+        if result.gone:
+            self.engine.gone(integration, result.excerpt or "HTTP 410")
 
     async def _deliver(self, integration: AppliedIntegration, unit: Unit) -> SinkResult:
         record_sink = self.engine.records.get(integration.spec.type)

@@ -176,7 +176,8 @@ class Outbox:
                 if room <= 0:
                     break
                 statement = self._claim_statement(ids[start : start + IN_CHUNK], owner, now, room, lease_seconds)
-                claimed += [DueDelivery(**dict(row)) for row in connection.execute(statement).mappings()]
+                # positional rows: RETURNING lists DueDelivery's fields in order
+                claimed += [DueDelivery(*row) for row in connection.execute(statement)]
             self._attach_envelopes(connection, claimed)
         claimed.sort(key=lambda d: d.created_at)
         return claimed
@@ -211,19 +212,18 @@ class Outbox:
     def _attach_envelopes(self, connection: sa.Connection, claimed: list[DueDelivery]) -> None:
         event_ids = list({d.event_id for d in claimed})
         envelopes: dict[str, dict[str, Any]] = {}
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        loads = json.loads
         for start in range(0, len(event_ids), IN_CHUNK):
-            rows = connection.execute(
-                sa.select(t.events.c.id, t.events.c.event, t.events.c.timestamp, t.events.c.data).where(
-                    t.events.c.id.in_(event_ids[start : start + IN_CHUNK])
-                )
-            ).mappings()
-            for row in rows:
-                envelopes[row["id"]] = {
-                    "id": row["id"],
-                    "event": row["event"],
-                    "timestamp": row["timestamp"],
-                    "data": row["data"],
-                }
+            chunk = event_ids[start : start + IN_CHUNK]
+            # driver level: the data column's text parsed here, without per-row type processing
+            rows = connection.exec_driver_sql(
+                f"SELECT id, event, timestamp, data FROM events WHERE id IN ({', '.join([mark] * len(chunk))})",
+                tuple(chunk),
+            )
+            for ident, event, timestamp, data in rows:
+                parsed = loads(data) if isinstance(data, str | bytes) else data  # psycopg parses json itself
+                envelopes[ident] = {"id": ident, "event": event, "timestamp": timestamp, "data": parsed}
         for delivery in claimed:
             delivery.envelope = envelopes.get(delivery.event_id, {})
 
