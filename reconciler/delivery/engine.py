@@ -310,7 +310,7 @@ class DeliveryEngine:
             else:
                 context = render_context(envelopes, {"id": integration.id, "name": integration.spec.name}, batch_id)
                 payload = template.render(context)
-            return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(), None
+            return _ENCODER.encode(payload).encode(), None
         except (TemplateProblem, TypeError, ValueError) as exc:
             return b"", f"the template failed: {getattr(exc, 'message', exc)}"
 
@@ -370,6 +370,7 @@ class DeliveryEngine:
 
 
 _FLUSH: Any = object()
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # one, not one per body
 
 
 async def _first(*events: asyncio.Event) -> None:
@@ -532,7 +533,7 @@ class Lane:
         else:
             breaker.settle()  # says nothing about the endpoint's health, but ends a half-open trial
         # one delay for the whole unit: a batch's members stay together for its retry
-        delay = _retry_delay(result, policy, unit.deliveries[0].attempts + 1)
+        delay = 0.0 if result.ok else _retry_delay(result, policy, unit.deliveries[0].attempts + 1)
         for delivery in unit.deliveries:
             self.engine.report(_outcome(delivery, result, policy, now, unit.batch_id, delay))
         if result.gone:
@@ -542,8 +543,15 @@ class Lane:
         record_sink = self.engine.records.get(integration.spec.type)
         if record_sink is not None:
             return await record_sink.write(integration, [d.envelope for d in unit.deliveries], unit.message_id)
+        first = unit.deliveries[0]
+        if (
+            first.body is not None
+            and unit.batch_id is None
+            and self.engine.template(integration, first.subscription) is None
+        ):
+            return await self.engine.http.send(integration, first.body, unit.message_id)  # the envelope as stored
         body, problem = self.engine.render(
-            integration, [d.envelope for d in unit.deliveries], unit.deliveries[0].subscription, unit.batch_id
+            integration, [d.envelope for d in unit.deliveries], first.subscription, unit.batch_id
         )
         if problem is not None:
             return SinkResult(False, None, 0.0, None, problem, None, endpoint_failure=False)

@@ -18,7 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from reconciler.events.envelope import EventChecker, EventRejected, new_id, now_timestamp
+from reconciler.events.envelope import (
+    EventChecker,
+    EventRejected,
+    envelope_json,
+    new_id,
+    now_timestamp,
+    serialize_data,
+)
 from reconciler.events.routing import Router
 from reconciler.store import DueDelivery, NewDelivery, NewEvent, Store
 
@@ -104,9 +111,11 @@ class Intake:
         dedup_key: str | None = None,
     ) -> Accepted:
         """Check, route and durably store one event; raise EventRejected with every reason."""
-        reasons = self.checker().check(event, data, timestamp)
+        data_json = serialize_data(data) if isinstance(data, dict) else None
+        reasons = self.checker().check(event, data, timestamp, data_json=data_json)
         if reasons:
             raise EventRejected(reasons)
+        assert data_json is not None
         envelope = {"id": new_id("evt"), "event": event, "timestamp": timestamp or now_timestamp(), "data": data}
         now = time.time()
         deliveries = [
@@ -121,7 +130,7 @@ class Intake:
         ]
         if self.stopped:
             raise IntakeStopped("the daemon is shutting down; send the event again shortly")
-        stored = NewEvent(envelope["id"], event, envelope["timestamp"], data, source, dedup_key)
+        stored = NewEvent(envelope["id"], event, envelope["timestamp"], data, source, dedup_key, data_json)
         done: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(stored, deliveries, done))
         return await done
@@ -177,6 +186,7 @@ class Intake:
                 None,
                 now,
                 {"id": e.id, "event": e.event, "timestamp": e.timestamp, "data": e.data},
+                envelope_json(e.id, e.event, e.timestamp, e.data_json) if e.data_json is not None else None,
             )
             for d in deliveries
             if d.lease_owner is not None and (e := events.get(d.event_id)) is not None

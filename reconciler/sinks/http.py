@@ -198,4 +198,6 @@ async def _read_up_to(stream: aiohttp.StreamReader, limit: int) -> bytes:
             break
         chunks.append(chunk)
         size += len(chunk)
-    return b"".join(chunks)
+        if stream.at_eof():
+            break  # all of it arrived: no second read to learn that
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -424,8 +424,10 @@ class FileConfig(Strict):
     copyAttachments: bool = False
     maxAttachmentSize: Annotated[str, Field(pattern=SIZE_PATTERN)] | int = "50MiB"
     source: str | None = Field(
-        None, min_length=1, description="prefix under url watched every syncFrequency seconds; new files there "
-        "are emitted as file.received"
+        None,
+        min_length=1,
+        description="prefix under url watched every syncFrequency seconds; new files there "
+        "are emitted as file.received",
     )
     timeout: Duration = "30s"
     batchSize: BatchSize = 1

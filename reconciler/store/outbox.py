@@ -22,6 +22,7 @@ from reconciler.store import schema as t
 RETRYABLE = ("pending", "failed")
 # SQLite's default limit on bound parameters is 32,766; stay far below it per statement.
 IN_CHUNK = 500
+ATTEMPT_ROWS = 200  # rows per multi-row INSERT: 11 parameters each, far below SQLite's 32,766
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class NewEvent:
     data: dict[str, Any]
     source: str
     dedup_key: str | None = None
+    data_json: str | None = None  # the data serialized once by the intake, stored as is
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class DueDelivery:
     batch_id: str | None
     created_at: float
     envelope: dict[str, Any] = field(default_factory=dict)
+    body: bytes | None = None  # the envelope as compact JSON, when the store had its data as text
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,10 @@ class Outbox:
                 connection.exec_driver_sql(
                     f"INSERT INTO events (id, event, timestamp, data, source, dedup_key, created_at) "
                     f"VALUES ({', '.join([mark] * 7)})",
-                    [(e.id, e.event, e.timestamp, json.dumps(e.data), e.source, e.dedup_key, now) for e in fresh],
+                    [
+                        (e.id, e.event, e.timestamp, e.data_json or json.dumps(e.data), e.source, e.dedup_key, now)
+                        for e in fresh
+                    ],
                 )
             rows = [
                 (
@@ -238,22 +244,21 @@ class Outbox:
                 )
 
     def record(self, outcomes: Sequence[Outcome]) -> None:
-        """Apply outcomes and append their attempts in one transaction; leases are released."""
+        """Apply outcomes and append their attempts in one transaction; leases are released.
+
+        A few statements per group rather than one per row: delivered outcomes (the common
+        case) are one UPDATE per chunk of ids, attempts one multi-row INSERT per chunk. With
+        SQLite each statement executed is a hand-over of the GIL from the event loop's thread,
+        and under load each of those waits its turn."""
         if not outcomes:
             return
         now = time.time()
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        rows = [
-            (
-                o.status,
-                o.attempts,
-                o.next_attempt_at,
-                o.error,
-                now,
-                now if o.status == "delivered" else None,
-                o.delivery_id,
-            )
+        delivered = [o for o in outcomes if o.status == "delivered"]
+        others = [
+            (o.status, o.attempts, o.next_attempt_at, o.error, now, None, o.delivery_id)
             for o in outcomes
+            if o.status != "delivered"
         ]
         attempts = [
             (
@@ -273,18 +278,33 @@ class Outbox:
             if a is not None
         ]
         with self._bookkeeping() as connection:
-            # driver executemany: outcomes are the engine's hot write path
-            connection.exec_driver_sql(
-                f"UPDATE deliveries SET status = {mark}, attempts = {mark}, next_attempt_at = {mark}, "
-                f"last_error = {mark}, lease_owner = NULL, lease_expires_at = NULL, updated_at = {mark}, "
-                f"delivered_at = {mark} WHERE id = {mark}",
-                rows,
-            )
-            if attempts:
+            # the attempt count of a delivered row is the one its outcome carries: group by it
+            by_count: dict[int, list[str]] = {}
+            for o in delivered:
+                by_count.setdefault(o.attempts, []).append(o.delivery_id)
+            for count, ids in by_count.items():
+                for start in range(0, len(ids), IN_CHUNK):
+                    chunk = ids[start : start + IN_CHUNK]
+                    connection.exec_driver_sql(
+                        f"UPDATE deliveries SET status = 'delivered', attempts = {mark}, last_error = NULL, "
+                        f"lease_owner = NULL, lease_expires_at = NULL, updated_at = {mark}, delivered_at = {mark} "
+                        f"WHERE id IN ({', '.join([mark] * len(chunk))})",
+                        (count, now, now, *chunk),
+                    )
+            if others:
+                connection.exec_driver_sql(
+                    f"UPDATE deliveries SET status = {mark}, attempts = {mark}, next_attempt_at = {mark}, "
+                    f"last_error = {mark}, lease_owner = NULL, lease_expires_at = NULL, updated_at = {mark}, "
+                    f"delivered_at = {mark} WHERE id = {mark}",
+                    others,
+                )
+            row = f"({', '.join([mark] * 11)})"
+            for start in range(0, len(attempts), ATTEMPT_ROWS):
+                chunk_rows = attempts[start : start + ATTEMPT_ROWS]
                 connection.exec_driver_sql(
                     "INSERT INTO attempts (delivery_id, integration_id, at, attempt, trigger, batch_id, status_code, "
-                    f"latency_ms, outcome, response_excerpt, error) VALUES ({', '.join([mark] * 11)})",
-                    attempts,
+                    f"latency_ms, outcome, response_excerpt, error) VALUES {', '.join([row] * len(chunk_rows))}",
+                    tuple(value for attempt_row in chunk_rows for value in attempt_row),
                 )
 
     def log_attempts(self, attempts: Sequence[Attempt]) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert
 
+from reconciler.events.envelope import envelope_json
 from reconciler.store.base import Store, StoreError
+from reconciler.store.outbox import IN_CHUNK, DueDelivery
 
 BUSY_TIMEOUT_MS = 10_000  # a second process (the CLI, a test) may hold the write lock briefly
 
@@ -49,6 +52,55 @@ class SQLiteStore(Store):
             finally:
                 connection.exec_driver_sql("PRAGMA synchronous=FULL")
                 connection.commit()
+
+    def claim(
+        self, owner: str, integration_ids: Iterable[str], now: float, limit: int, lease_seconds: float
+    ) -> list[DueDelivery]:
+        """Lease up to `limit` due deliveries, as Outbox.claim, in two statements that each
+        return one row: Python's sqlite3 gives up the GIL around every row it steps through,
+        and under load each of those waits for the event loop thread, so a claim read row by
+        row took ten times longer than its work."""
+        ids = list(integration_ids)
+        if not ids or len(ids) > IN_CHUNK:
+            return super().claim(owner, ids, now, limit, lease_seconds)
+        expires = now + lease_seconds
+        marks = ", ".join("?" * len(ids))
+        with self._bookkeeping() as connection:
+            connection.exec_driver_sql(
+                "UPDATE deliveries SET lease_owner = ?, lease_expires_at = ? WHERE id IN ("
+                "SELECT id FROM deliveries WHERE status IN ('pending', 'failed') AND next_attempt_at <= ? "
+                "AND (lease_expires_at IS NULL OR lease_expires_at < ?) "
+                f"AND integration_id IN ({marks}) ORDER BY next_attempt_at LIMIT ?)",
+                (owner, expires, now, now, *ids, limit),
+            )
+            packed = connection.exec_driver_sql(
+                "SELECT json_group_array(json_array(d.id, d.event_id, d.integration_id, d.subscription, "
+                "d.attempts, d.batch_id, d.created_at, e.event, e.timestamp, e.data)) "
+                "FROM deliveries d JOIN events e ON e.id = d.event_id "
+                "WHERE d.lease_owner = ? AND d.lease_expires_at = ?",
+                (owner, expires),
+            ).scalar()
+        claimed = [_due(*row) for row in json.loads(packed or "[]")]
+        claimed.sort(key=lambda d: d.created_at)
+        return claimed
+
+
+def _due(
+    ident: str,
+    event_id: str,
+    integration_id: str,
+    subscription: int,
+    attempts: int,
+    batch_id: str | None,
+    created_at: float,
+    event: str,
+    timestamp: str,
+    data_json: str,
+) -> DueDelivery:
+    """A claimed row; the data arrives as the text stored, which is also the body's data."""
+    envelope = {"id": event_id, "event": event, "timestamp": timestamp, "data": json.loads(data_json)}
+    body = envelope_json(event_id, event, timestamp, data_json)
+    return DueDelivery(ident, event_id, integration_id, subscription, attempts, batch_id, created_at, envelope, body)
 
 
 def _configure(dbapi_connection: Any, _record: Any) -> None:
