@@ -81,7 +81,8 @@ class DeliveryEngine:
         self._lanes: dict[str, Lane] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._templates: dict[tuple[str, int, int], CompiledTemplate | None] = {}
-        self._outcomes: asyncio.Queue[Any] = asyncio.Queue()  # Outcome, a flush request, _FLUSH
+        self._outcomes: deque[Any] = deque()  # Outcome, a flush request (a future), _FLUSH
+        self._outcome_ready = asyncio.Event()
         self._writing = False
         self._next_due = float("inf")  # earliest retry this process scheduled
         self._background: set[asyncio.Task[None]] = set()
@@ -208,7 +209,7 @@ class DeliveryEngine:
                 log.exception("a lane failed to close", extra={"fields": {"integration": lane.integration_id}})
         self._lanes.clear()
         await asyncio.gather(*self._background, return_exceptions=True)
-        await self._outcomes.put(_FLUSH)
+        self._queue_outcome(_FLUSH)
         await writer
         await asyncio.to_thread(self.store.release_leases, self.owner)
         await self.http.close()
@@ -227,14 +228,14 @@ class DeliveryEngine:
 
     async def _write_group(self) -> bool:
         """Write the outcomes queued (up to a group); False once the final flush is written."""
-        first = await self._outcomes.get()
-        items = [first]
-        if isinstance(first, Outcome) and self._outcomes.qsize() < OUTCOME_GROUP:
+        while not self._outcomes:
+            self._outcome_ready.clear()
+            await self._outcome_ready.wait()
+        if isinstance(self._outcomes[0], Outcome) and len(self._outcomes) < OUTCOME_GROUP:
             # Linger a moment: under load, outcomes arrive one by one, and a thread hop per
             # handful of them costs the event loop more than the writes themselves.
             await asyncio.sleep(OUTCOME_LINGER_SECONDS)
-        while not self._outcomes.empty() and len(items) < OUTCOME_GROUP:
-            items.append(self._outcomes.get_nowait())
+        items = [self._outcomes.popleft() for _ in range(min(OUTCOME_GROUP, len(self._outcomes)))]
         group = [item for item in items if isinstance(item, Outcome)]
         if group:
             try:
@@ -252,7 +253,7 @@ class DeliveryEngine:
         if not self._writing:
             return
         written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outcomes.put_nowait(written)
+        self._queue_outcome(written)
         await written
 
     def report(self, outcome: Outcome) -> None:
@@ -261,7 +262,12 @@ class DeliveryEngine:
             self.stats.observe(outcome.attempt)
         if outcome.status in ("pending", "failed"):
             self._next_due = min(self._next_due, outcome.next_attempt_at)
-        self._outcomes.put_nowait(outcome)
+        self._queue_outcome(outcome)
+
+    def _queue_outcome(self, item: Any) -> None:
+        self._outcomes.append(item)
+        if len(self._outcomes) == 1:
+            self._outcome_ready.set()
 
     # --- per-integration helpers used by lanes --------------------------------------------------------
 

@@ -84,7 +84,9 @@ class HttpSink:
         started = time.perf_counter()
         prepared = self._prepared(integration, config)
         target = substitute(url, integration.resolved) if url else prepared.url
-        headers = dict(prepared.headers)
+        auth = integration.spec.authConfig
+        # copied only when this request adds to them (auth, signatures)
+        headers = dict(prepared.headers) if auth is not None or prepared.signing_keys else prepared.headers
         session = self.session(config.allowPrivateNetwork)
         if prepared.signing_problem:
             return SinkResult.failure(prepared.signing_problem, started, endpoint_failure=False)
@@ -92,9 +94,10 @@ class HttpSink:
             if not config.allowPrivateNetwork:
                 check_literal_host(urlsplit(target).hostname or "")
             check = None if config.allowPrivateNetwork else _check_url_host
-            target = await self.auth.apply(
-                _key(integration), integration.spec.authConfig, integration.resolved, target, headers, session, check
-            )
+            if auth is not None:
+                target = await self.auth.apply(
+                    _key(integration), auth, integration.resolved, target, headers, session, check
+                )
             if prepared.signing_keys:
                 headers.update(signature_headers(prepared.signing_keys, message_id, int(time.time()), body))
             async with session.request(

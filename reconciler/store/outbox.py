@@ -9,6 +9,7 @@ transaction for many intakes (group commit), one for many outcomes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -61,7 +62,7 @@ class DueDelivery:
     body: bytes | None = None  # the envelope as compact JSON, when the store had its data as text
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Attempt:
     delivery_id: str
     integration_id: str
@@ -76,7 +77,7 @@ class Attempt:
     error: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What happened to one delivery: its new state, and the attempt row (None: not tried,
     as when an open circuit breaker, a suspension, a removal or a shutdown gives it back)."""
@@ -311,7 +312,7 @@ class Outbox:
         """Attempts that belong to no delivery, such as scheduled syncs (`sync:<id>`)."""
         if attempts:
             with self.engine.begin() as connection:
-                connection.execute(sa.insert(t.attempts), [vars(a) for a in attempts])
+                connection.execute(sa.insert(t.attempts), [dataclasses.asdict(a) for a in attempts])
 
     def release_leases(self, owner: str | None = None) -> int:
         """Give back leases (all of them when one process owns the store, at its start)."""
