@@ -13,7 +13,6 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -144,25 +143,24 @@ def create_app(runtime: Runtime) -> Starlette:
     async def on_error(request: Request, exc: Exception) -> Response:
         return problem(500, "Internal error", "the request failed; the daemon's log has the details")
 
-    # Fixed paths before `{id}` paths: `templates` and `health` are not integration ids.
+    # The event routes first: Starlette tries routes in order, and these carry the load. Fixed
+    # paths before `{id}` paths: `templates` and `health` are not integration ids.
     routes: list[BaseRoute] = [
+        Route("/api/integrations/webhooks/trigger", trigger, methods=["POST"]),
+        *inbound.routes(runtime),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         *status.routes(runtime),
         *openapi_routes(),
         Route("/api/integrations", list_integrations, methods=["GET"]),
-        Route("/api/integrations/webhooks/trigger", trigger, methods=["POST"]),
-        *inbound.routes(runtime),
         *declared.routes(runtime),
         Route("/api/integrations/{id}", get_integration, methods=["GET"]),
         Route("/api/integrations/{id}/activate", activate, methods=["POST"]),
         Route("/api/integrations/{id}/deactivate", deactivate, methods=["POST"]),
         *operations.routes(runtime),
     ]
-    middleware: list[Middleware] = []
     return Starlette(
         routes=routes,
-        middleware=middleware,
         exception_handlers={HTTPException: on_http_error, Exception: on_error},
     )
 

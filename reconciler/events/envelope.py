@@ -74,7 +74,7 @@ class EventChecker:
         if text is None:
             reasons.append(_reason("/data", "data must be JSON: no NaN or Infinity"))
             return reasons
-        size = len(text.encode())
+        size = len(text) if text.isascii() else len(text.encode())
         if size > MAX_DATA_BYTES:
             reasons.append(
                 _reason(

@@ -116,7 +116,9 @@ class HttpSink:
                     latency_ms=latency,
                     excerpt=excerpt.decode("utf-8", errors="replace"),
                     error=None if 200 <= response.status < 300 else f"HTTP {response.status}",
-                    retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                    retry_after=parse_retry_after(response.headers.get("Retry-After"))
+                    if response.status in (429, 503)
+                    else None,
                     endpoint_failure=response.status >= 500 or response.status == 429,
                 )
         except (BlockedAddress, AuthError, SigningError) as exc:
