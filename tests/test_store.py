@@ -129,3 +129,18 @@ def test_one_postgresql_replica_leads_at_a_time(postgres_url):
         assert second.is_leader(), "the lock passes on when the leader goes"
     finally:
         second.close()
+
+
+def test_claims_in_one_round_return_only_their_own_integrations_rows(store):
+    """The engine claims the unpaced integrations and then each paced one with the same owner,
+    time and lease: a claim must not hand back rows an earlier one took (sent twice)."""
+    from reconciler.store import NewDelivery, NewEvent
+
+    events = [NewEvent(f"e{n}", "user.login", "t", {"userId": n}, "api") for n in range(4)]
+    store.enqueue(events, [NewDelivery(f"d{n}", f"e{n}", "a" if n < 2 else "b", 0, 0.0) for n in range(4)])
+    now = 1000.0
+    first = store.claim("w", ["a"], now, 10, 300.0)
+    second = store.claim("w", ["b"], now, 10, 300.0)
+    assert sorted(d.id for d in first) == ["d0", "d1"]
+    assert sorted(d.id for d in second) == ["d2", "d3"]
+    assert store.claim("w", ["a", "b"], now, 10, 300.0) == []

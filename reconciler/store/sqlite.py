@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ BUSY_TIMEOUT_MS = 10_000  # a second process (the CLI, a test) may hold the writ
 class SQLiteStore(Store):
     dialect = "sqlite"
     _insert = staticmethod(insert)  # the dialect's INSERT ... ON CONFLICT
+    _last_expiry = 0.0  # the lease expiry of the latest claim: each claim's is its own
+    _expiry_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -63,7 +67,10 @@ class SQLiteStore(Store):
         ids = list(integration_ids)
         if not ids or len(ids) > IN_CHUNK:
             return super().claim(owner, ids, now, limit, lease_seconds)
-        expires = now + lease_seconds
+        with self._expiry_lock:
+            # the claimed rows are found again by owner and expiry: two claims never share one
+            expires = max(now + lease_seconds, math.nextafter(self._last_expiry, math.inf))
+            self._last_expiry = expires
         marks = ", ".join("?" * len(ids))
         with self._bookkeeping() as connection:
             connection.exec_driver_sql(
@@ -77,8 +84,9 @@ class SQLiteStore(Store):
                 "SELECT json_group_array(json_array(d.id, d.event_id, d.integration_id, d.subscription, "
                 "d.attempts, d.batch_id, d.created_at, e.event, e.timestamp, e.data)) "
                 "FROM deliveries d JOIN events e ON e.id = d.event_id "
-                "WHERE d.lease_owner = ? AND d.lease_expires_at = ?",
-                (owner, expires),
+                # the integrations too: the engine's claims of one round share owner and expiry
+                f"WHERE d.lease_owner = ? AND d.lease_expires_at = ? AND d.integration_id IN ({marks})",
+                (owner, expires, *ids),
             ).scalar()
         claimed = [_due(*row) for row in json.loads(packed or "[]")]
         claimed.sort(key=lambda d: d.created_at)
