@@ -55,17 +55,17 @@ def bench_api(args: argparse.Namespace) -> list[dict[str, object]]:
         _integrations(work / "integrations.d", args.api_integrations)
         command = [sys.executable, "-m", "reconciler", "run", "--listen", f"127.0.0.1:{port}", "--log-format", "json"]
         env = {"ADMIN_SECRET": ADMIN, "PYTHONPATH": str(ROOT)}
-        with process(command, port, cwd=work, env=env):
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"x-admin-secret": ADMIN}, timeout=60) as c:
-                deadline = time.monotonic() + 120
-                while c.get("/api/integrations", params={"status": "active"}).json()["count"] < args.api_integrations:
-                    if time.monotonic() > deadline:
-                        raise SystemExit("the integrations were not applied in time")
-                    time.sleep(0.5)
-                listed = _latencies(c, "/api/integrations", args.api_requests)
-                filtered = _latencies(c, "/api/integrations?label=team=t3", args.api_requests)
-                health = _latencies(c, "/healthz", args.api_requests)
-                size = len(c.get("/api/integrations").content)
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"x-admin-secret": ADMIN}, timeout=60)
+        with process(command, port, cwd=work, env=env), client as c:
+            deadline = time.monotonic() + 120
+            while c.get("/api/integrations", params={"status": "active"}).json()["count"] < args.api_integrations:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the integrations were not applied in time")
+                time.sleep(0.5)
+            listed = _latencies(c, "/api/integrations", args.api_requests)
+            filtered = _latencies(c, "/api/integrations?label=team=t3", args.api_requests)
+            health = _latencies(c, "/healthz", args.api_requests)
+            size = len(c.get("/api/integrations").content)
     row = {
         "integrations": args.api_integrations,
         "requests": args.api_requests,

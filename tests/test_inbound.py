@@ -164,14 +164,13 @@ def config() -> tuple[dict[str, str], dict[str, str]]:
     # two references with the same value: neither integration may take receipts
     files["in-twin.yaml"] = receiver("in-twin", "twin", "custom.inbound.twin")
     files["in-twin-2.yaml"] = receiver("in-twin-2", "twin2", "custom.inbound.twin")
-    files["in-short.yaml"] = receiver("in-short", "short", "custom.inbound.short")
+    # a short path secret never applies (tests/test_reconcile.py): its path is just unknown here
     files["in-broken.yaml"] = receiver(
         "in-broken", "broken", "custom.inbound.broken", verify_block("standard-webhooks", "broken")
     )
     for name, value in EXTRA.items():
         environ[env_name(name, "PATH")] = value
     environ[env_name("twin2", "PATH")] = EXTRA["twin"]
-    environ[env_name("short", "PATH")] = SHORT_SECRET
     environ[env_name("paused", "SIGNING")] = SENDERS["hmac-sha256"].signing_secret
     environ[env_name("inactive", "SIGNING")] = SENDERS["hmac-sha256"].signing_secret
     environ[env_name("custom-header", "SIGNING")] = CUSTOM_SIGNING

@@ -493,3 +493,29 @@ def test_a_never_applied_integration_survives_its_file_breaking(config, store_ur
             assert h.record("hook") is not None
 
     run(scenario)
+
+
+def test_a_short_inbound_path_secret_keeps_the_integration_from_applying(config, store_url):
+    """The path secret is all that guards an inbound route: a short one is refused at apply
+    time with the rule, never echoed, instead of a route that answers 404 to everyone."""
+    (config / "inbound.yaml").write_text((ROOT / "integrations.d" / "inbound-partner.yaml").read_text())
+    (config / "event-types.yaml").write_text((ROOT / "integrations.d" / "event-types.yaml").read_text())
+    signing = "whsec_" + "c2VjcmV0LXNpZ25pbmcta2V5LTMyYnl0ZXMtbG9uZw=="
+    short = {"PARTNER_INBOUND_SECRET": "tooshort", "PARTNER_SIGNING_SECRET": signing}
+    long_enough = {"PARTNER_INBOUND_SECRET": "a-long-random-path-secret-0123", "PARTNER_SIGNING_SECRET": signing}
+
+    async def scenario() -> None:
+        async with Harness(config, store_url, environ=short) as h:
+            record = h.record("partner-webhook")
+            assert status(record, ConditionType.READY) == ("False", Reason.SECRET_MISSING)
+            ready = condition(record.conditions, ConditionType.READY)
+            assert ready is not None and "shorter than 16 characters" in ready["message"]
+            assert "tooshort" not in str(record.conditions)
+            assert (
+                "partner-webhook" not in h.reconciler.applied
+                or h.reconciler.applied["partner-webhook"].resolved is None
+            )
+        async with Harness(config, store_url, environ=long_enough) as h:
+            assert status(h.record("partner-webhook"), ConditionType.READY) == ("True", Reason.APPLIED)
+
+    run(scenario)

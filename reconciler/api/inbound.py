@@ -35,12 +35,12 @@ from reconciler.events.intake import IntakeStopped
 from reconciler.reconcile.loop import AppliedIntegration, Reconciler
 from reconciler.spec.durations import parse_duration
 from reconciler.spec.models import WebhookIntegration
+from reconciler.spec.secrets import MIN_PATH_SECRET_CHARS
 
 log = logging.getLogger("reconciler.inbound")
 
 RECEIVE_PATH = "/api/integrations/webhook/receive/{secret}"
 MAX_RECEIPT_BYTES = 512 * 1024  # an event's data is at most 256 KiB; room for whitespace and form encoding
-MIN_PATH_SECRET_CHARS = 16  # as for the admin secret: the path secret is a capability
 RETRY_AFTER_SECONDS = 60  # asked of senders while an integration is paused
 MAX_MESSAGE_ID_CHARS = 128  # longer sender ids are hashed into the dedup key
 SOURCE_PREFIX = "inbound:"  # events.source of a receipt: inbound:<integration id>

@@ -147,6 +147,13 @@ def resolve_secrets(spec: AnyIntegration, environ: Mapping[str, str] | None = No
             values[str(reference)] = secrets.resolve_reference(reference, environ)
         except secrets.ReferenceError as exc:
             return None, exc.message
+    receive = getattr(spec, "receive", None)
+    if receive is not None and len(values.get(receive.secret, receive.secret)) < secrets.MIN_PATH_SECRET_CHARS:
+        # the path secret is the only thing between the internet and this event type
+        return None, (
+            f"receive.secret ({receive.secret}) is shorter than {secrets.MIN_PATH_SECRET_CHARS} characters; "
+            "use a long random value, such as the output of: openssl rand -hex 24"
+        )
     return Resolved(values, _fingerprint(values)), ""
 
 

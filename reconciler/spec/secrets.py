@@ -23,6 +23,8 @@ _SINGLE = re.compile(r"^\s*" + _WELL_FORMED.pattern + r"\s*$")
 # Files read by `${file:...}` are secrets, not documents: refuse anything bigger.
 MAX_SECRET_FILE_BYTES = 64 * 1024
 
+MIN_PATH_SECRET_CHARS = 16  # an inbound path secret is a capability, like the admin secret
+
 
 @dataclass(frozen=True)
 class Reference:
