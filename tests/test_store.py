@@ -144,3 +144,16 @@ def test_claims_in_one_round_return_only_their_own_integrations_rows(store):
     assert sorted(d.id for d in first) == ["d0", "d1"]
     assert sorted(d.id for d in second) == ["d2", "d3"]
     assert store.claim("w", ["a", "b"], now, 10, 300.0) == []
+
+
+def test_a_forged_cursor_is_refused_as_a_bad_cursor(store):
+    """A cursor whose row number no database integer holds is refused like any other bad one."""
+    import base64
+
+    from reconciler.store.history import BadCursor, LogFilter
+
+    forged = base64.urlsafe_b64encode(b"1.0|3|99999999999999999999999").decode().rstrip("=")
+    with pytest.raises(BadCursor):
+        store.log_page("t", LogFilter(), before=forged)
+    with pytest.raises(BadCursor):
+        store.log_after("t", LogFilter(), forged)

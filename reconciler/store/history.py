@@ -45,8 +45,8 @@ class Position:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
             at, rank, key = raw.split("|", 2)
             position = cls(float(at), int(rank), key)
-            if position.rank in (RANK_AUDIT, RANK_ATTEMPT):
-                int(position.key)
+            if position.rank in (RANK_AUDIT, RANK_ATTEMPT) and not -(2**63) <= int(position.key) < 2**63:
+                raise ValueError("not a row number")  # a database integer, or the query fails
             return position
         except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
             raise BadCursor("the cursor is not one this API returned; start again without it") from exc
