@@ -476,3 +476,18 @@ def test_cli_logs_follow_prints_new_entries(tmp_path, peer):
                 process.stdout.close()  # type: ignore[union-attr]
 
     run(scenario)
+
+
+def test_a_trigger_while_the_daemon_stops_answers_503_with_retry_after(tmp_path, peer):
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"hook.yaml": hook(peer)}) as p, serve(p) as api:
+            p.intake.stopped = True  # as after the intake's last commit at shutdown
+            try:
+                late = await api.post("/api/integrations/webhooks/trigger", json={"event": "user.login", "data": USER})
+            finally:
+                p.intake.stopped = False
+            assert late.status_code == 503, late.text
+            assert late.headers["retry-after"] == "5"
+            assert late.headers["content-type"] == "application/problem+json"
+
+    run(scenario)

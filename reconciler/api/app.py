@@ -31,6 +31,7 @@ from reconciler.api.common import (
 )
 from reconciler.api.openapi import openapi_routes
 from reconciler.events.envelope import EventRejected
+from reconciler.events.intake import IntakeStopped
 from reconciler.reconcile.conditions import ConditionType, condition
 from reconciler.store import IntegrationRecord
 
@@ -129,6 +130,10 @@ def create_app(runtime: Runtime) -> Starlette:
                 "event-refused",
                 errors=exc.reasons,
             )
+        except IntakeStopped as exc:  # as inbound receipt does: the sender tries again shortly
+            response = problem(503, "Shutting down", str(exc), "shutting-down")
+            response.headers["Retry-After"] = "5"
+            return response
         return JSONResponse(accepted.as_dict(), status_code=202)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
