@@ -677,3 +677,22 @@ def test_a_paced_integration_is_left_to_the_claim_query(tmp_path, peer):
             await p.until(lambda: p.statuses("t") == {"delivered": 5})
 
     run(scenario)
+
+
+def test_removal_does_not_wait_for_a_paced_turn(tmp_path, peer):
+    """A lane closing (removal, shutdown) lets requests in flight finish, but work still waiting
+    for its turn under rateLimit goes back to the store at once instead of holding the close."""
+
+    async def scenario() -> None:
+        spec = with_config(hook(peer), "rateLimit: {perSecond: 0.1}")  # a turn every 10 s
+        async with Pipeline(tmp_path, {"t.yaml": spec}) as p:
+            for n in range(3):
+                await p.emit("user.login", {"userId": n})
+            await p.until(lambda: len(peer.requests("/hook")) == 1)
+            await asyncio.sleep(0.2)  # the others are waiting for their turn
+            (p.config / "t.yaml").unlink()
+            await asyncio.wait_for(p.reconciler.reconcile_once("test"), timeout=5)
+            assert p.statuses("t") == {"delivered": 1, "pending": 2}
+            assert len(peer.requests("/hook")) == 1
+
+    run(scenario)

@@ -157,3 +157,39 @@ def test_a_forged_cursor_is_refused_as_a_bad_cursor(store):
         store.log_page("t", LogFilter(), before=forged)
     with pytest.raises(BadCursor):
         store.log_after("t", LogFilter(), forged)
+
+
+def test_renewed_leases_keep_held_work_from_a_second_claim(store):
+    """Work waiting in a lane longer than its lease is renewed by its owner, and only by it."""
+    from reconciler.store import NewDelivery, NewEvent
+
+    events = [NewEvent(f"e{n}", "user.login", "t", {"userId": n}, "api") for n in range(3)]
+    store.enqueue(events, [NewDelivery(f"d{n}", f"e{n}", "a", 0, 0.0) for n in range(3)])
+    now = 1000.0
+    assert len(store.claim("w1", ["a"], now, 10, 300.0)) == 3
+    assert store.renew_leases("w2", ["d0", "d1", "d2"], now + 900) == 0  # not w2's to renew
+    assert store.renew_leases("w1", ["d0", "d1"], now + 900) == 2
+    later = now + 400  # past the first lease, within the renewed one
+    assert [d.id for d in store.claim("w2", ["a"], later, 10, 300.0)] == ["d2"]
+
+
+def test_replay_leaves_a_delivery_that_is_being_tried_alone(store):
+    """A failed delivery whose retry holds a lease is in flight: replaying it would send it twice."""
+    import time as clock
+
+    from reconciler.store import Attempt, NewDelivery, NewEvent, Outcome
+
+    events = [NewEvent(f"e{n}", "user.login", "t", {"userId": n}, "api") for n in range(2)]
+    store.enqueue(events, [NewDelivery(f"d{n}", f"e{n}", "a", 0, 0.0) for n in range(2)])
+    now = clock.time()
+    store.record(
+        [
+            Outcome(f"d{n}", "failed", 1, now - 1, "HTTP 500", Attempt(f"d{n}", "a", now, 1, "scheduled", "failed"))
+            for n in range(2)
+        ]
+    )
+    [retrying] = store.claim("w", ["a"], now, 1, 300.0)  # one of them is being retried now
+    assert store.replay(integration_id="a", since=now - 60) == 1
+    counts = store.delivery_counts("a")
+    assert counts == {"pending": 1, "failed": 1}
+    assert store.replay(delivery_id=retrying.id) == 0

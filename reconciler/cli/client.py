@@ -141,16 +141,19 @@ def _logs(args: argparse.Namespace, client: httpx.Client) -> int:
     if not args.follow:
         return EXIT_OK
     sys.stdout.flush()
-    for entry in _follow(client, path, {**params, "follow": "true"}):
+    # resume right after the newest entry printed: nothing written meanwhile is skipped
+    newest = page["items"][0]["cursor"] if page["items"] else None
+    for entry in _follow(client, path, {**params, "follow": "true"}, newest):
         _print_entry(entry, args.json)
         sys.stdout.flush()
     return EXIT_OK
 
 
-def _follow(client: httpx.Client, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def _follow(client: httpx.Client, path: str, params: dict[str, Any], after: str | None) -> Iterator[dict[str, Any]]:
     params.pop("limit", None)
     timeout = httpx.Timeout(None, connect=5.0)  # a quiet log sends only keep-alives
-    with client.stream("GET", path, params=params, timeout=timeout, headers={"accept": "text/event-stream"}) as stream:
+    headers = {"accept": "text/event-stream", **({"last-event-id": after} if after else {})}
+    with client.stream("GET", path, params=params, timeout=timeout, headers=headers) as stream:
         if stream.status_code != 200:
             stream.read()
             raise ClientError(f"following {path} answered {stream.status_code}: {_detail(stream)}")

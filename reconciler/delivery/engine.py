@@ -44,6 +44,7 @@ DEFAULT_CONCURRENCY = 16  # requests in flight per integration without rateLimit
 OUTCOME_GROUP = 1000
 OUTCOME_LINGER_SECONDS = 0.02  # outcomes gather this long before a write (leases cover a crash)
 PRUNE_EVERY_SECONDS = 3600.0
+RENEW_EVERY_SECONDS = 60.0  # leases of work still held are pushed back this often (a lease is 300 s or more)
 HTTP_TYPES = ("api", "webhook")
 
 
@@ -134,10 +135,14 @@ class DeliveryEngine:
     async def run(self, stop: asyncio.Event) -> None:
         writer = asyncio.create_task(self._write_outcomes())
         pruned_at = 0.0
+        renewed_at = time.time()
         try:
             while not stop.is_set():
                 self._wake.clear()
                 try:
+                    if time.time() - renewed_at > RENEW_EVERY_SECONDS:
+                        renewed_at = time.time()
+                        await self._renew_leases(renewed_at)
                     claimed = await self._claim_round()
                     if self.retention_seconds and time.time() - pruned_at > PRUNE_EVERY_SECONDS:
                         pruned_at = time.time()
@@ -184,6 +189,21 @@ class DeliveryEngine:
         for integration_id, deliveries in by_integration.items():
             self._lane(integration_id).submit(deliveries)
         return len(claimed)
+
+    async def _renew_leases(self, now: float) -> None:
+        """Keep the leases of what the lanes hold (queued or in flight) from expiring."""
+        held = [d.id for lane in self._lanes.values() for d in lane.held()]
+        if held:
+            lease = max(LEASE_MIN_SECONDS, 2 * _timeout_seconds(list(self.reconciler.applied.values())) + 60)
+            await asyncio.to_thread(self.store.renew_leases, self.owner, held, now + lease)
+        self._prune_caches()
+
+    def _prune_caches(self) -> None:
+        """Drop what was worked out for versions of integrations that are no longer applied."""
+        current = {(a.id, a.generation) for a in self.reconciler.applied.values()}
+        self._policies = {k: v for k, v in self._policies.items() if k in current}
+        self._breaker_keys = {k: v for k, v in self._breaker_keys.items() if k in current}
+        self._templates = {k: v for k, v in self._templates.items() if (k[0], k[1]) in current}
 
     def sends(self, integration_type: str) -> bool:
         return integration_type in HTTP_TYPES or integration_type in self.records
@@ -419,9 +439,15 @@ class Lane:
         self._concurrency = DEFAULT_CONCURRENCY
         self._pacing_generation = -1
         self._workers: set[asyncio.Task[None]] = set()
+        self._sending: set[asyncio.Task[Any]] = set()  # workers in a request, which a close lets finish
+        self._taken: dict[int, Unit] = {}  # units taken from the queue and not yet reported
 
     def room(self) -> int:
         return LANE_BUFFER - len(self.queue) - self.inflight
+
+    def held(self) -> list[DueDelivery]:
+        """What this lane holds leases on: queued, waiting for its turn, or in flight."""
+        return [*self.queue, *(d for unit in self._taken.values() for d in unit.deliveries)]
 
     def submit(self, deliveries: list[DueDelivery]) -> None:
         self.queue.extend(deliveries)
@@ -441,8 +467,11 @@ class Lane:
             self._staff()  # work arrived as it stopped, or it stopped for a lowered concurrency
 
     async def close(self) -> None:
-        """Stop starting requests, wait for those in flight, give back the rest."""
+        """Stop starting requests, wait for those in flight, give back the rest. A worker still
+        waiting for its turn (pacing, batchDelay) stops waiting: its unit goes back too."""
         self._closing = True
+        for worker in self._workers - self._sending:
+            worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._release(list(self.queue))
         self.queue.clear()
@@ -468,6 +497,16 @@ class Lane:
             unit = Unit([self.queue.popleft()], None)  # the common case, without a coroutine
         else:
             unit = await self._next_unit(integration)
+        key = id(unit)
+        self._taken[key] = unit
+        try:
+            await self._start(integration, unit, pacer)
+        finally:
+            del self._taken[key]
+            if len(self.queue) + self.inflight < LANE_REFILL:
+                self.engine.wake()  # running low: claim more now rather than at the next poll
+
+    async def _start(self, integration: AppliedIntegration, unit: Unit, pacer: Pacer) -> None:
         try:
             if pacer.interval:
                 await pacer.wait_turn()
@@ -477,18 +516,20 @@ class Lane:
             # the breaker, and a drain may have begun
             breaker = self.engine.breaker(integration)
             if self._closing or not breaker.allows(time.time()):
-                self._release(unit.deliveries, until=None if self._closing else breaker.open_until)
+                self._release(unit.deliveries, until=None if self._closing else breaker.retry_at(time.time()))
                 return
         except BaseException:
             self._release(unit.deliveries)
             raise
         self.inflight += len(unit.deliveries)
+        task = asyncio.current_task()
+        assert task is not None
+        self._sending.add(task)  # from here on a close waits for the request to end
         try:
             await self._send(integration, unit, breaker)
         finally:
+            self._sending.discard(task)
             self.inflight -= len(unit.deliveries)
-            if len(self.queue) + self.inflight < LANE_REFILL:
-                self.engine.wake()  # running low: claim more now rather than at the next poll
 
     def _configure(self, integration: AppliedIntegration) -> bool:
         """Pacing and concurrency of the applied generation; True when they changed."""
@@ -520,7 +561,11 @@ class Lane:
                 members.append(delivery)
                 self.queue.remove(delivery)
         batch_id = new_id("bat")
-        await asyncio.to_thread(self.engine.store.assign_batch, [d.id for d in members], batch_id)
+        try:
+            await asyncio.to_thread(self.engine.store.assign_batch, [d.id for d in members], batch_id)
+        except BaseException:  # a close while the batch was being fixed: its members go back
+            self._release(members)
+            raise
         return Unit(members, batch_id)
 
     async def _send(self, integration: AppliedIntegration, unit: Unit, breaker: CircuitBreaker) -> None:

@@ -52,6 +52,9 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return min(max(0.0, moment - (now if now is not None else time.time())), MAX_RETRY_AFTER_SECONDS)
 
 
+TRIAL_WAIT_SECONDS = 2.0
+
+
 @dataclass
 class CircuitBreaker:
     """Per endpoint: after `threshold` consecutive failures, stop sending for a cool-down that
@@ -72,6 +75,11 @@ class CircuitBreaker:
             return False
         self.trial_in_flight = True  # half-open: one request decides
         return True
+
+    def retry_at(self, now: float) -> float:
+        """When work it held back is worth claiming again: when it closes, or (while a trial
+        request decides) shortly, rather than at once and over and over."""
+        return max(self.open_until, now + TRIAL_WAIT_SECONDS if self.trial_in_flight else now)
 
     def success(self) -> None:
         self.failures = 0

@@ -314,6 +314,22 @@ class Outbox:
             with self.engine.begin() as connection:
                 connection.execute(sa.insert(t.attempts), [dataclasses.asdict(a) for a in attempts])
 
+    def renew_leases(self, owner: str, delivery_ids: Sequence[str], until: float) -> int:
+        """Push back the expiry of leases this owner still holds on these deliveries: work
+        waiting in its lanes longer than a lease (a slow endpoint, a low concurrency) must not
+        be claimed a second time while it waits."""
+        c = t.deliveries.c
+        renewed = 0
+        with self._bookkeeping() as connection:
+            for start in range(0, len(delivery_ids), IN_CHUNK):
+                query = (
+                    sa.update(t.deliveries)
+                    .where(c.lease_owner == owner, c.id.in_(list(delivery_ids[start : start + IN_CHUNK])))
+                    .values(lease_expires_at=until)
+                )
+                renewed += connection.execute(query).rowcount or 0
+        return renewed
+
     def release_leases(self, owner: str | None = None) -> int:
         """Give back leases (all of them when one process owns the store, at its start)."""
         query = sa.update(t.deliveries).where(t.deliveries.c.lease_owner.is_not(None))
@@ -332,7 +348,10 @@ class Outbox:
     ) -> int:
         """Put deliveries back in the queue with a fresh attempt budget; returns how many."""
         c = t.deliveries.c
-        query = sa.update(t.deliveries).where(c.status.in_(list(statuses)))
+        now = time.time()
+        # not a delivery being tried right now (a retry holds a lease): it would be sent twice
+        held = sa.and_(c.lease_owner.is_not(None), c.lease_expires_at >= now)
+        query = sa.update(t.deliveries).where(c.status.in_(list(statuses)), ~held)
         if delivery_id is not None:
             query = query.where(c.id == delivery_id)
         if integration_id is not None:
