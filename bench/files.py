@@ -34,6 +34,7 @@ name: Bench exports
 type: file
 config:
   url: s3://{BUCKET}/pipeline
+  allowPrivateNetwork: true
   storageOptions:
     key: ${{env:AWS_ACCESS_KEY_ID}}
     secret: ${{env:AWS_SECRET_ACCESS_KEY}}

@@ -86,6 +86,7 @@ def s3_spec(endpoint: str, name: str, config: str = "", extra: str = "", events:
         type: file
         config:
           url: s3://{name}/cms
+          allowPrivateNetwork: true  # moto's server is on loopback
           storageOptions:
             key: ${{env:AWS_ACCESS_KEY_ID}}
             secret: ${{env:AWS_SECRET_ACCESS_KEY}}
@@ -331,6 +332,31 @@ def test_check_reports_a_missing_bucket_without_creating_it(s3, tmp_path):
     assert not (tmp_path / "not").exists()
 
 
+def test_a_storage_endpoint_on_a_private_address_is_refused_unless_allowed(s3, tmp_path):
+    """storageOptions.endpoint_url comes from a pull request like any URL: loopback, private and
+    link-local endpoints are refused (SSRF) unless allowPrivateNetwork says otherwise."""
+    refused = applied(
+        s3_spec(s3, "exports").replace("  allowPrivateNetwork: true  # moto's server is on loopback\n", ""),
+        environ=CREDENTIALS,
+    )
+    allowed = applied(s3_spec(s3, "exports"), environ=CREDENTIALS)
+    client(s3).create_bucket(Bucket="exports")
+
+    async def scenario() -> None:
+        sink = FileSink()
+        try:
+            envelope = {"id": "evt_1", "event": "user.login", "timestamp": "2026-01-15T10:30:00Z", "data": {}}
+            result = await sink.write(refused, [envelope], "evt_1")
+            assert not result.ok and "allowPrivateNetwork" in (result.error or ""), result
+            assert not result.endpoint_failure
+            assert (await sink.write(allowed, [envelope], "evt_1")).ok
+        finally:
+            await sink.close()
+
+    run(scenario)
+    assert len(client(s3).list_objects_v2(Bucket="exports").get("Contents", [])) == 1
+
+
 class Proxy:
     """A loopback TCP proxy the test stops and starts again on the same port: storage that goes away."""
 
@@ -425,7 +451,7 @@ def test_an_uploaded_notes_file_is_copied_next_to_its_record(tmp_path, s3, peer)
     name = bucket(s3)
     content = "%PDF-1.4 slides " * 500
     peer.script = lambda seen: Reply(body=content, headers={"Content-Type": "application/pdf"})
-    spec = s3_spec(s3, name, "copyAttachments: true\nallowPrivateNetwork: true", events="[note.uploaded]")
+    spec = s3_spec(s3, name, "copyAttachments: true", events="[note.uploaded]")  # s3_spec allows loopback
 
     async def scenario() -> None:
         async with Pipeline(tmp_path, {"t.yaml": spec}, environ=CREDENTIALS) as p:

@@ -25,6 +25,7 @@ import io
 import json
 import os
 import re
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,7 +38,7 @@ import aiohttp
 import fsspec
 
 from reconciler.delivery.auth import substitute
-from reconciler.delivery.ssrf import BlockedAddress, PublicOnlyResolver, check_literal_host
+from reconciler.delivery.ssrf import BlockedAddress, PublicOnlyResolver, check_literal_host, is_public
 from reconciler.sinks import SinkResult
 from reconciler.spec.durations import parse_duration
 from reconciler.spec.models import FileConfig, parse_size
@@ -285,6 +286,9 @@ def open_target(config: FileConfig, resolved: Any, timeout: float) -> Target:
         config_kwargs.setdefault("retries", {"max_attempts": 2})
         options["config_kwargs"] = config_kwargs
     options.setdefault("skip_instance_cache", True)  # one filesystem per integration generation
+    if not config.allowPrivateNetwork:
+        for endpoint in _endpoints(options):
+            _require_public(endpoint)
     fs, root = fsspec.core.url_to_fs(url, **options)
     if protocol in ("s3", "s3a") and hasattr(fs, "retries"):
         fs.retries = 2  # s3fs's own retries of a failed call, on top of botocore's
@@ -298,6 +302,30 @@ def open_target(config: FileConfig, resolved: Any, timeout: float) -> Target:
         timeout=timeout,
         secrets=secrets[::-1],
     )
+
+
+def _endpoints(options: dict[str, Any]) -> list[str]:
+    """Storage endpoints an integration names itself (S3-compatible services): outbound
+    requests like any other, so the private-address rule applies to them."""
+    client_kwargs = options.get("client_kwargs")
+    found = [
+        options.get("endpoint_url"),
+        client_kwargs.get("endpoint_url") if isinstance(client_kwargs, dict) else None,
+    ]
+    return [value for value in found if isinstance(value, str) and value]
+
+
+def _require_public(endpoint: str) -> None:
+    host = urlsplit(endpoint).hostname or ""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)} if host else set()
+    except OSError:
+        return  # unresolvable: the storage call fails with its own error
+    if any(not is_public(str(address)) for address in addresses):
+        raise FileSinkError(
+            "storageOptions.endpoint_url resolves to a private, loopback or link-local address; "
+            "set config.allowPrivateNetwork: true to allow it"
+        )
 
 
 def _substituted(value: Any, resolved: Any) -> Any:

@@ -409,7 +409,9 @@ class FileConfig(Strict):
     """`config` of `file` integrations: events as JSONL or CSV objects in fsspec storage."""
 
     allowPrivateNetwork: bool = Field(
-        False, description="lets attachment URLs (copyAttachments) resolve to loopback or private addresses"
+        False,
+        description="lets attachment URLs (copyAttachments) and a storage endpoint_url reach loopback or "
+        "private addresses",
     )
     url: str = Field(description="fsspec URL of the target: file://, s3://, gs://, ...")
     storageOptions: dict[str, Any] = Field(default_factory=dict)
