@@ -105,8 +105,16 @@ def _status(args: argparse.Namespace, client: httpx.Client) -> int:
     queue = health["queue"]
     print(f"status: {health['status']}")
     if last:
-        outcome = "ok" if last.get("ok") else f"problems (refused {len(last.get('refused', []))}, files refused "
-        outcome += "" if last.get("ok") else f"{len(last.get('filesRefused', []))})"
+        problems = [
+            f"{len(last.get(key) or [])} {what}"
+            for key, what in (
+                ("waitingForSecrets", "waiting for secrets"),
+                ("refused", "refused"),
+                ("filesRefused", "files refused"),
+            )
+            if last.get(key)
+        ]
+        outcome = "ok" if last.get("ok") else ", ".join(problems) or (last.get("error") or "failed")
         print(f"last pass: {last['at']} ({last['trigger']}, {last['durationMs']} ms): {outcome}")
     by_status = ", ".join(f"{count} {word}" for word, count in health["integrationsByStatus"].items()) or "none"
     print(f"integrations: {by_status}")
