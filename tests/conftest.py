@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.spec.validate import ValidationResult, validate_paths
+from tests.peers import Peer
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = "apiVersion: cms.integrations/v1\nkind: Integration\n"
@@ -108,3 +109,11 @@ def store(store_url: str) -> Iterator[object]:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture
+def peer() -> Iterator[Peer]:
+    """A webhook target (and OAuth2 token endpoint) on loopback, for the test's length."""
+    running = Peer()
+    yield running
+    running.close()

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import pytest
 import yaml
 
 from reconciler.spec.validate import validate_paths
@@ -35,13 +34,6 @@ ADMIN_ROUTES = [
     ("GET", "/api/integrations/templates"),
     ("GET", "/api/integrations/health/status"),
 ]
-
-
-@pytest.fixture
-def peer() -> Iterator[Peer]:
-    running = Peer()
-    yield running
-    running.close()
 
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:

@@ -9,7 +9,7 @@ import itertools
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import pytest
 import standardwebhooks
@@ -19,13 +19,6 @@ from tests.peers import Peer, Reply, Seen
 from tests.pipeline import Pipeline, integration
 
 USER = {"userId": 7, "email": "ada@example.edu", "name": "Ada"}
-
-
-@pytest.fixture
-def peer() -> Iterator[Peer]:
-    running = Peer()
-    yield running
-    running.close()
 
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:

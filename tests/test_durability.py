@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 import standardwebhooks
 
 from tests.conftest import ROOT
@@ -39,13 +38,6 @@ config:
 {extra}webhooks:
   - events: ["user.*"]
 """
-
-
-@pytest.fixture
-def peer():
-    running = Peer()
-    yield running
-    running.close()
 
 
 def start(workdir: Path) -> Daemon:

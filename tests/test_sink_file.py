@@ -436,13 +436,6 @@ def test_an_unreachable_s3_endpoint_fails_the_attempt_then_delivers_once_back(tm
 # --- attachments ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def peer() -> Iterator[Peer]:
-    running = Peer()
-    yield running
-    running.close()
-
-
 def note(peer: Peer, path: str, note_id: int = 314) -> dict[str, Any]:
     return {"noteId": note_id, "moduleId": 42, "fileUrl": f"{peer.url}{path}", "fileName": "week 1.pdf"}
 

@@ -19,12 +19,13 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import math
 import re
 import time
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from reconciler.delivery.schedule import Schedule
 from reconciler.events.envelope import EventRejected
 from reconciler.sinks.files import FileSink, Target
 from reconciler.store import Attempt
@@ -35,15 +36,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("reconciler.sources")
 
-TICK_SECONDS = 0.5
-LEADER_CHECK_SECONDS = 10.0
 MAX_FILES_PER_SCAN = 100_000
 # what the file sink writes: `<stem>.evt_<28 hex>[-NNN].<ext>`, `<stem>.bat_...`, `{id}` names
 # (`.../evt_<28 hex>.<ext>`) and attachments (`.../attachments/evt_<28 hex>/<name>`)
 _OWN_OBJECT = re.compile(r"((^|[/.])(evt|bat)_[0-9a-f]{28}(-\d{3})?(\.[^/]*)?$)|(/|^)attachments/evt_[0-9a-f]{28}/")
 
 
-class SourceWatcher:
+class SourceWatcher(Schedule):
     def __init__(
         self,
         reconciler: Reconciler,
@@ -51,46 +50,23 @@ class SourceWatcher:
         files: FileSink | None = None,
         retention_seconds: float | None = None,
     ) -> None:
-        self.reconciler = reconciler
+        super().__init__(reconciler)
         self.intake = intake
         self.files = files or FileSink()
         self._owns_files = files is None
         self.retention_seconds = retention_seconds
-        self._due: dict[str, float] = {}
-        self._running: dict[str, asyncio.Task[int]] = {}
         self._seen: dict[str, set[str]] = {}  # dedup keys known emitted, per integration
         self.scans = 0
 
-    async def run(self, stop: asyncio.Event) -> None:
-        leader_checked, leader = 0.0, False
-        try:
-            while not stop.is_set():
-                if time.monotonic() - leader_checked > LEADER_CHECK_SECONDS:
-                    leader = await asyncio.to_thread(self.reconciler.store.is_leader)
-                    leader_checked = time.monotonic()
-                if leader:
-                    self.tick(time.time())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=TICK_SECONDS)
-        finally:
-            for task in self._running.values():
-                task.cancel()
-            await asyncio.gather(*self._running.values(), return_exceptions=True)
-            if self._owns_files:
-                await self.files.close()
+    def serves(self, integration: AppliedIntegration) -> bool:
+        return integration.spec.type == "file" and bool(getattr(integration.spec.config, "source", None))
 
-    def tick(self, now: float) -> None:
-        for integration in list(self.reconciler.applied.values()):
-            every = integration.spec.syncFrequency
-            source = getattr(integration.spec.config, "source", None)
-            if integration.spec.type != "file" or every <= 0 or not source or not integration.delivering:
-                self._due.pop(integration.id, None)
-                continue
-            due = self._due.setdefault(integration.id, math.ceil(now / every) * every)
-            running = self._running.get(integration.id)
-            if now >= due and (running is None or running.done()):
-                self._due[integration.id] = math.floor(now / every) * every + every
-                self._running[integration.id] = asyncio.create_task(self.scan(integration))
+    def job(self, integration: AppliedIntegration) -> Coroutine[Any, Any, int]:
+        return self.scan(integration)
+
+    async def closed(self) -> None:
+        if self._owns_files:
+            await self.files.close()
 
     async def scan(self, integration: AppliedIntegration) -> int:
         """List the source prefix once and emit what is new; returns how many were emitted."""

@@ -13,10 +13,11 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from reconciler.delivery.schedule import Schedule
 from reconciler.events.envelope import EventRejected, new_id, now_timestamp
 from reconciler.store import Attempt
 
@@ -27,46 +28,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("reconciler.sync")
 
-TICK_SECONDS = 0.5
-LEADER_CHECK_SECONDS = 10.0
 SYNC_BODY_BYTES = 256 * 1024  # the part of a sync result that goes into the event
 EXCERPT_CHARS = 1024
 
 
-class SyncScheduler:
+class SyncScheduler(Schedule):
     def __init__(self, reconciler: Reconciler, intake: Intake, http: HttpSink) -> None:
-        self.reconciler = reconciler
+        super().__init__(reconciler)
         self.intake = intake
         self.http = http
-        self._due: dict[str, float] = {}
-        self._running: dict[str, asyncio.Task[None]] = {}
 
-    async def run(self, stop: asyncio.Event) -> None:
-        leader_checked, leader = 0.0, False
-        while not stop.is_set():
-            if time.monotonic() - leader_checked > LEADER_CHECK_SECONDS:
-                leader = await asyncio.to_thread(self.reconciler.store.is_leader)
-                leader_checked = time.monotonic()
-            if leader:  # with PostgreSQL replicas, one of them syncs
-                self.tick(time.time())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=TICK_SECONDS)
-        for task in self._running.values():
-            task.cancel()
-        await asyncio.gather(*self._running.values(), return_exceptions=True)
+    def serves(self, integration: AppliedIntegration) -> bool:
+        return bool(getattr(integration.spec.config, "syncEndpoint", None))
 
-    def tick(self, now: float) -> None:
-        for integration in list(self.reconciler.applied.values()):
-            every = integration.spec.syncFrequency
-            endpoint = getattr(integration.spec.config, "syncEndpoint", None)
-            if every <= 0 or not endpoint or not integration.delivering:
-                self._due.pop(integration.id, None)
-                continue
-            due = self._due.setdefault(integration.id, math.ceil(now / every) * every)
-            running = self._running.get(integration.id)
-            if now >= due and (running is None or running.done()):
-                self._due[integration.id] = math.floor(now / every) * every + every
-                self._running[integration.id] = asyncio.create_task(self.sync(integration))
+    def job(self, integration: AppliedIntegration) -> Coroutine[Any, Any, None]:
+        return self.sync(integration)
 
     async def sync(self, integration: AppliedIntegration) -> None:
         """Fetch the sync endpoint once and emit what it answered."""
