@@ -344,6 +344,15 @@ class History:
                 found.setdefault(integration_id, {})[outcome] = count
         return found
 
+    def queue_stats(self, now: float | None = None) -> dict[str, Any]:
+        """Deliveries waiting (pending or failed), the oldest one's age, and dead letters."""
+        per_integration = self.queue_by_integration(now).values()
+        return {
+            "depth": sum(q["depth"] for q in per_integration),
+            "oldestPendingSeconds": max((q["oldestPendingSeconds"] for q in per_integration), default=0.0),
+            "dead": sum(q["dead"] for q in per_integration),
+        }
+
     def queue_by_integration(self, now: float | None = None) -> dict[str, dict[str, Any]]:
         """Integration id -> waiting deliveries, the oldest one's age, dead letters."""
         now = time.time() if now is None else now

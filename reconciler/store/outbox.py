@@ -410,17 +410,6 @@ class Outbox:
         with self.engine.connect() as connection:
             return [dict(row) for row in connection.execute(query).mappings()]
 
-    def queue_stats(self, now: float | None = None) -> dict[str, Any]:
-        """Deliveries waiting (pending or failed), the oldest one's age, and dead letters."""
-        now = time.time() if now is None else now
-        c = t.deliveries.c
-        with self.engine.connect() as connection:
-            waiting, oldest = connection.execute(
-                sa.select(sa.func.count(), sa.func.min(c.created_at)).where(c.status.in_(RETRYABLE))
-            ).one()
-            dead = connection.execute(sa.select(sa.func.count()).where(c.status == "dead")).scalar()
-        return {"depth": waiting, "oldestPendingSeconds": round(now - oldest, 3) if oldest else 0.0, "dead": dead or 0}
-
     def prune(self, before: float) -> dict[str, int]:
         """Retention: drop attempts, finished deliveries and their events older than `before`.
 
