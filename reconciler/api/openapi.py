@@ -364,7 +364,13 @@ def _paths() -> dict[str, Any]:
                 "tags": ["events"],
                 "security": [],
                 "parameters": [{"name": "secret", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": ANY_OBJECT}}},
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": ANY_OBJECT},
+                        "application/x-www-form-urlencoded": {"schema": ANY_OBJECT},
+                    },
+                },
                 "responses": {
                     "200": _json(ANY_OBJECT, "A repeated webhook id: acknowledged, not emitted again"),
                     "202": _json(ANY_OBJECT, "Verified, stored and emitted"),
@@ -373,7 +379,7 @@ def _paths() -> dict[str, Any]:
                     "404": _problem("No integration receives at this path"),
                     "413": _problem("The body is too large"),
                     "422": _problem("The payload does not match the configured event type"),
-                    "503": _problem("The integration is not receiving now"),
+                    "503": _problem("The integration is paused, or its signing secret is unusable"),
                 },
             }
         },
