@@ -407,6 +407,31 @@ def test_retry_after_is_honoured_on_429(tmp_path, peer):
     run(scenario)
 
 
+def test_retry_after_holds_every_request_to_the_endpoint(tmp_path, peer):
+    """A partner that says "429, come back in 2 s" means all of our requests, not only the
+    one it answered: the rest of the queue waits too, and nothing is dropped."""
+    told = []
+
+    def script(seen: Seen) -> Reply:
+        if not told:
+            told.append(seen.at)
+            return Reply(429, "slow down", {"Retry-After": "2"})
+        return Reply(200)
+
+    peer.script = script
+
+    async def scenario() -> None:
+        spec = with_config(hook(peer, extra="retry: {schedule: [0s, 50ms]}"), "rateLimit: {concurrency: 1}")
+        async with Pipeline(tmp_path, {"t.yaml": spec}) as p:
+            for n in range(4):
+                await p.emit("user.login", {"userId": n})
+            await p.until(lambda: p.statuses("t") == {"delivered": 4})
+            later = [s.at for s in peer.requests("/hook")][1:]
+            assert len(later) == 4 and min(later) - told[0] >= 1.95, "nothing was sent during the pause"
+
+    run(scenario)
+
+
 def test_gone_suspends_the_integration_and_keeps_its_queue(tmp_path, peer):
     peer.script = lambda seen: Reply(410, "this webhook was deleted")
 

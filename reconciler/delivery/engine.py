@@ -578,6 +578,8 @@ class Lane:
                 False, None, 0.0, None, f"internal error: {type(exc).__name__}", None, endpoint_failure=False
             )
         now = time.time()
+        if result.retry_after is not None and result.status in (429, 503):
+            breaker.pause(now + result.retry_after)  # the endpoint's word holds for every request to it
         if result.ok:
             breaker.success()
         elif result.endpoint_failure:
