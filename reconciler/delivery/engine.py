@@ -500,36 +500,33 @@ class Lane:
         key = id(unit)
         self._taken[key] = unit
         try:
-            await self._start(integration, unit, pacer)
+            try:
+                if pacer.interval:
+                    await pacer.wait_turn()
+                if unit.batch_id and self._batch_pacer is not None:
+                    await self._batch_pacer.wait_turn()  # batchDelay between batch requests
+                # decided only now, after waiting: a request that failed meanwhile may have opened
+                # the breaker, and a drain may have begun
+                breaker = self.engine.breaker(integration)
+                if self._closing or not breaker.allows(time.time()):
+                    self._release(unit.deliveries, until=None if self._closing else breaker.retry_at(time.time()))
+                    return
+            except BaseException:
+                self._release(unit.deliveries)
+                raise
+            self.inflight += len(unit.deliveries)
+            task = asyncio.current_task()
+            assert task is not None
+            self._sending.add(task)  # from here on a close waits for the request to end
+            try:
+                await self._send(integration, unit, breaker)
+            finally:
+                self._sending.discard(task)
+                self.inflight -= len(unit.deliveries)
         finally:
             del self._taken[key]
             if len(self.queue) + self.inflight < LANE_REFILL:
                 self.engine.wake()  # running low: claim more now rather than at the next poll
-
-    async def _start(self, integration: AppliedIntegration, unit: Unit, pacer: Pacer) -> None:
-        try:
-            if pacer.interval:
-                await pacer.wait_turn()
-            if unit.batch_id and self._batch_pacer is not None:
-                await self._batch_pacer.wait_turn()  # batchDelay between batch requests
-            # decided only now, after waiting: a request that failed meanwhile may have opened
-            # the breaker, and a drain may have begun
-            breaker = self.engine.breaker(integration)
-            if self._closing or not breaker.allows(time.time()):
-                self._release(unit.deliveries, until=None if self._closing else breaker.retry_at(time.time()))
-                return
-        except BaseException:
-            self._release(unit.deliveries)
-            raise
-        self.inflight += len(unit.deliveries)
-        task = asyncio.current_task()
-        assert task is not None
-        self._sending.add(task)  # from here on a close waits for the request to end
-        try:
-            await self._send(integration, unit, breaker)
-        finally:
-            self._sending.discard(task)
-            self.inflight -= len(unit.deliveries)
 
     def _configure(self, integration: AppliedIntegration) -> bool:
         """Pacing and concurrency of the applied generation; True when they changed."""
