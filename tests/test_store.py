@@ -193,3 +193,18 @@ def test_replay_leaves_a_delivery_that_is_being_tried_alone(store):
     counts = store.delivery_counts("a")
     assert counts == {"pending": 1, "failed": 1}
     assert store.replay(delivery_id=retrying.id) == 0
+
+
+def test_a_batch_is_claimed_whole(store):
+    """A retried batch keeps its webhook-id, so it must keep its events: a claim that takes one
+    member takes them all, even past its limit."""
+    from reconciler.store import NewDelivery, NewEvent
+
+    events = [NewEvent(f"e{n}", "user.login", "t", {"userId": n}, "api") for n in range(4)]
+    store.enqueue(events, [NewDelivery(f"d{n}", f"e{n}", "a", 0, float(n)) for n in range(4)])
+    store.assign_batch(["d0", "d1", "d2"], "bat_1")
+    claimed = store.claim("w", ["a"], 1000.0, 1, 300.0)
+    assert sorted(d.id for d in claimed) == ["d0", "d1", "d2"]
+    assert {d.batch_id for d in claimed} == {"bat_1"}
+    assert all(d.envelope["data"]["userId"] == int(d.id[1:]) for d in claimed)
+    assert [d.id for d in store.claim("w", ["a"], 1000.0, 10, 300.0)] == ["d3"]

@@ -185,9 +185,33 @@ class Outbox:
                 statement = self._claim_statement(ids[start : start + IN_CHUNK], owner, now, room, lease_seconds)
                 # positional rows: RETURNING lists DueDelivery's fields in order
                 claimed += [DueDelivery(*row) for row in connection.execute(statement)]
+            claimed += self._claim_batch_mates(connection, claimed, owner, now, lease_seconds)
             self._attach_envelopes(connection, claimed)
         claimed.sort(key=lambda d: d.created_at)
         return claimed
+
+    def _claim_batch_mates(
+        self, connection: sa.Connection, claimed: list[DueDelivery], owner: str, now: float, lease_seconds: float
+    ) -> list[DueDelivery]:
+        """The rest of every batch a claim took part of: a batch's retry carries the same
+        webhook-id, so it must carry the same events, or a receiver that deduplicates by id
+        would drop the ones left behind."""
+        batch_ids = list({d.batch_id for d in claimed if d.batch_id})
+        if not batch_ids:
+            return []
+        c = t.deliveries.c
+        taken = {d.id for d in claimed}
+        mates = (
+            sa.update(t.deliveries)
+            .where(
+                c.batch_id.in_(batch_ids),
+                c.status.in_(RETRYABLE),
+                sa.or_(c.lease_expires_at.is_(None), c.lease_expires_at < now),
+            )
+            .values(lease_owner=owner, lease_expires_at=now + lease_seconds)
+            .returning(c.id, c.event_id, c.integration_id, c.subscription, c.attempts, c.batch_id, c.created_at)
+        )
+        return [d for d in (DueDelivery(*row) for row in connection.execute(mates)) if d.id not in taken]
 
     def _claim_statement(
         self, integration_ids: list[str], owner: str, now: float, limit: int, lease_seconds: float

@@ -80,6 +80,15 @@ class SQLiteStore(Store):
                 f"AND integration_id IN ({marks}) ORDER BY next_attempt_at LIMIT ?)",
                 (owner, expires, now, now, *ids, limit),
             )
+            # a batch is claimed whole: its retry carries the same webhook-id, so it must carry the
+            # same events, or a receiver that deduplicates by id would drop the ones left behind
+            connection.exec_driver_sql(
+                "UPDATE deliveries SET lease_owner = ?, lease_expires_at = ? WHERE batch_id IN ("
+                "SELECT batch_id FROM deliveries WHERE lease_owner = ? AND lease_expires_at = ? "
+                "AND batch_id IS NOT NULL) AND status IN ('pending', 'failed') "
+                "AND (lease_expires_at IS NULL OR lease_expires_at < ?)",
+                (owner, expires, owner, expires, now),
+            )
             packed = connection.exec_driver_sql(
                 "SELECT json_group_array(json_array(d.id, d.event_id, d.integration_id, d.subscription, "
                 "d.attempts, d.batch_id, d.created_at, e.event, e.timestamp, e.data)) "
