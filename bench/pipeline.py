@@ -91,9 +91,10 @@ async def _post_load(url: str, count: int, concurrency: int) -> float:
     return (count // concurrency * concurrency) / elapsed
 
 
-def _daemon_intake(args: argparse.Namespace, sink_port: int, paused: bool) -> float:
-    """Events/s accepted by a real daemon; `paused`: its one integration is suspended, so every
-    event still commits a delivery, but none is sent during the measurement."""
+@contextmanager
+def _intake_daemon(sink_port: int, paused: bool) -> Iterator[str]:
+    """A real daemon with one webhook integration; yields its trigger URL. `paused`: the
+    integration is suspended, so every event still commits a delivery, but none is sent."""
     daemon_port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-intake-") as tmp:
         work = Path(tmp)
@@ -114,37 +115,45 @@ def _daemon_intake(args: argparse.Namespace, sink_port: int, paused: bool) -> fl
                     headers={"x-admin-secret": ADMIN},
                     json={"reason": "bench"},
                 ).raise_for_status()
-            return asyncio.run(
-                _post_load(
-                    f"http://127.0.0.1:{daemon_port}/api/integrations/webhooks/trigger", args.events, args.concurrency
-                )
-            )
+            yield f"http://127.0.0.1:{daemon_port}/api/integrations/webhooks/trigger"
 
 
 def bench_intake(args: argparse.Namespace) -> list[dict[str, object]]:
-    """Durable events accepted per second over HTTP, beside a bare Starlette 202."""
+    """Durable events accepted per second over HTTP, beside a bare Starlette 202. The two
+    alternate over several rounds and the medians are compared, as in the delivery section."""
     sink_port, bare_port = free_port(), free_port()
-    with process([sys.executable, str(HERE / "peers.py"), "sink", str(sink_port)], sink_port):
-        paused = _daemon_intake(args, sink_port, paused=True)
-        delivering = _daemon_intake(args, sink_port, paused=False)
-    with process([sys.executable, str(HERE / "peers.py"), "bare202", str(bare_port)], bare_port):
-        bare = asyncio.run(
-            _post_load(f"http://127.0.0.1:{bare_port}/api/integrations/webhooks/trigger", args.events, args.concurrency)
-        )
+    ours: list[float] = []
+    bare: list[float] = []
+    with (
+        process([sys.executable, str(HERE / "peers.py"), "sink", str(sink_port)], sink_port),
+        process([sys.executable, str(HERE / "peers.py"), "bare202", str(bare_port)], bare_port),
+    ):
+        bare_url = f"http://127.0.0.1:{bare_port}/api/integrations/webhooks/trigger"
+        with _intake_daemon(sink_port, paused=True) as url:
+            for _ in range(args.rounds):
+                bare.append(asyncio.run(_post_load(bare_url, args.events, args.concurrency)))
+                ours.append(asyncio.run(_post_load(url, args.events, args.concurrency)))
+        with _intake_daemon(sink_port, paused=False) as url:
+            delivering = asyncio.run(_post_load(url, args.events, args.concurrency))
+    paused, bare_median = statistics.median(ours), statistics.median(bare)
     row = {
         "events": args.events,
         "concurrency": args.concurrency,
+        "rounds": args.rounds,
         "durable_per_s": round(paused),
         "durable_while_delivering_per_s": round(delivering),
-        "bare_starlette_per_s": round(bare),
-        "ratio": round(paused / bare, 2),
-        "ratio_while_delivering": round(delivering / bare, 2),
+        "bare_starlette_per_s": round(bare_median),
+        "ratio": round(paused / bare_median, 2),
+        "ratio_while_delivering": round(delivering / bare_median, 2),
+        "durable_runs": [round(x) for x in ours],
+        "bare_runs": [round(x) for x in bare],
     }
     print(
         f"intake: {row['durable_per_s']} durable events/s over HTTP (each committed with its delivery before "
         f"the 202; {row['durable_while_delivering_per_s']}/s while the same process delivers them) vs bare "
         f"Starlette 202: {row['bare_starlette_per_s']}/s; ratio {row['ratio']} "
-        f"({row['ratio_while_delivering']} while delivering)",
+        f"({row['ratio_while_delivering']} while delivering; medians of {args.rounds} alternating rounds: "
+        f"ours {row['durable_runs']}, bare {row['bare_runs']})",
         flush=True,
     )
     return [row]

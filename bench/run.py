@@ -284,7 +284,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=5000, help="events posted by the intake and inbound sections")
     parser.add_argument("--concurrency", type=int, default=64, help="clients posting at once (intake, inbound)")
     parser.add_argument("--deliveries", type=int, default=5000, help="deliveries in the delivery section")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the delivery section")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the intake and delivery sections")
     parser.add_argument("--rate", type=int, default=500, help="events per second in the latency section")
     parser.add_argument("--seconds", type=int, default=10, help="duration of the latency section")
     parser.add_argument("--backlog", type=int, default=100_000, help="deliveries queued in the backlog section")
