@@ -192,6 +192,9 @@ def test_unusable_settings_exit_2_with_a_reason(workdir):
     assert missing.returncode == 2 and "config directory nope does not exist" in missing.stderr
     bad_store = run_cli(workdir, "--store", "mongodb://x")
     assert bad_store.returncode == 2 and "unsupported store URL" in bad_store.stderr
+    bad_retention = run_cli(workdir, "--retention", "a month")
+    assert bad_retention.returncode == 2 and "--retention" in bad_retention.stderr
+    assert "30d" in bad_retention.stderr or "for example" in bad_retention.stderr
 
 
 def test_listening_socket_lets_asyncio_disable_nagle():
