@@ -243,7 +243,7 @@ async def _drain_queue(work: Path, sink_port: int, count: int) -> float:
         p.engine.wake()
         # sent and answered (the engine's own count, read without touching the store), then
         # recorded: the clock stops once every outcome is written
-        while p.engine.counts["delivered"] < count:
+        while p.engine.stats.total("delivered") < count:
             await asyncio.sleep(0.002)
         await p.engine.flush()
         elapsed = time.perf_counter() - began

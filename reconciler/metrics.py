@@ -49,6 +49,10 @@ class DeliveryStats:
         self.attempts: Counter[tuple[str, str]] = Counter()
         self.latency: dict[str, _Histogram] = {}
 
+    def total(self, outcome: str) -> int:
+        """Attempts with this outcome, over every integration."""
+        return sum(count for (_, seen), count in self.attempts.items() if seen == outcome)
+
     def observe(self, attempt: Attempt) -> None:
         self.attempts[(attempt.integration_id, attempt.outcome)] += 1
         if attempt.latency_ms is not None and attempt.status_code is not None:

@@ -485,7 +485,7 @@ def test_dead_letter_after_the_last_attempt_then_replay(tmp_path, peer):
             assert [(a["attempt"], a["outcome"]) for a in attempts] == [(1, "failed"), (2, "failed"), (3, "dead")]
             assert all(a["error"] == "HTTP 500" and a["response_excerpt"] == "boom" for a in attempts)
             peer.script = lambda seen: Reply()
-            [delivery] = p.store.deliveries("t")
+            [delivery], _ = p.store.delivery_page("t", ["dead"])
             assert p.store.replay(delivery_id=delivery["id"]) == 1
             p.engine.wake()
             await p.until(lambda: p.statuses("t") == {"delivered": 1})
@@ -679,7 +679,7 @@ def test_committed_deliveries_go_straight_to_their_lane_and_are_sent_once(tmp_pa
             ids = [seen.json()["id"] for seen in peer.requests("/hook")]
             assert sorted(ids) == sorted(a.id for a in accepted)  # each once
             assert sum(claims) == 0  # none needed the claim query
-            rows = p.store.deliveries("t", ["delivered"], limit=500)
+            rows, _ = p.store.delivery_page("t", ["delivered"], limit=500)
             assert len(rows) == 200
 
     run(scenario)

@@ -223,7 +223,8 @@ def test_upsert_keeps_one_row_per_key_and_a_replay_updates_it(tmp_path, db):
             assert db.rows("SELECT user_id, email, last_event FROM users") == [(7, "ada@new.example.edu", second.id)]
             db.execute("UPDATE users SET email = 'changed by hand'")
             # the same event delivered again: still one row, updated from the event
-            delivery = next(d for d in p.store.deliveries("db") if d["event_id"] == second.id)
+            page, _ = p.store.delivery_page("db", ["delivered"])
+            delivery = next(d for d in page if d["eventId"] == second.id)
             assert p.store.replay(delivery_id=delivery["id"], statuses=("delivered",)) == 1
             p.engine.wake()
             await p.until(lambda: len(p.store.attempts("db")) == 3)

@@ -58,12 +58,10 @@ def routes(runtime: Runtime) -> list[Route]:
         )
 
     async def logs(request: Request) -> Response:
-        denied = require_admin(request, runtime.admin_secret)
-        if denied:
-            return denied
         integration_id = request.path_params["id"]
-        if not _known(runtime, integration_id):
-            return not_found(integration_id)
+        refused = require_admin(request, runtime.admin_secret) or _unknown(runtime, integration_id)
+        if refused:
+            return refused
         try:
             where = _log_filter(request)
             limit = _limit(request)
@@ -86,12 +84,10 @@ def routes(runtime: Runtime) -> list[Route]:
         return JSONResponse({"items": items, "nextCursor": cursor})
 
     async def deliveries(request: Request) -> Response:
-        denied = require_admin(request, runtime.admin_secret)
-        if denied:
-            return denied
         integration_id = request.path_params["id"]
-        if not _known(runtime, integration_id):
-            return not_found(integration_id)
+        refused = require_admin(request, runtime.admin_secret) or _unknown(runtime, integration_id)
+        if refused:
+            return refused
         try:
             statuses = _choices(request, "status", DELIVERY_STATUSES) or ["pending", "failed", "dead"]
             limit = _limit(request)
@@ -112,8 +108,9 @@ def routes(runtime: Runtime) -> list[Route]:
         if isinstance(body, Response):
             return body
         integration_id = request.path_params["id"]
-        if not _known(runtime, integration_id):
-            return not_found(integration_id)
+        unknown = _unknown(runtime, integration_id)
+        if unknown:
+            return unknown
         store = runtime.reconciler.store
         try:
             delivery_id, since, statuses = _replay_request(body)
@@ -180,13 +177,15 @@ async def _follow(runtime: Runtime, request: Request, integration_id: str, where
 # --- request parsing ----------------------------------------------------------------------------
 
 
-def _known(runtime: Runtime, integration_id: str) -> bool:
-    return integration_id in runtime.reconciler.registry
+def _unknown(runtime: Runtime, integration_id: str) -> Response | None:
+    """The 404 for an id the registry does not hold."""
+    return None if integration_id in runtime.reconciler.registry else not_found(integration_id)
 
 
 def _testable(runtime: Runtime, integration_id: str) -> AppliedIntegration | Response:
-    if integration_id not in runtime.reconciler.registry:
-        return not_found(integration_id)
+    unknown = _unknown(runtime, integration_id)
+    if unknown:
+        return unknown
     applied = runtime.reconciler.applied.get(integration_id)
     if applied is None:
         return problem(

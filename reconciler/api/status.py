@@ -15,7 +15,7 @@ from reconciler.api.common import Runtime, problem, require_admin, status_word
 from reconciler.metrics import Sources, render
 from reconciler.reconcile.conditions import ConditionType, condition
 from reconciler.spec.scaffold import scaffolds
-from reconciler.store.history import iso
+from reconciler.store.history import iso, queue_totals
 
 SUCCESS_WINDOW_SECONDS = 24 * 3600.0
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -72,8 +72,8 @@ def health_status(runtime: Runtime) -> dict[str, Any]:
     store = reconciler.store
     now = time.time()
     last = reconciler.last_pass
-    queue = store.queue_stats(now)
     per_queue = store.queue_by_integration(now)
+    queue = queue_totals(per_queue)
     outcomes = store.attempt_outcomes(now - SUCCESS_WINDOW_SECONDS)
     expiries = runtime.engine.http.auth.expiries() if runtime.engine is not None else {}
     by_condition: Counter[str] = Counter()

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,7 @@ from reconciler.events.envelope import new_id, now_timestamp
 from reconciler.metrics import DeliveryStats
 from reconciler.sinks import RecordSink, SinkResult, record_sinks
 from reconciler.sinks.http import HttpSink
+from reconciler.spec.durations import parse_duration
 from reconciler.store import Attempt, DueDelivery, Outcome, Store
 
 if TYPE_CHECKING:
@@ -77,7 +78,6 @@ class DeliveryEngine:
         self.records = records if records is not None else record_sinks()
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{new_id('w')[-8:]}"
         self.retention_seconds = retention_seconds
-        self.counts: Counter[str] = Counter()  # attempts by outcome
         self.stats = DeliveryStats()  # attempts and latency by integration, for /metrics
         self._wake = asyncio.Event()
         self._lanes: dict[str, Lane] = {}
@@ -91,6 +91,7 @@ class DeliveryEngine:
         self._closing = False
         self._policies: dict[tuple[str, int], RetryPolicy] = {}
         self._breaker_keys: dict[tuple[str, int], str] = {}
+        self._timeouts: dict[tuple[str, int], float] = {}
 
     def wake(self) -> None:
         """An intake committed: look for due work now rather than at the next poll."""
@@ -116,7 +117,7 @@ class DeliveryEngine:
         lane = self._lanes.get(integration_id)
         if lane is not None and lane.room() <= 0:
             return None
-        return self.owner, now + max(LEASE_MIN_SECONDS, 2 * _timeout_seconds([integration]) + 60)
+        return self.owner, now + self.lease_seconds([integration])
 
     def adopt(self, deliveries: list[DueDelivery]) -> None:
         """Deliveries committed with this engine's lease: into their lanes at once."""
@@ -170,7 +171,7 @@ class DeliveryEngine:
         ]
         if not candidates:
             return 0
-        lease = max(LEASE_MIN_SECONDS, 2 * _timeout_seconds(candidates) + 60)
+        lease = self.lease_seconds(candidates)
         now = time.time()
         # An integration paced by rateLimit.perSecond gets only what it can send within half a
         # lease: claimed work must not outlive its lease and be claimed twice.
@@ -194,7 +195,7 @@ class DeliveryEngine:
         """Keep the leases of what the lanes hold (queued or in flight) from expiring."""
         held = [d.id for lane in self._lanes.values() for d in lane.held()]
         if held:
-            lease = max(LEASE_MIN_SECONDS, 2 * _timeout_seconds(list(self.reconciler.applied.values())) + 60)
+            lease = self.lease_seconds(list(self.reconciler.applied.values()))
             await asyncio.to_thread(self.store.renew_leases, self.owner, held, now + lease)
         self._prune_caches()
 
@@ -203,6 +204,7 @@ class DeliveryEngine:
         current = {(a.id, a.generation) for a in self.reconciler.applied.values()}
         self._policies = {k: v for k, v in self._policies.items() if k in current}
         self._breaker_keys = {k: v for k, v in self._breaker_keys.items() if k in current}
+        self._timeouts = {k: v for k, v in self._timeouts.items() if k in current}
         self._templates = {k: v for k, v in self._templates.items() if (k[0], k[1]) in current}
 
     def sends(self, integration_type: str) -> bool:
@@ -279,7 +281,6 @@ class DeliveryEngine:
 
     def report(self, outcome: Outcome) -> None:
         if outcome.attempt is not None:
-            self.counts[outcome.attempt.outcome] += 1
             self.stats.observe(outcome.attempt)
         if outcome.status in ("pending", "failed"):
             self._next_due = min(self._next_due, outcome.next_attempt_at)
@@ -314,6 +315,18 @@ class DeliveryEngine:
                 source = getattr(integration.spec.config, "template", None)
             self._templates[key] = compile_template(source) if source is not None else None
         return self._templates[key]
+
+    def lease_seconds(self, integrations: list[AppliedIntegration]) -> float:
+        """How long a claim of these integrations' work holds: long enough for the slowest
+        request twice over, and never under LEASE_MIN_SECONDS."""
+        return max(LEASE_MIN_SECONDS, 2 * max(map(self._timeout, integrations), default=10.0) + 60)
+
+    def _timeout(self, integration: AppliedIntegration) -> float:
+        key = (integration.id, integration.generation)
+        seconds = self._timeouts.get(key)
+        if seconds is None:
+            seconds = self._timeouts[key] = parse_duration(getattr(integration.spec.config, "timeout", "10s"))
+        return seconds
 
     def retry_policy(self, integration: AppliedIntegration) -> RetryPolicy:
         key = (integration.id, integration.generation)
@@ -412,12 +425,6 @@ async def _first(*events: asyncio.Event) -> None:
 def _per_second(integration: AppliedIntegration) -> float | None:
     limit = getattr(integration.spec.config, "rateLimit", None)
     return limit.perSecond if limit is not None else None
-
-
-def _timeout_seconds(integrations: list[AppliedIntegration]) -> float:
-    from reconciler.spec.durations import parse_duration
-
-    return max((parse_duration(getattr(a.spec.config, "timeout", "10s")) for a in integrations), default=10.0)
 
 
 class Lane:

@@ -101,6 +101,16 @@ class _Window:
         return found
 
 
+def queue_totals(per_integration: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The whole queue from queue_by_integration()'s figures."""
+    queues = per_integration.values()
+    return {
+        "depth": sum(q["depth"] for q in queues),
+        "oldestPendingSeconds": max((q["oldestPendingSeconds"] for q in queues), default=0.0),
+        "dead": sum(q["dead"] for q in queues),
+    }
+
+
 class History:
     """Mixed into the Store: needs `self.engine`."""
 
@@ -250,7 +260,7 @@ class History:
             return []
         c = t.events.c
         query = (
-            sa.select(c.id, c.event, c.created_at, c.dedup_key)
+            sa.select(c.id, c.event, c.created_at)
             .where(c.source == f"inbound:{integration_id}", *window.conditions(c.created_at, c.id, RANK_RECEIPT, str))
             .order_by(c.created_at.desc(), c.id.desc())
         )
@@ -346,12 +356,7 @@ class History:
 
     def queue_stats(self, now: float | None = None) -> dict[str, Any]:
         """Deliveries waiting (pending or failed), the oldest one's age, and dead letters."""
-        per_integration = self.queue_by_integration(now).values()
-        return {
-            "depth": sum(q["depth"] for q in per_integration),
-            "oldestPendingSeconds": max((q["oldestPendingSeconds"] for q in per_integration), default=0.0),
-            "dead": sum(q["dead"] for q in per_integration),
-        }
+        return queue_totals(self.queue_by_integration(now))
 
     def queue_by_integration(self, now: float | None = None) -> dict[str, dict[str, Any]]:
         """Integration id -> waiting deliveries, the oldest one's age, dead letters."""

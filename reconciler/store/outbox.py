@@ -395,33 +395,6 @@ class Outbox:
             )
             return result.rowcount or 0
 
-    def deliveries(
-        self, integration_id: str, statuses: Sequence[str] | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
-        c = t.deliveries.c
-        query = (
-            sa.select(
-                c.id,
-                c.event_id,
-                c.status,
-                c.attempts,
-                c.next_attempt_at,
-                c.last_error,
-                c.created_at,
-                c.updated_at,
-                c.delivered_at,
-                t.events.c.event,
-            )
-            .join(t.events, t.events.c.id == c.event_id)
-            .where(c.integration_id == integration_id)
-            .order_by(c.created_at.desc())
-            .limit(limit)
-        )
-        if statuses:
-            query = query.where(c.status.in_(list(statuses)))
-        with self.engine.connect() as connection:
-            return [dict(row) for row in connection.execute(query).mappings()]
-
     def attempts(
         self, integration_id: str | None = None, delivery_id: str | None = None, limit: int = 1000
     ) -> list[dict[str, Any]]:
