@@ -85,6 +85,7 @@ class DeliveryEngine:
         self._templates: dict[tuple[str, int, int], CompiledTemplate | None] = {}
         self._outcomes: deque[Any] = deque()  # Outcome, a flush request (a future), _FLUSH
         self._outcome_ready = asyncio.Event()
+        self._linger: asyncio.Future[None] | None = None  # the writer's wait for more outcomes
         self._writing = False
         self._next_due = float("inf")  # earliest retry this process scheduled
         self._background: set[asyncio.Task[None]] = set()
@@ -256,8 +257,16 @@ class DeliveryEngine:
             await self._outcome_ready.wait()
         if isinstance(self._outcomes[0], Outcome) and len(self._outcomes) < OUTCOME_GROUP:
             # Linger a moment: under load, outcomes arrive one by one, and a thread hop per
-            # handful of them costs the event loop more than the writes themselves.
-            await asyncio.sleep(OUTCOME_LINGER_SECONDS)
+            # handful of them costs the event loop more than the writes themselves. A flush
+            # (a drain, a shutdown) ends the wait.
+            loop = asyncio.get_running_loop()
+            self._linger = loop.create_future()
+            timer = loop.call_later(OUTCOME_LINGER_SECONDS, _settle, self._linger)
+            try:
+                await self._linger
+            finally:
+                timer.cancel()
+                self._linger = None
         items = [self._outcomes.popleft() for _ in range(min(OUTCOME_GROUP, len(self._outcomes)))]
         group = [item for item in items if isinstance(item, Outcome)]
         if group:
@@ -290,6 +299,8 @@ class DeliveryEngine:
         self._outcomes.append(item)
         if len(self._outcomes) == 1:
             self._outcome_ready.set()
+        if not isinstance(item, Outcome) and self._linger is not None:
+            _settle(self._linger)  # someone waits for the write: no lingering
 
     # --- per-integration helpers used by lanes --------------------------------------------------------
 
@@ -622,6 +633,11 @@ class Lane:
         for delivery in deliveries:
             status = "failed" if delivery.attempts else "pending"
             self.engine.report(Outcome(delivery.id, status, delivery.attempts, when))
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def _ready(result: SinkResult) -> SinkResult:

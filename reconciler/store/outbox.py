@@ -13,7 +13,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -58,8 +58,20 @@ class DueDelivery:
     attempts: int
     batch_id: str | None
     created_at: float
-    envelope: dict[str, Any] = field(default_factory=dict)
-    body: bytes | None = None  # the envelope as compact JSON, when the store had its data as text
+    parsed: dict[str, Any] | None = None  # the envelope, when it came as a dict
+    body: bytes | None = None  # the envelope as compact JSON, when it came as text
+
+    @property
+    def envelope(self) -> dict[str, Any]:
+        """`{"id", "event", "timestamp", "data"}`, parsed from the body only when something
+        needs the fields (a template, a record sink): a plain send posts the body as it is."""
+        if self.parsed is None:
+            self.parsed = json.loads(self.body) if self.body else {}
+        return self.parsed
+
+    @envelope.setter
+    def envelope(self, value: dict[str, Any]) -> None:
+        self.parsed = value
 
 
 @dataclass(frozen=True, slots=True)

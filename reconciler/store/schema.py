@@ -131,5 +131,11 @@ def _v1(connection: sa.Connection) -> None:
         table.create(connection, checkfirst=True)
 
 
+def _v2(connection: sa.Connection) -> None:
+    # claims find the rows they just leased by the lease's (unique) expiry: without an index
+    # that is a scan of every delivery ever kept
+    connection.exec_driver_sql("CREATE INDEX IF NOT EXISTS deliveries_lease ON deliveries (lease_expires_at)")
+
+
 # version -> migration; append, never edit (version 1 is the schema of the first release)
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1}
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1, 2: _v2}
