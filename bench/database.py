@@ -133,8 +133,8 @@ def _sink_alone(url: str, envelopes: list[dict[str, object]], batch: int) -> flo
     """The same rows through DatabaseSink.write alone, batch after batch: the sink's share."""
     from types import SimpleNamespace
 
+    from reconciler.manifests.models import DatabaseConfig
     from reconciler.sinks.database import DatabaseSink
-    from reconciler.spec.models import DatabaseConfig
 
     config = DatabaseConfig.model_validate(
         {"url": url, "table": "sink_events", "mode": "upsert", "key": ["event_id"], "createTable": True},

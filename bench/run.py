@@ -46,7 +46,7 @@ def measure(command: list[str]) -> tuple[float, float, int]:
 
 def generate_integrations(target: Path, count: int) -> list[Path]:
     """`count` integration files, cycling through the scaffolding templates with new ids."""
-    from reconciler.spec.scaffold import scaffolds
+    from reconciler.manifests.scaffold import scaffolds
 
     templates = [s for s in scaffolds().values() if s.data.get("kind") == "Integration"]
     # the inbound template needs a unique secret per file, which its scaffold cannot give
@@ -138,11 +138,11 @@ async def _edit_latencies(folder: Path, files: list[Path], edits: int) -> tuple[
     for n in range(edits):
         path = files[(n * 37) % len(files)]
         ident = path.stem
-        before = reconciler.registry[ident].generation
+        before = reconciler.snapshot.registry[ident].generation
         text = path.read_text().replace("\nname: ", f"\nname: Edit {n} ", 1)
         start = time.perf_counter()
         path.write_text(text)
-        while (record := reconciler.registry.get(ident)) is None or record.generation == before:
+        while (record := reconciler.snapshot.registry.get(ident)) is None or record.generation == before:
             await asyncio.sleep(0.001)
         ours.append((time.perf_counter() - start) * 1000)
         await asyncio.sleep(0.05)

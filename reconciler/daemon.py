@@ -24,11 +24,11 @@ from reconciler.api.auth import load_admin_secret
 from reconciler.delivery.engine import DeliveryEngine
 from reconciler.delivery.sources import SourceWatcher
 from reconciler.delivery.sync import SyncScheduler
-from reconciler.events.intake import Intake
+from reconciler.intake.committer import Intake
 from reconciler.reconcile.loop import RESYNC_SECONDS, Reconciler
 from reconciler.reconcile.watch import watch
 from reconciler.sinks.files import FileSink
-from reconciler.store import Store, open_store
+from reconciler.store import AsyncStore, open_store
 
 log = logging.getLogger("reconciler")
 SHUTDOWN_GRACE_SECONDS = 10.0
@@ -93,18 +93,18 @@ async def serve(settings: Settings) -> int:
     if not settings.config_dir.is_dir():
         raise StartupError(f"config directory {settings.config_dir} does not exist; create it or pass --config-dir")
     sock = bind(settings.listen)
-    store = await asyncio.to_thread(open_store, settings.store_url)
+    store = AsyncStore.of(await asyncio.to_thread(open_store, settings.store_url))
     with contextlib.ExitStack() as held:
         if store.dialect == "sqlite":
             held.enter_context(exclusive_owner(settings.store_url))
             # the only process on this store: whatever a crashed predecessor had claimed is free
-            released = await asyncio.to_thread(store.release_leases)
+            released = await store.release_leases()
             if released:
                 log.info("taking over deliveries claimed before a crash", extra={"fields": {"count": released}})
         return await _serve(settings, sock, store)
 
 
-async def _serve(settings: Settings, sock: socket.socket, store: Store) -> int:
+async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> int:
     admin_secret, secret_source = load_admin_secret(settings.state_dir)
     engine_holder: list[DeliveryEngine] = []
 
@@ -114,6 +114,8 @@ async def _serve(settings: Settings, sock: socket.socket, store: Store) -> int:
     reconciler = Reconciler(store, settings.config_dir, resync_seconds=settings.resync_seconds, on_remove=drain)
     engine = DeliveryEngine(store, reconciler, retention_seconds=settings.retention_seconds)
     engine_holder.append(engine)
+    # what was applied before a restart runs again before the first request is taken
+    await reconciler.restore()
     intake = Intake(store, reconciler, on_commit=engine.wake, handoff=engine)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -170,7 +172,7 @@ async def _serve(settings: Settings, sock: socket.socket, store: Store) -> int:
     _, pending = await asyncio.wait(set(roles.values()), timeout=max(0.1, deadline - loop.time()))
     for task in pending:
         task.cancel()
-    await asyncio.to_thread(store.close)
+    await store.close()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(signum)
     if failed:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.spec.validate import ValidationResult, validate_paths
+from reconciler.manifests.validate import ValidationResult, validate_paths
 from tests.peers import Peer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,10 +12,10 @@ from typing import Any
 from reconciler.delivery.engine import DeliveryEngine
 from reconciler.delivery.sources import SourceWatcher
 from reconciler.delivery.sync import SyncScheduler
-from reconciler.events.intake import Accepted, Intake
+from reconciler.intake.committer import Accepted, Intake
 from reconciler.reconcile.loop import Reconciler
 from reconciler.sinks.files import FileSink
-from reconciler.store import open_store
+from reconciler.store import AsyncStore, open_store
 
 WAIT_SECONDS = 20.0  # generous for a loaded CI machine
 
@@ -37,12 +37,15 @@ class Pipeline:
         self.environ = environ or {}
 
     async def __aenter__(self) -> Pipeline:
+        # the components' store, as the daemon has it (its calls off the loop, enforced), and a
+        # second handle on the same database for the test's own reads
+        self.daemon_store = AsyncStore(open_store(self.store_url))
         self.store = open_store(self.store_url)
         self.reconciler = Reconciler(
-            self.store, self.config, environ=self.environ, resync_seconds=3600, on_remove=self._drain
+            self.daemon_store, self.config, environ=self.environ, resync_seconds=3600, on_remove=self._drain
         )
-        self.engine = DeliveryEngine(self.store, self.reconciler)
-        self.intake = Intake(self.store, self.reconciler, on_commit=self.engine.wake, handoff=self.engine)
+        self.engine = DeliveryEngine(self.daemon_store, self.reconciler)
+        self.intake = Intake(self.daemon_store, self.reconciler, on_commit=self.engine.wake, handoff=self.engine)
         self.stop, self.intake_stop, self.engine_stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self.tasks = [
             asyncio.create_task(self.reconciler.run(self.stop)),
@@ -66,6 +69,7 @@ class Pipeline:
         self.intake_stop.set()
         self.engine_stop.set()
         await asyncio.wait_for(asyncio.gather(*self.tasks), timeout=30)
+        await self.daemon_store.close()
         self.store.close()
 
     async def emit(self, event: str, data: dict[str, Any]) -> Accepted:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from reconciler.spec.validate import validate_paths
+from reconciler.manifests.validate import validate_paths
 from tests.api_server import SECRET, serve
 from tests.peers import Peer, Reply
 from tests.pipeline import Pipeline, integration
@@ -294,7 +294,7 @@ def test_writes_answer_405_with_a_file_that_validates(tmp_path, peer):
             deleted = await api.delete("/api/integrations/hook")
             assert deleted.status_code == 405 and deleted.json()["file"] == "integrations.d/hook.yaml"
             assert (await api.put("/api/integrations/nope", json={})).status_code == 404
-            assert p.reconciler.registry["hook"].generation == 1  # nothing changed
+            assert p.reconciler.snapshot.registry["hook"].generation == 1  # nothing changed
 
     run(scenario)
 
@@ -390,7 +390,7 @@ def test_bodies_are_bounded_and_errors_are_problem_documents(tmp_path, peer):
             assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
             wrong_method = await api.patch("/api/integrations/hook")
             assert wrong_method.status_code == 405
-            assert p.reconciler.registry["hook"].generation == 1
+            assert p.reconciler.snapshot.registry["hook"].generation == 1
 
     run(scenario)
 

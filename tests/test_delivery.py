@@ -438,8 +438,8 @@ def test_gone_suspends_the_integration_and_keeps_its_queue(tmp_path, peer):
     async def scenario() -> None:
         async with Pipeline(tmp_path, {"t.yaml": hook(peer)}) as p:
             await p.emit("user.login", {"userId": 1})
-            await p.until(lambda: p.reconciler.overrides.get("t") is not None)
-            override = p.reconciler.overrides["t"]
+            await p.until(lambda: p.reconciler.snapshot.overrides.get("t") is not None)
+            override = p.reconciler.snapshot.overrides["t"]
             assert override.actor == "delivery" and "410 Gone" in override.reason
             await p.emit("user.login", {"userId": 2})
             await asyncio.sleep(0.5)
@@ -546,7 +546,7 @@ def test_removing_the_file_lets_in_flight_work_finish_and_keeps_the_queue(tmp_pa
             await p.until(lambda: peer.requests("/hook"))
             (p.config / "t.yaml").unlink()
             await p.reconciler.reconcile_once("test")
-            assert "t" not in p.reconciler.registry
+            assert "t" not in p.reconciler.snapshot.registry
             statuses = p.statuses("t")
             assert statuses.get("delivered") == 1, "the request in flight finished and was recorded"
             assert statuses.get("pending") == 4, "the rest stays queued"

@@ -7,10 +7,10 @@ import re
 import pytest
 
 from reconciler.cli.main import _parser
-from reconciler.delivery.templates import BUILTIN_TEMPLATES
 from reconciler.events.catalog import BUILTIN_EVENT_TYPES
-from reconciler.spec import models
-from reconciler.spec.scaffold import scaffolds
+from reconciler.events.templates import BUILTIN_TEMPLATES
+from reconciler.manifests import models
+from reconciler.manifests.scaffold import scaffolds
 from tests.conftest import ROOT
 
 FILE_FORMAT = (ROOT / "docs" / "file-format.md").read_text()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from reconciler.spec.scaffold import scaffolds
-from reconciler.spec.validate import validate_paths
+from reconciler.manifests.scaffold import scaffolds
+from reconciler.manifests.validate import validate_paths
 from tests.conftest import ROOT
 
 GUIDE = Path(__file__).parent / "data" / "guide"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler.spec.loader import MAX_FILE_BYTES, MAX_NODES_PER_FILE, load_bytes, load_file
+from reconciler.manifests.loader import MAX_FILE_BYTES, MAX_NODES_PER_FILE, load_bytes, load_file
 
 
 def load(text: str | bytes, name: str = "f.yaml"):
@@ -160,7 +160,7 @@ def test_positions_ignore_line_breaks_editors_do_not_count():
 
 
 def test_a_path_named_twice_is_read_once(tmp_path: Path):
-    from reconciler.spec.loader import discover
+    from reconciler.manifests.loader import discover
 
     (tmp_path / "a.yaml").write_text("a: 1\n")
     found, _ = discover([tmp_path, tmp_path / "a.yaml", f"{tmp_path}/./a.yaml"])

@@ -17,7 +17,7 @@ import pytest
 from reconciler.reconcile.conditions import ConditionType, Reason, condition
 from reconciler.reconcile.loop import Reconciler
 from reconciler.reconcile.watch import watch
-from reconciler.store import IntegrationRecord, open_store
+from reconciler.store import AsyncStore, IntegrationRecord, open_store
 from tests.conftest import ROOT
 
 CONVERGE_SECONDS = 10.0  # generous for a loaded CI machine; typical convergence is well under a second
@@ -46,8 +46,9 @@ class Harness:
         self.environ = environ if environ is not None else {}
 
     async def __aenter__(self) -> Harness:
-        self.store = open_store(self.store_url)
-        self.reconciler = Reconciler(self.store, self.config, environ=self.environ, resync_seconds=3600)
+        self.daemon_store = AsyncStore(open_store(self.store_url))
+        self.store = open_store(self.store_url)  # the test's own reads, beside the reconciler's
+        self.reconciler = Reconciler(self.daemon_store, self.config, environ=self.environ, resync_seconds=3600)
         self.stop = asyncio.Event()
         self.tasks = [
             asyncio.create_task(self.reconciler.run(self.stop)),
@@ -60,10 +61,11 @@ class Harness:
     async def __aexit__(self, *exc: object) -> None:
         self.stop.set()
         await asyncio.wait_for(asyncio.gather(*self.tasks), timeout=10)
+        await self.daemon_store.close()
         self.store.close()
 
     def record(self, integration_id: str) -> IntegrationRecord | None:
-        return self.reconciler.registry.get(integration_id)
+        return self.reconciler.snapshot.registry.get(integration_id)
 
     async def until(self, check: Callable[[], object], what: str = "") -> None:
         deadline = time.monotonic() + CONVERGE_SECONDS
@@ -71,7 +73,7 @@ class Harness:
             if check():
                 return
             await asyncio.sleep(0.02)
-        raise AssertionError(f"did not converge: {what or check}; registry: {self.reconciler.registry}")
+        raise AssertionError(f"did not converge: {what or check}; registry: {self.reconciler.snapshot.registry}")
 
     async def until_generation(self, integration_id: str, generation: int) -> IntegrationRecord:
         await self.until(
@@ -161,7 +163,7 @@ def test_broken_edit_keeps_the_last_good_version(config, store_url):
             synced = condition(record.conditions, ConditionType.SYNCED)
             assert synced is not None and synced["reason"] == Reason.VALIDATION_FAILED
             assert synced["message"].startswith("export.yaml:")
-            assert "export" in h.reconciler.applied, "the last good version still runs"
+            assert "export" in h.reconciler.snapshot.applied, "the last good version still runs"
             # the other file applies normally meanwhile
             (config / "other.yaml").write_text(export(name="Other v2"))
             await h.until_generation("other", 2)
@@ -235,7 +237,7 @@ def test_missing_secret_blocks_that_integration_only(config, store_url):
         # set the variable: the next daemon applies it
         async with Harness(config, store_url, environ={"SLACK_WEBHOOK_URL": "https://hooks.example.org/x"}) as h:
             assert status(h.record("slack-notifications"), ConditionType.READY) == ("True", Reason.APPLIED)
-            assert h.reconciler.applied["slack-notifications"].resolved is not None
+            assert h.reconciler.snapshot.applied["slack-notifications"].resolved is not None
 
     run(scenario)
 
@@ -262,13 +264,13 @@ def test_restart_keeps_registry_and_suspensions(config, store_url):
             record = await h.reconciler.suspend("export", "alice", "partner outage")
             assert status(record, ConditionType.SUSPENDED) == ("True", Reason.SUSPENDED_BY_OPERATOR)
             assert status(record, ConditionType.READY) == ("False", Reason.SUSPENDED_BY_OPERATOR)
-            assert not h.reconciler.applied["export"].delivering
+            assert not h.reconciler.snapshot.applied["export"].delivering
         async with Harness(config, store_url) as h:
             record = h.record("export")
             assert record is not None and record.generation == 1
             suspended = condition(record.conditions, ConditionType.SUSPENDED)
             assert suspended is not None and suspended["message"] == "suspended by alice: partner outage"
-            assert h.reconciler.applied["export"].suspended
+            assert h.reconciler.snapshot.applied["export"].suspended
             record = await h.reconciler.resume("export", "bob", "partner back")
             assert status(record, ConditionType.READY) == ("True", Reason.APPLIED)
             assert [(e.action, e.actor) for e in h.store.audit_trail("export")][:2] == [
@@ -287,7 +289,7 @@ def test_last_good_version_survives_a_restart_with_a_broken_file(config, store_u
             await h.until_generation("export", 1)
         (config / "export.yaml").write_text("name: [broken\n")
         async with Harness(config, store_url) as h:
-            assert "export" in h.reconciler.applied
+            assert "export" in h.reconciler.snapshot.applied
             assert status(h.record("export"), ConditionType.READY) == ("True", Reason.APPLIED)
             assert status(h.record("export"), ConditionType.SYNCED) == ("False", Reason.VALIDATION_FAILED)
 
@@ -351,7 +353,7 @@ def test_restart_restores_http_integrations_with_optional_fields_unset(config, s
             assert h.record("hook").spec["config"]["signingSecret"] is None  # type: ignore[index]
         (config / "hook.yaml").write_text("name: [broken\n")
         async with Harness(config, store_url, environ=HOOK_ENV) as h:
-            assert "hook" in h.reconciler.applied, "the stored last good version runs again"
+            assert "hook" in h.reconciler.snapshot.applied, "the stored last good version runs again"
 
     run(scenario)
 
@@ -369,7 +371,7 @@ def test_a_kind_typo_in_a_multi_document_file_keeps_the_running_integration(conf
                 )
             )
             await h.until(lambda: status(h.record("b"), ConditionType.SYNCED)[0] == "False")
-            assert h.record("b").generation == 1 and "b" in h.reconciler.applied  # type: ignore[union-attr]
+            assert h.record("b").generation == 1 and "b" in h.reconciler.snapshot.applied  # type: ignore[union-attr]
 
     run(scenario)
 
@@ -398,7 +400,7 @@ def test_git_declaring_active_false_lifts_the_override(config, store_url):
         async with Harness(config, store_url) as h:
             await h.reconciler.suspend("export", "alice", "outage")
             (config / "export.yaml").write_text(export().replace("name: Export", "name: Export\nactive: false"))
-            await h.until(lambda: "export" not in h.reconciler.overrides)
+            await h.until(lambda: "export" not in h.reconciler.snapshot.overrides)
             assert h.store.overrides() == {}
             messages = [e.message for e in h.store.audit_trail("export")]
             assert "override lifted: git now declares active: false" in messages
@@ -452,10 +454,10 @@ def test_a_rotated_secret_file_reaches_the_running_integration(config, store_url
     async def scenario() -> None:
         async with Harness(config, store_url, environ=HOOK_ENV) as h:
             reference = f"${{file:{secret}}}"
-            assert h.reconciler.applied["hook"].resolved.values[reference] == "https://hooks.example.org/one"  # type: ignore[union-attr]
+            assert h.reconciler.snapshot.applied["hook"].resolved.values[reference] == "https://hooks.example.org/one"  # type: ignore[union-attr]
             secret.write_text("https://hooks.example.org/two\n")
             await h.reconciler.reconcile_once("resync")
-            assert h.reconciler.applied["hook"].resolved.values[reference] == "https://hooks.example.org/two"  # type: ignore[union-attr]
+            assert h.reconciler.snapshot.applied["hook"].resolved.values[reference] == "https://hooks.example.org/two"  # type: ignore[union-attr]
             assert h.record("hook").generation == 1, "the spec did not change, only the secret"  # type: ignore[union-attr]
 
     run(scenario)
@@ -512,8 +514,8 @@ def test_a_short_inbound_path_secret_keeps_the_integration_from_applying(config,
             assert ready is not None and "shorter than 16 characters" in ready["message"]
             assert "tooshort" not in str(record.conditions)
             assert (
-                "partner-webhook" not in h.reconciler.applied
-                or h.reconciler.applied["partner-webhook"].resolved is None
+                "partner-webhook" not in h.reconciler.snapshot.applied
+                or h.reconciler.snapshot.applied["partner-webhook"].resolved is None
             )
         async with Harness(config, store_url, environ=long_enough) as h:
             assert status(h.record("partner-webhook"), ConditionType.READY) == ("True", Reason.APPLIED)

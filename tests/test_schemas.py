@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from reconciler.events.catalog import BUILTIN_EVENT_TYPES, GUIDE_EVENT_TYPES
-from reconciler.spec.schemagen import all_schemas
+from reconciler.manifests.schemagen import all_schemas
 from tests.conftest import ROOT
 
 SCHEMAS = ROOT / "schemas"

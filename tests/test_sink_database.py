@@ -388,9 +388,9 @@ def test_check_inspects_the_table_without_writing(tmp_path, db):
     async def scenario() -> None:
         async with Pipeline(tmp_path, files, environ={"DB_URL": db.url}) as p:
             sink = p.engine.records["database"]
-            results = {name: await sink.check(p.reconciler.applied[name]) for name in configs}
+            results = {name: await sink.check(p.reconciler.snapshot.applied[name]) for name in configs}
             # the test endpoint's path: the check, recorded as a test attempt
-            _, tested = await p.engine.test_send(p.reconciler.applied["short"])
+            _, tested = await p.engine.test_send(p.reconciler.snapshot.applied["short"])
             await p.until(lambda: p.store.attempts("short"))
             [attempt] = p.store.attempts("short")
         assert results["ok"].ok and "table present has the mapped columns (event_id, event)" in results["ok"].excerpt
@@ -413,7 +413,7 @@ def test_check_of_a_missing_sqlite_file_does_not_create_it(tmp_path):
     async def scenario() -> None:
         spec = target("table: t\ncreateTable: true", events="[settings.updated]")
         async with Pipeline(tmp_path, {"db.yaml": spec}, environ={"DB_URL": f"sqlite:///{file}"}) as p:
-            result = await p.engine.records["database"].check(p.reconciler.applied["db"])
+            result = await p.engine.records["database"].check(p.reconciler.snapshot.applied["db"])
         assert result.ok and "does not exist yet" in result.excerpt
         assert not file.exists()
 
@@ -428,7 +428,7 @@ def test_an_unreachable_database_is_an_endpoint_failure_without_its_password(tmp
 
     async def scenario() -> None:
         async with Pipeline(tmp_path, {"db.yaml": target("table: t")}, environ={"DB_URL": url}) as p:
-            result = await p.engine.records["database"].check(p.reconciler.applied["db"])
+            result = await p.engine.records["database"].check(p.reconciler.snapshot.applied["db"])
             await p.emit("user.login", USER)
             await p.until(lambda: failed_attempts(p))
             attempts = json.dumps(p.store.attempts("db"))

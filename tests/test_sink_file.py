@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler.reconcile.desired import Resolved
+from reconciler.manifests.models import FileIntegration
 from reconciler.reconcile.loop import AppliedIntegration
+from reconciler.registry import Resolved
 from reconciler.sinks.files import FileSink
-from reconciler.spec.models import FileIntegration
 from tests.conftest import ROOT
 from tests.peers import Peer, Reply
 from tests.pipeline import Pipeline, integration
@@ -290,14 +290,14 @@ def test_s3_objects_jsonl_and_csv_and_the_check_writes_nothing(tmp_path, s3):
         }
         async with Pipeline(tmp_path, files, environ=CREDENTIALS) as p:
             sink = p.engine.records["file"]
-            before = await sink.check(p.reconciler.applied["lines"])
+            before = await sink.check(p.reconciler.snapshot.applied["lines"])
             assert before.ok, before.error
             assert "does not exist yet" in (before.excerpt or "")
             assert objects(s3, name) == {}, "the check writes nothing"
             for n in range(3):
                 await p.intake.emit("user.login", {"userId": n}, timestamp=f"{DAY}T10:00:0{n}.000Z")
             await p.until(lambda: p.statuses("lines") == p.statuses("table") == {"delivered": 3})
-            after = await sink.check(p.reconciler.applied["lines"])
+            after = await sink.check(p.reconciler.snapshot.applied["lines"])
             assert after.ok and "holds 2 entries" in (after.excerpt or ""), after
             for result in (before, after):
                 assert SECRET not in str(result) and KEY not in str(result)

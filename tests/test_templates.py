@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from reconciler.delivery.templates import (
+from reconciler.events.catalog import BUILTIN_EVENT_TYPES, sample_envelope
+from reconciler.events.templates import (
     DISCORD_CONTENT_MAX_CHARS,
     TemplateProblem,
     compile_template,
     render_context,
 )
-from reconciler.events.catalog import BUILTIN_EVENT_TYPES, sample_envelope
 
 SAMPLES = [sample_envelope(e) for e in BUILTIN_EVENT_TYPES.values()]
 INTEGRATION = {"id": "x", "name": "X"}

@@ -516,7 +516,7 @@ def test_literal_storage_credentials_are_refused(write, validate):
 
 
 def test_directory_with_no_integrations(tmp_path):
-    from reconciler.spec.validate import validate_paths
+    from reconciler.manifests.validate import validate_paths
 
     (tmp_path / "README.md").write_text("nothing here")
     result = validate_paths([tmp_path])

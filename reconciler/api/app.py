@@ -8,7 +8,6 @@ the file to commit. Errors are RFC 9457 problem documents.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from starlette.applications import Starlette
@@ -31,8 +30,9 @@ from reconciler.api.common import (
 )
 from reconciler.api.openapi import openapi_routes
 from reconciler.events.envelope import EventRejected
-from reconciler.events.intake import IntakeStopped
+from reconciler.intake.committer import IntakeStopped
 from reconciler.reconcile.conditions import ConditionType, condition
+from reconciler.registry import Snapshot
 from reconciler.store import IntegrationRecord
 
 
@@ -64,8 +64,9 @@ def create_app(runtime: Runtime) -> Starlette:
                 "invalid-query",
             )
         items = []
-        for record in runtime.reconciler.registry.values():
-            view = integration_view(runtime, record)
+        snapshot = runtime.reconciler.snapshot
+        for record in snapshot.registry.values():
+            view = integration_view(snapshot, record)
             if wanted_types and record.type not in wanted_types:
                 continue
             if wanted_statuses and view["status"] not in wanted_statuses:
@@ -80,14 +81,16 @@ def create_app(runtime: Runtime) -> Starlette:
         denied = require_admin(request, runtime.admin_secret)
         if denied:
             return denied
-        record = runtime.reconciler.registry.get(request.path_params["id"])
+        snapshot = runtime.reconciler.snapshot
+        record = snapshot.registry.get(request.path_params["id"])
         if record is None:
             return not_found(request.path_params["id"])
-        view = integration_view(runtime, record)
-        view["deliveries"] = await asyncio.to_thread(runtime.reconciler.store.delivery_counts, record.id)
+        view = integration_view(snapshot, record)
+        store = runtime.reconciler.store
+        view["deliveries"] = await store.delivery_counts(record.id)
         view["auditTrail"] = [
             {"at": e.at, "action": e.action, "actor": e.actor, "message": e.message, "generation": e.generation}
-            for e in runtime.reconciler.store.audit_trail(record.id, limit=20)
+            for e in await store.audit_trail(record.id, limit=20)
         ]
         return JSONResponse(view)
 
@@ -111,7 +114,7 @@ def create_app(runtime: Runtime) -> Starlette:
                 record = await runtime.reconciler.resume(integration_id, actor, reason)
         except KeyError:
             return not_found(integration_id)
-        return JSONResponse(integration_view(runtime, record))
+        return JSONResponse(integration_view(runtime.reconciler.snapshot, record))
 
     async def trigger(request: Request) -> Response:
         """Emit an event, as the course system does: 202 once it and its deliveries are stored."""
@@ -183,10 +186,10 @@ def _allowed(routes: list[BaseRoute], path: str) -> list[str]:
     return sorted(methods)
 
 
-def integration_view(runtime: Runtime, record: IntegrationRecord) -> dict[str, Any]:
+def integration_view(snapshot: Snapshot, record: IntegrationRecord) -> dict[str, Any]:
     """The API's view of a registry row: redacted spec, conditions, revisions, drift."""
     ready = condition(record.conditions, ConditionType.READY)
-    override = runtime.reconciler.overrides.get(record.id)
+    override = snapshot.overrides.get(record.id)
     return {
         "id": record.id,
         "name": record.name,

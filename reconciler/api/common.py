@@ -15,7 +15,7 @@ from reconciler.reconcile.conditions import ConditionType, condition
 
 if TYPE_CHECKING:
     from reconciler.delivery.engine import DeliveryEngine
-    from reconciler.events.intake import Intake
+    from reconciler.intake.committer import Intake
     from reconciler.reconcile.loop import Reconciler
     from reconciler.store import IntegrationRecord
 

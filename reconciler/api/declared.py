@@ -21,9 +21,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from reconciler.api.common import Runtime, json_body, not_found, problem, require_admin
-from reconciler.spec.diagnostics import Diagnostic
-from reconciler.spec.loader import discover, read_file
-from reconciler.spec.validate import TreeValidator
+from reconciler.manifests.diagnostics import Diagnostic
+from reconciler.manifests.loader import discover, read_file
+from reconciler.manifests.validate import TreeValidator
+from reconciler.store import IntegrationRecord
 
 API_VERSION = "cms.integrations/v1"
 SCHEMA_COMMENT = "# yaml-language-server: $schema=../schemas/integration.schema.json\n"
@@ -52,7 +53,7 @@ async def _answer(runtime: Runtime, request: Request, integration_id: str | None
     denied = require_admin(request, runtime.admin_secret)
     if denied:
         return denied
-    record = runtime.reconciler.registry.get(integration_id) if integration_id else None
+    record = runtime.reconciler.snapshot.registry.get(integration_id) if integration_id else None
     if integration_id is not None and record is None:
         return not_found(integration_id)
     body = await json_body(request)
@@ -75,7 +76,7 @@ async def _answer(runtime: Runtime, request: Request, integration_id: str | None
             "body to get the YAML file to commit, checked against the files already declared"
         )
     else:
-        document = _document(body, integration_id, action, runtime)
+        document = await _document(body, integration_id, action, runtime, record)
         if isinstance(document, Response):
             return document
         file_name = source or f"{document.get('id') or 'integration'}.yaml"
@@ -100,13 +101,17 @@ async def _answer(runtime: Runtime, request: Request, integration_id: str | None
     return response
 
 
-def _document(
-    body: dict[str, Any], integration_id: str | None, action: str, runtime: Runtime
+async def _document(
+    body: dict[str, Any],
+    integration_id: str | None,
+    action: str,
+    runtime: Runtime,
+    record: IntegrationRecord | None,
 ) -> dict[str, Any] | Response:
     """The YAML document this request asks for: the body in the file format, with its id."""
     if action == "add-webhook":
         assert integration_id is not None
-        current = _declared(runtime, integration_id)
+        current = await asyncio.to_thread(_declared, runtime.reconciler.config_dir, record)  # a file read
         if current is None:
             return problem(409, "Conflict", f"the file that declares {integration_id!r} cannot be read", "conflict")
         subscription = {k: v for k, v in body.items() if k != "url"}  # the guide's url is the integration's
@@ -120,12 +125,11 @@ def _document(
     return {"apiVersion": API_VERSION, "kind": "Integration", "id": ident or None, **document}
 
 
-def _declared(runtime: Runtime, integration_id: str) -> dict[str, Any] | None:
+def _declared(config_dir: Path, record: IntegrationRecord | None) -> dict[str, Any] | None:
     """The document that declares an integration now, as written in its file."""
-    record = runtime.reconciler.registry.get(integration_id)
     if record is None or not record.source_file:
         return None
-    path = runtime.reconciler.config_dir / record.source_file
+    path = config_dir / record.source_file
     try:
         documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):

@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -29,13 +30,12 @@ from starlette.routing import Route
 
 from reconciler.api.common import Runtime, problem
 from reconciler.api.verify import Scheme, UnusableSecret, VerificationFailed, Verifier, make_verifier
-from reconciler.delivery.auth import substitute
 from reconciler.events.envelope import EventRejected
-from reconciler.events.intake import IntakeStopped
-from reconciler.reconcile.loop import AppliedIntegration, Reconciler
-from reconciler.spec.durations import parse_duration
-from reconciler.spec.models import WebhookIntegration
-from reconciler.spec.secrets import MIN_PATH_SECRET_CHARS
+from reconciler.intake.committer import IntakeStopped
+from reconciler.manifests.durations import parse_duration
+from reconciler.manifests.models import WebhookIntegration
+from reconciler.manifests.secrets import MIN_PATH_SECRET_CHARS
+from reconciler.registry import AppliedIntegration, SnapshotSource, substitute
 
 log = logging.getLogger("reconciler.inbound")
 
@@ -67,25 +67,25 @@ class InboundIndex:
     Keyed by the SHA-256 of the resolved secret, so a lookup never compares secrets character
     by character; the hit is then confirmed with a constant-time comparison."""
 
-    def __init__(self, reconciler: Reconciler) -> None:
+    def __init__(self, reconciler: SnapshotSource) -> None:
         self.reconciler = reconciler
         self._by_digest: dict[bytes, Endpoint] = {}
-        self._version = -1
+        self._built_from: object = None  # the snapshot's applied mapping the index was built from
         self._warned: set[tuple[str, int, str]] = set()
 
     def lookup(self, presented: str) -> Endpoint | None:
-        if self._version != self.reconciler.applied_version:
-            self._rebuild()
+        applied = self.reconciler.snapshot.applied
+        if self._built_from is not applied:
+            self._rebuild(applied)
         raw = presented.encode()
         endpoint = self._by_digest.get(hashlib.sha256(raw).digest())
         if endpoint is None or not hmac.compare_digest(endpoint.secret, raw):
             return None
         return endpoint
 
-    def _rebuild(self) -> None:
-        version = self.reconciler.applied_version
+    def _rebuild(self, applied_now: Mapping[str, AppliedIntegration]) -> None:
         claims: dict[bytes, list[Endpoint]] = {}
-        for applied in self.reconciler.applied.values():
+        for applied in applied_now.values():
             endpoint = self._endpoint(applied)
             if endpoint is not None:
                 claims.setdefault(hashlib.sha256(endpoint.secret).digest(), []).append(endpoint)
@@ -104,7 +104,7 @@ class InboundIndex:
                     {"others": sorted(e.id for e in endpoints if e is not endpoint)},
                 )
         self._by_digest = index
-        self._version = version
+        self._built_from = applied_now
 
     def _endpoint(self, applied: AppliedIntegration) -> Endpoint | None:
         spec = applied.spec

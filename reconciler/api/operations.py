@@ -14,8 +14,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from reconciler.api.common import Runtime, admin_json, not_found, problem, require_admin
-from reconciler.reconcile.loop import AppliedIntegration
-from reconciler.spec.durations import parse_duration
+from reconciler.manifests.durations import parse_duration
+from reconciler.registry import AppliedIntegration
 from reconciler.store import AuditEntry
 from reconciler.store.history import DELIVERY_STATUSES, LOG_KINDS, BadCursor, LogFilter, iso
 
@@ -76,8 +76,8 @@ def routes(runtime: Runtime) -> list[Route]:
                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
             )
         try:
-            items, cursor = await asyncio.to_thread(
-                store.log_page, integration_id, where, before=request.query_params.get("cursor"), limit=limit
+            items, cursor = await store.log_page(
+                integration_id, where, before=request.query_params.get("cursor"), limit=limit
             )
         except BadCursor as exc:
             return problem(400, "Bad request", str(exc), "invalid-query")
@@ -91,8 +91,7 @@ def routes(runtime: Runtime) -> list[Route]:
         try:
             statuses = _choices(request, "status", DELIVERY_STATUSES) or ["pending", "failed", "dead"]
             limit = _limit(request)
-            items, cursor = await asyncio.to_thread(
-                runtime.reconciler.store.delivery_page,
+            items, cursor = await runtime.reconciler.store.delivery_page(
                 integration_id,
                 statuses,
                 before=request.query_params.get("cursor"),
@@ -117,18 +116,17 @@ def routes(runtime: Runtime) -> list[Route]:
         except BadQuery as exc:
             return problem(422, "Invalid request", str(exc), "invalid-request")
         if delivery_id is not None:
-            owner = await asyncio.to_thread(store.delivery_integration, delivery_id)
+            owner = await store.delivery_integration(delivery_id)
             if owner != integration_id:
                 return problem(
                     404, "Not found", f"integration {integration_id!r} has no delivery {delivery_id!r}", "not-found"
                 )
-        count = await asyncio.to_thread(
-            store.replay, delivery_id=delivery_id, integration_id=integration_id, since=since, statuses=statuses
+        count = await store.replay(
+            delivery_id=delivery_id, integration_id=integration_id, since=since, statuses=statuses
         )
         actor = str(body.get("actor") or request.headers.get("x-actor") or "admin")[:200]
         what = f"delivery {delivery_id}" if delivery_id else f"{'/'.join(statuses)} deliveries since {_iso(since)}"
-        await asyncio.to_thread(
-            store.save,
+        await store.save(
             [],
             [AuditEntry("replay", f"replayed {count} ({what})", integration_id, actor, details={"count": count})],
         )
@@ -151,14 +149,12 @@ async def _follow(runtime: Runtime, request: Request, integration_id: str, where
     """Server-Sent Events: each new log entry as it is written, oldest first; `Last-Event-ID`
     resumes after the last entry a client saw."""
     store = runtime.reconciler.store
-    cursor = request.headers.get("last-event-id") or await asyncio.to_thread(
-        store.latest_log_cursor, integration_id, where
-    )
+    cursor = request.headers.get("last-event-id") or await store.latest_log_cursor(integration_id, where)
     yield f": following the log of {integration_id}\n\n"
     quiet_since = time.monotonic()
     while runtime.stop is None or not runtime.stop.is_set():
         try:
-            entries = await asyncio.to_thread(store.log_after, integration_id, where, cursor)
+            entries = await store.log_after(integration_id, where, cursor)
         except BadCursor:
             yield "event: error\ndata: " + json.dumps({"detail": "Last-Event-ID is not a cursor of this log"}) + "\n\n"
             return
@@ -179,14 +175,14 @@ async def _follow(runtime: Runtime, request: Request, integration_id: str, where
 
 def _unknown(runtime: Runtime, integration_id: str) -> Response | None:
     """The 404 for an id the registry does not hold."""
-    return None if integration_id in runtime.reconciler.registry else not_found(integration_id)
+    return None if integration_id in runtime.reconciler.snapshot.registry else not_found(integration_id)
 
 
 def _testable(runtime: Runtime, integration_id: str) -> AppliedIntegration | Response:
     unknown = _unknown(runtime, integration_id)
     if unknown:
         return unknown
-    applied = runtime.reconciler.applied.get(integration_id)
+    applied = runtime.reconciler.snapshot.applied.get(integration_id)
     if applied is None:
         return problem(
             409,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from typing import Any
@@ -12,9 +11,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from reconciler.api.common import Runtime, problem, require_admin, status_word
+from reconciler.manifests.scaffold import scaffolds
 from reconciler.metrics import Sources, render
 from reconciler.reconcile.conditions import ConditionType, condition
-from reconciler.spec.scaffold import scaffolds
 from reconciler.store.history import iso, queue_totals
 
 SUCCESS_WINDOW_SECONDS = 24 * 3600.0
@@ -45,7 +44,7 @@ def routes(runtime: Runtime) -> list[Route]:
         denied = require_admin(request, runtime.admin_secret)
         if denied:
             return denied
-        return JSONResponse(await asyncio.to_thread(health_status, runtime))
+        return JSONResponse(await runtime.reconciler.store.call(health_status, runtime))
 
     async def metrics(request: Request) -> Response:
         if runtime.metrics_need_admin:
@@ -53,7 +52,7 @@ def routes(runtime: Runtime) -> list[Route]:
             if denied:
                 return denied
         try:
-            body = await asyncio.to_thread(render, metric_sources(runtime))
+            body = await runtime.reconciler.store.call(render, metric_sources(runtime))
         except Exception:
             return problem(503, "Metrics unavailable", "the store could not be read; the daemon's log has the details")
         return Response(body, media_type=METRICS_TYPE)
@@ -67,9 +66,11 @@ def routes(runtime: Runtime) -> list[Route]:
 
 def health_status(runtime: Runtime) -> dict[str, Any]:
     """The integration guide's health document: the config, the last pass, the queue, per-integration
-    delivery health. Never a token or a secret: only when OAuth2 tokens expire."""
+    delivery health. Never a token or a secret: only when OAuth2 tokens expire. Runs on the
+    store's threads (several reads)."""
     reconciler = runtime.reconciler
-    store = reconciler.store
+    snapshot = reconciler.snapshot
+    store = reconciler.store.sync
     now = time.time()
     last = reconciler.last_pass
     per_queue = store.queue_by_integration(now)
@@ -78,7 +79,7 @@ def health_status(runtime: Runtime) -> dict[str, Any]:
     expiries = runtime.engine.http.auth.expiries() if runtime.engine is not None else {}
     by_condition: Counter[str] = Counter()
     integrations = []
-    for record in sorted(reconciler.registry.values(), key=lambda r: r.id):
+    for record in sorted(snapshot.registry.values(), key=lambda r: r.id):
         word = status_word(record)
         by_condition[word] += 1
         counts = outcomes.get(record.id, {})
@@ -128,7 +129,7 @@ def metric_sources(runtime: Runtime) -> Sources:
     reconciler = runtime.reconciler
 
     def by_status() -> Counter[str]:
-        return Counter(status_word(record) for record in list(reconciler.registry.values()))
+        return Counter(status_word(record) for record in reconciler.snapshot.registry.values())
 
     intake, engine = runtime.intake, runtime.engine
     return Sources(
@@ -136,5 +137,5 @@ def metric_sources(runtime: Runtime) -> Sources:
         integrations=by_status,
         intake=(lambda: (intake.committed, intake.deliveries_queued)) if intake is not None else None,
         delivery=engine.stats if engine is not None else None,
-        queue=reconciler.store.queue_stats,
+        queue=reconciler.store.sync.queue_stats,  # rendered on the store's threads
     )

@@ -159,8 +159,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from reconciler.spec.diagnostics import render
-    from reconciler.spec.validate import validate_paths
+    from reconciler.manifests.diagnostics import render
+    from reconciler.manifests.validate import validate_paths
 
     paths = args.paths or ["integrations.d"]
     missing = [p for p in paths if not os.path.exists(p)]
@@ -202,8 +202,8 @@ class _ProgressLine:
 def _new(args: argparse.Namespace) -> int:
     import re
 
-    from reconciler.spec.models import ID_PATTERN
-    from reconciler.spec.scaffold import scaffolds
+    from reconciler.manifests.models import ID_PATTERN
+    from reconciler.manifests.scaffold import scaffolds
 
     available = scaffolds()
     if not args.template:
@@ -244,7 +244,7 @@ def _run(args: argparse.Namespace) -> int:
     from reconciler import logs
     from reconciler.api.auth import AdminSecretError
     from reconciler.daemon import Settings, StartupError, serve
-    from reconciler.spec.durations import parse_duration
+    from reconciler.manifests.durations import parse_duration
     from reconciler.store import StoreError
 
     try:
@@ -269,8 +269,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from reconciler.manifests.diagnostics import render
     from reconciler.reconcile import plan as planning
-    from reconciler.spec.diagnostics import render
 
     if bool(args.base) == bool(args.server):
         print("reconciler plan: give either --base REV or --server URL", file=sys.stderr)
@@ -368,7 +368,7 @@ def _trigger(args: argparse.Namespace) -> int:
 
 
 def _schemas(args: argparse.Namespace) -> int:
-    from reconciler.spec.schemagen import write_schemas
+    from reconciler.manifests.schemagen import write_schemas
 
     written = write_schemas(Path(args.output))
     print(f"wrote {len(written)} schemas under {args.output}/", file=sys.stderr)

@@ -23,16 +23,17 @@ from urllib.parse import urlsplit
 
 from reconciler.delivery.pacing import Pacer
 from reconciler.delivery.retry import CircuitBreaker, RetryPolicy
-from reconciler.delivery.templates import CompiledTemplate, TemplateProblem, compile_template, render_context
 from reconciler.events.envelope import new_id, now_timestamp
+from reconciler.events.templates import CompiledTemplate, TemplateProblem, compile_template, render_context
+from reconciler.manifests.durations import parse_duration
 from reconciler.metrics import DeliveryStats
+from reconciler.registry import AppliedIntegration
 from reconciler.sinks import RecordSink, SinkResult, record_sinks
 from reconciler.sinks.http import HttpSink
-from reconciler.spec.durations import parse_duration
-from reconciler.store import Attempt, DueDelivery, Outcome, Store
+from reconciler.store import AsyncStore, Attempt, DueDelivery, Outcome, Store
 
 if TYPE_CHECKING:
-    from reconciler.reconcile.loop import AppliedIntegration, Reconciler
+    from reconciler.reconcile.loop import Reconciler
 
 log = logging.getLogger("reconciler.delivery")
 
@@ -64,7 +65,7 @@ class Unit:
 class DeliveryEngine:
     def __init__(
         self,
-        store: Store,
+        store: AsyncStore | Store,
         reconciler: Reconciler,
         *,
         http: HttpSink | None = None,
@@ -72,7 +73,7 @@ class DeliveryEngine:
         owner: str | None = None,
         retention_seconds: float | None = None,
     ) -> None:
-        self.store = store
+        self.store = AsyncStore.of(store)
         self.reconciler = reconciler
         self.http = http or HttpSink()
         self.records = records if records is not None else record_sinks()
@@ -93,6 +94,7 @@ class DeliveryEngine:
         self._policies: dict[tuple[str, int], RetryPolicy] = {}
         self._breaker_keys: dict[tuple[str, int], str] = {}
         self._timeouts: dict[tuple[str, int], float] = {}
+        self._halted: dict[str, int] = {}  # id -> generation: a 410 seen, its suspension being stored
 
     def wake(self) -> None:
         """An intake committed: look for due work now rather than at the next poll."""
@@ -105,10 +107,10 @@ class DeliveryEngine:
         it to the claim query: paced and batching integrations, a full lane, a stopping engine."""
         if self._closing:
             return None
-        integration = self.reconciler.applied.get(integration_id)
+        integration = self.reconciler.snapshot.applied.get(integration_id)
         if (
             integration is None
-            or not integration.delivering
+            or not self.delivering(integration)
             or not self.sends(integration.spec.type)
             or _per_second(integration) is not None
             or getattr(integration.spec.config, "batchSize", 1) > 1
@@ -148,8 +150,8 @@ class DeliveryEngine:
                     claimed = await self._claim_round()
                     if self.retention_seconds and time.time() - pruned_at > PRUNE_EVERY_SECONDS:
                         pruned_at = time.time()
-                        if await asyncio.to_thread(self.store.is_leader):  # one replica prunes
-                            await asyncio.to_thread(self.store.prune, pruned_at - self.retention_seconds)
+                        if await self.store.is_leader():  # one replica prunes
+                            await self.store.prune(pruned_at - self.retention_seconds)
                 except Exception:
                     log.exception("claiming deliveries failed; retrying")
                     claimed = 0
@@ -167,8 +169,8 @@ class DeliveryEngine:
         room = {lane_id: lane.room() for lane_id, lane in self._lanes.items()}
         candidates = [
             a
-            for a in self.reconciler.applied.values()
-            if a.delivering and self.sends(a.spec.type) and room.get(a.id, LANE_BUFFER) > 0
+            for a in self.reconciler.snapshot.applied.values()
+            if self.delivering(a) and self.sends(a.spec.type) and room.get(a.id, LANE_BUFFER) > 0
         ]
         if not candidates:
             return 0
@@ -184,7 +186,7 @@ class DeliveryEngine:
         claimed: list[DueDelivery] = []
         for ids, limit in groups:
             if limit > 0:
-                claimed += await asyncio.to_thread(self.store.claim, self.owner, ids, now, limit, lease)
+                claimed += await self.store.claim(self.owner, ids, now, limit, lease)
         by_integration: dict[str, list[DueDelivery]] = {}
         for delivery in claimed:
             by_integration.setdefault(delivery.integration_id, []).append(delivery)
@@ -196,13 +198,13 @@ class DeliveryEngine:
         """Keep the leases of what the lanes hold (queued or in flight) from expiring."""
         held = [d.id for lane in self._lanes.values() for d in lane.held()]
         if held:
-            lease = self.lease_seconds(list(self.reconciler.applied.values()))
-            await asyncio.to_thread(self.store.renew_leases, self.owner, held, now + lease)
+            lease = self.lease_seconds(list(self.reconciler.snapshot.applied.values()))
+            await self.store.renew_leases(self.owner, held, now + lease)
         self._prune_caches()
 
     def _prune_caches(self) -> None:
         """Drop what was worked out for versions of integrations that are no longer applied."""
-        current = {(a.id, a.generation) for a in self.reconciler.applied.values()}
+        current = {(a.id, a.generation) for a in self.reconciler.snapshot.applied.values()}
         self._policies = {k: v for k, v in self._policies.items() if k in current}
         self._breaker_keys = {k: v for k, v in self._breaker_keys.items() if k in current}
         self._timeouts = {k: v for k, v in self._timeouts.items() if k in current}
@@ -235,7 +237,7 @@ class DeliveryEngine:
         await asyncio.gather(*self._background, return_exceptions=True)
         self._queue_outcome(_FLUSH)
         await writer
-        await asyncio.to_thread(self.store.release_leases, self.owner)
+        await self.store.release_leases(self.owner)
         await self.http.close()
         for sink in self.records.values():
             await sink.close()
@@ -271,7 +273,7 @@ class DeliveryEngine:
         group = [item for item in items if isinstance(item, Outcome)]
         if group:
             try:
-                await asyncio.to_thread(self.store.record, group)
+                await self.store.record(group)
             except Exception:
                 # the leases expire and the deliveries are tried again: at-least-once holds
                 log.exception("could not record delivery outcomes")
@@ -399,21 +401,33 @@ class DeliveryEngine:
             _clean(result.excerpt),
             _clean(result.error),
         )
-        await asyncio.to_thread(self.store.log_attempts, [attempt])
+        await self.store.log_attempts([attempt])
         return event_id, result
+
+    def delivering(self, integration: AppliedIntegration) -> bool:
+        """Whether new work starts for it: applied, active, not suspended, and not halted here
+        by a 410 whose suspension is still being stored."""
+        return integration.delivering and self._halted.get(integration.id) != integration.generation
 
     def gone(self, integration: AppliedIntegration, detail: str) -> None:
         """A 410 from the target: the partner retired the endpoint. Suspend, keep the queue.
 
+        Halted here at once (nothing more is sent while the suspension is stored), and
+        suspended through the reconciler, which publishes it like any runtime override.
         Scheduled, not awaited: the send that saw the 410 must finish first, since a reconcile
         pass may be waiting for this integration's requests to end (a removal's drain)."""
         reason = f"the endpoint answered 410 Gone ({detail[:200]}); resume once it is replaced"
         log.warning("integration suspended: endpoint gone", extra={"fields": {"integration": integration.id}})
-        integration.suspended = True  # at once, in memory: nothing more is sent while it is stored
+        self._halted[integration.id] = integration.generation
 
         async def suspend() -> None:
-            with contextlib.suppress(KeyError):
-                await self.reconciler.suspend(integration.id, "delivery", reason)
+            try:
+                with contextlib.suppress(KeyError):
+                    await self.reconciler.suspend(integration.id, "delivery", reason)
+            finally:
+                # the published snapshot says suspended from here on (or the integration is gone)
+                if self._halted.get(integration.id) == integration.generation:
+                    del self._halted[integration.id]
 
         task = asyncio.create_task(suspend())
         self._background.add(task)
@@ -502,8 +516,8 @@ class Lane:
                 log.exception("could not send a delivery", extra={"fields": {"integration": self.integration_id}})
 
     async def _send_next(self) -> None:
-        integration = self.engine.reconciler.applied.get(self.integration_id)
-        if integration is None or not integration.delivering:
+        integration = self.engine.reconciler.snapshot.applied.get(self.integration_id)
+        if integration is None or not self.engine.delivering(integration):
             self._release(list(self.queue))  # removed or suspended meanwhile: back to the store
             self.queue.clear()
             return
@@ -577,7 +591,7 @@ class Lane:
                 self.queue.remove(delivery)
         batch_id = new_id("bat")
         try:
-            await asyncio.to_thread(self.engine.store.assign_batch, [d.id for d in members], batch_id)
+            await self.engine.store.assign_batch([d.id for d in members], batch_id)
         except BaseException:  # a close while the batch was being fixed: its members go back
             self._release(members)
             raise

@@ -1,18 +1,16 @@
-"""When to try again: the retry schedule with jitter, Retry-After, and the circuit breaker."""
+"""When to try again: the retry schedule with jitter, and the circuit breaker (which also
+holds the pause an endpoint asked for with Retry-After)."""
 
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 
-from reconciler.spec.durations import parse_duration
+from reconciler.manifests.durations import parse_duration
 
 # In the spirit of Standard Webhooks: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
 DEFAULT_SCHEDULE_SECONDS: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
 JITTER_FRACTION = 0.2  # +-20%: retries of many deliveries do not arrive in lockstep
-MAX_RETRY_AFTER_SECONDS = 86400.0
 
 
 @dataclass(frozen=True)
@@ -36,20 +34,6 @@ class RetryPolicy:
 
     def exhausted(self, attempts: int) -> bool:
         return attempts >= self.max_attempts
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), capped at a day."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), MAX_RETRY_AFTER_SECONDS)
-    try:
-        moment = parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return None
-    return min(max(0.0, moment - (now if now is not None else time.time())), MAX_RETRY_AFTER_SECONDS)
 
 
 TRIAL_WAIT_SECONDS = 2.0

@@ -15,7 +15,8 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from reconciler.reconcile.loop import AppliedIntegration, Reconciler
+    from reconciler.reconcile.loop import Reconciler
+    from reconciler.registry import AppliedIntegration
 
 TICK_SECONDS = 0.5
 LEADER_CHECK_SECONDS = 10.0
@@ -43,7 +44,7 @@ class Schedule:
         try:
             while not stop.is_set():
                 if time.monotonic() - leader_checked > LEADER_CHECK_SECONDS:
-                    leader = await asyncio.to_thread(self.reconciler.store.is_leader)
+                    leader = await self.reconciler.store.is_leader()
                     leader_checked = time.monotonic()
                 if leader:
                     self.tick(time.time())
@@ -56,7 +57,7 @@ class Schedule:
             await self.closed()
 
     def tick(self, now: float) -> None:
-        for integration in list(self.reconciler.applied.values()):
+        for integration in self.reconciler.snapshot.applied.values():
             every = integration.spec.syncFrequency
             if every <= 0 or not integration.delivering or not self.serves(integration):
                 self._due.pop(integration.id, None)

@@ -15,7 +15,6 @@ are never reported, so a source overlapping the export prefix does not feed itse
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import logging
@@ -31,8 +30,9 @@ from reconciler.sinks.files import FileSink, Target
 from reconciler.store import Attempt
 
 if TYPE_CHECKING:
-    from reconciler.events.intake import Intake
-    from reconciler.reconcile.loop import AppliedIntegration, Reconciler
+    from reconciler.intake.committer import Intake
+    from reconciler.reconcile.loop import Reconciler
+    from reconciler.registry import AppliedIntegration
 
 log = logging.getLogger("reconciler.sources")
 
@@ -76,12 +76,11 @@ class SourceWatcher(Schedule):
         try:
             target = await self.files.target(integration)
             found = await self.files.blocking(target, _list, target, source)
-            since = await asyncio.to_thread(self._watching_since, integration.id, started)
+            since = await self.reconciler.store.call(self._watching_since, integration.id, started)
         except Exception as exc:
             error = f"listing {source} failed: {type(exc).__name__}: {exc}"[:500]
             error = target.scrub(error) if target is not None else error
-            await asyncio.to_thread(
-                self.reconciler.store.log_attempts,
+            await self.reconciler.store.log_attempts(
                 [Attempt(f"source:{integration.id}", integration.id, started, 1, "sync", "failed", error=error)],
             )
             log.warning("source listing failed", extra={"fields": {"integration": integration.id, "error": error}})
@@ -117,9 +116,10 @@ class SourceWatcher(Schedule):
 
     def _watching_since(self, integration_id: str, now: float) -> float:
         key = f"source-since:{integration_id}"
-        since = self.reconciler.store.get_meta(key)
+        store = self.reconciler.store.sync  # on the store's threads (called through `call`)
+        since = store.get_meta(key)
         if since is None:
-            self.reconciler.store.set_meta(key, now)
+            store.set_meta(key, now)
             return now
         return float(since)
 

@@ -9,7 +9,6 @@ integration is in flight. Each fetch is logged as an attempt (`sync:<id>`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -22,8 +21,9 @@ from reconciler.events.envelope import EventRejected, new_id, now_timestamp
 from reconciler.store import Attempt
 
 if TYPE_CHECKING:
-    from reconciler.events.intake import Intake
-    from reconciler.reconcile.loop import AppliedIntegration, Reconciler
+    from reconciler.intake.committer import Intake
+    from reconciler.reconcile.loop import Reconciler
+    from reconciler.registry import AppliedIntegration
     from reconciler.sinks.http import HttpSink
 
 log = logging.getLogger("reconciler.sync")
@@ -67,7 +67,7 @@ class SyncScheduler(Schedule):
             (result.excerpt or "")[:EXCERPT_CHARS] or None,
             result.error,
         )
-        await asyncio.to_thread(self.reconciler.store.log_attempts, [attempt])
+        await self.reconciler.store.log_attempts([attempt])
         if not result.ok:
             log.warning("sync failed", extra={"fields": {"integration": integration.id, "error": result.error}})
             return

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler.spec import secrets
-from reconciler.spec.checks import document_id
-from reconciler.spec.diagnostics import Diagnostic
-from reconciler.spec.fields import looks_like_credential_name, walk_strings
-from reconciler.spec.models import AnyIntegration
-from reconciler.spec.validate import ValidationResult
+from reconciler.manifests import secrets
+from reconciler.manifests.checks import document_id
+from reconciler.manifests.diagnostics import Diagnostic
+from reconciler.manifests.fields import looks_like_credential_name, walk_strings
+from reconciler.manifests.models import AnyIntegration
+from reconciler.manifests.validate import ValidationResult
+from reconciler.registry import Resolved
 
 REDACTED = "***"
 
@@ -112,14 +113,6 @@ def redact(spec: dict[str, Any]) -> dict[str, Any]:
                     container = container[step]
                 container[loc[-1]] = REDACTED
     return spec
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """The secrets behind an integration's references: held in memory only, never stored."""
-
-    values: Mapping[str, str]  # reference text -> value
-    fingerprint: str  # changes when any value changes (a rotated secret file), reveals nothing
 
 
 def references_of(spec: AnyIntegration) -> tuple[secrets.Reference, ...]:

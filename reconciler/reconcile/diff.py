@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.spec.diagnostics import pointer_of
+from reconciler.manifests.diagnostics import pointer_of
 
 _ABSENT = object()
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reconciler.manifests.diagnostics import Diagnostic
+from reconciler.manifests.loader import EXTENSIONS
+from reconciler.manifests.validate import TreeValidator, ValidationResult
 from reconciler.reconcile.desired import canonical_spec
 from reconciler.reconcile.diff import FieldChange, diff_specs
-from reconciler.spec.diagnostics import Diagnostic
-from reconciler.spec.loader import EXTENSIONS
-from reconciler.spec.validate import TreeValidator, ValidationResult
 
 
 class PlanError(RuntimeError):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import watchfiles
 
-from reconciler.spec.loader import EXTENSIONS
+from reconciler.manifests.loader import EXTENSIONS
 
 log = logging.getLogger("reconciler.watch")
 

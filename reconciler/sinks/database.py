@@ -31,10 +31,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 
-from reconciler.delivery.auth import substitute
+from reconciler.manifests.durations import parse_duration
+from reconciler.manifests.models import DatabaseConfig
+from reconciler.registry import substitute
 from reconciler.sinks import SinkResult
-from reconciler.spec.durations import parse_duration
-from reconciler.spec.models import DatabaseConfig
 
 DEFAULT_MAPPING = {"event_id": "id", "event": "event", "timestamp": "timestamp", "data": "data"}
 KEY_LENGTH = 255  # a string key column is VARCHAR(255): MySQL cannot index unbounded text

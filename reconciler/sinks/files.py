@@ -37,11 +37,11 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 import fsspec
 
-from reconciler.delivery.auth import substitute
-from reconciler.delivery.ssrf import BlockedAddress, PublicOnlyResolver, check_literal_host, is_public
+from reconciler.manifests.durations import parse_duration
+from reconciler.manifests.models import FileConfig, parse_size
+from reconciler.registry import substitute
 from reconciler.sinks import SinkResult
-from reconciler.spec.durations import parse_duration
-from reconciler.spec.models import FileConfig, parse_size
+from reconciler.sinks.ssrf import BlockedAddress, PublicOnlyResolver, check_literal_host, is_public
 
 T = TypeVar("T")
 

@@ -10,9 +10,11 @@ from reconciler.store.base import (
     StoreError,
     open_store,
 )
+from reconciler.store.facade import AsyncStore, StoreOnLoop
 from reconciler.store.outbox import Attempt, DueDelivery, NewDelivery, NewEvent, Outcome
 
 __all__ = [
+    "AsyncStore",
     "Attempt",
     "AuditEntry",
     "DueDelivery",
@@ -23,5 +25,6 @@ __all__ = [
     "Override",
     "Store",
     "StoreError",
+    "StoreOnLoop",
     "open_store",
 ]

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from reconciler.events.catalog import BUILTIN_EVENT_TYPES, JSON_SCHEMA_DIALECT, data_schema_document
-from reconciler.spec.models import AUTH_MODELS, EventTypeDecl, Integration
+from reconciler.manifests.models import AUTH_MODELS, EventTypeDecl, Integration
 
 BASE_ID = "https://cms.integrations/schemas/"
 

@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from reconciler.spec.models import ApiKeyAuth, BasicAuth, BearerAuth, OAuth2Auth
+from reconciler.manifests.models import ApiKeyAuth, BasicAuth, BearerAuth, OAuth2Auth
+from reconciler.registry import Resolved, substitute
 
 if TYPE_CHECKING:
     import aiohttp
-
-    from reconciler.reconcile.desired import Resolved
 
 RENEW_FRACTION = 0.1
 RENEW_MAX_SECONDS = 60.0
@@ -42,15 +41,6 @@ class Token:
     def fresh(self, now: float) -> bool:
         margin = min(RENEW_MAX_SECONDS, self.lifetime * RENEW_FRACTION)
         return now < self.expires_at - margin
-
-
-def substitute(text: str, resolved: Resolved | None) -> str:
-    """The text with its secret references replaced by their resolved values."""
-    if resolved is None or "${" not in text:
-        return text
-    for reference, value in resolved.values.items():
-        text = text.replace(reference, value)
-    return text
 
 
 def add_query(url: str, name: str, value: str) -> str:

@@ -17,11 +17,11 @@ from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from reconciler.spec import secrets
-from reconciler.spec.diagnostics import Diagnostic, pointer_of
-from reconciler.spec.fields import FieldProblem, walk_strings
-from reconciler.spec.loader import Document, LoadedFile, content_hash, discover, load_bytes, read_file
-from reconciler.spec.models import (
+from reconciler.manifests import secrets
+from reconciler.manifests.diagnostics import Diagnostic, pointer_of
+from reconciler.manifests.fields import FieldProblem, walk_strings
+from reconciler.manifests.loader import Document, LoadedFile, content_hash, discover, load_bytes, read_file
+from reconciler.manifests.models import (
     API_VERSION,
     AUTH_MODELS,
     ID_PATTERN,
@@ -192,7 +192,7 @@ class TreeValidator:
         environ: Mapping[str, str] | None,
         progress: Progress | None,
     ) -> ValidationResult:
-        from reconciler.spec.checks import check_across_documents
+        from reconciler.manifests.checks import check_across_documents
 
         result = ValidationResult(diagnostics=list(problems or []), files=total)
         seen: dict[str, _CheckedFile] = {}

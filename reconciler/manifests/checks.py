@@ -15,12 +15,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler.delivery.templates import (
-    CompiledTemplate,
-    TemplateProblem,
-    compile_template,
-    render_context,
-)
 from reconciler.events.catalog import (
     BUILTIN_EVENT_TYPES,
     CUSTOM_PREFIX,
@@ -29,14 +23,20 @@ from reconciler.events.catalog import (
 )
 from reconciler.events.filters import CompiledFilter, FilterError, compile_filter
 from reconciler.events.patterns import EVENT_NAME, is_valid_pattern, matches
-from reconciler.spec import secrets
-from reconciler.spec.diagnostics import Diagnostic, pointer_of
-from reconciler.spec.fields import FieldProblem, check_url, walk_strings
-from reconciler.spec.loader import Document
-from reconciler.spec.models import DATABASE_SCHEMES, DatabaseConfig, HttpConfig
+from reconciler.events.templates import (
+    CompiledTemplate,
+    TemplateProblem,
+    compile_template,
+    render_context,
+)
+from reconciler.manifests import secrets
+from reconciler.manifests.diagnostics import Diagnostic, pointer_of
+from reconciler.manifests.fields import FieldProblem, check_url, walk_strings
+from reconciler.manifests.loader import Document
+from reconciler.manifests.models import DATABASE_SCHEMES, DatabaseConfig, HttpConfig
 
 if TYPE_CHECKING:
-    from reconciler.spec.validate import ValidationResult, ValidIntegration
+    from reconciler.manifests.validate import ValidationResult, ValidIntegration
 
 
 def check_across_documents(

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from reconciler.spec import secrets
+from reconciler.manifests import secrets
 
 
 class FieldProblem(ValueError):

@@ -16,13 +16,14 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from reconciler import __version__
-from reconciler.delivery.auth import Authenticator, AuthError, substitute
-from reconciler.delivery.retry import parse_retry_after
-from reconciler.delivery.signing import SigningError, decode_secrets, signature_headers
-from reconciler.delivery.ssrf import BlockedAddress, PublicOnlyResolver, check_literal_host
+from reconciler.manifests.durations import parse_duration
+from reconciler.manifests.models import HttpConfig, OAuth2Auth
+from reconciler.registry import substitute
 from reconciler.sinks import SinkResult
-from reconciler.spec.durations import parse_duration
-from reconciler.spec.models import HttpConfig, OAuth2Auth
+from reconciler.sinks.http.auth import Authenticator, AuthError
+from reconciler.sinks.http.retry_after import parse_retry_after
+from reconciler.sinks.http.signing import SigningError, decode_secrets, signature_headers
+from reconciler.sinks.ssrf import BlockedAddress, PublicOnlyResolver, check_literal_host
 
 RESPONSE_EXCERPT_BYTES = 1024
 USER_AGENT = f"cms-integrations-reconciler/{__version__}"

@@ -23,8 +23,8 @@ from pydantic import (
 
 from reconciler.events.filters import FilterError, compile_filter
 from reconciler.events.patterns import EVENT_NAME, PATTERN
-from reconciler.spec.durations import DURATION_PATTERN, parse_duration
-from reconciler.spec.fields import FieldProblem, check_url, problems_at, require_reference
+from reconciler.manifests.durations import DURATION_PATTERN, parse_duration
+from reconciler.manifests.fields import FieldProblem, check_url, problems_at, require_reference
 
 API_VERSION = "cms.integrations/v1"
 ID_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -73,7 +73,7 @@ def _bounded_duration(value: str, what: str, low: float, high: float) -> str:
 
 
 def _human(seconds: float) -> str:
-    from reconciler.spec.durations import format_duration
+    from reconciler.manifests.durations import format_duration
 
     return "0s" if seconds == 0 else format_duration(seconds)
 
@@ -273,8 +273,8 @@ class HttpConfig(Strict):
     @field_validator("headers")
     @classmethod
     def _no_literal_credentials(cls, value: dict[str, str]) -> dict[str, str]:
-        from reconciler.spec.fields import looks_like_credential_name
-        from reconciler.spec.secrets import has_reference
+        from reconciler.manifests.fields import looks_like_credential_name
+        from reconciler.manifests.secrets import has_reference
 
         for name, header in value.items():
             if (looks_like_credential_name(name) or name.lower() == "authorization") and not has_reference(header):
@@ -438,7 +438,7 @@ class FileConfig(Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        from reconciler.spec.secrets import mask_references
+        from reconciler.manifests.secrets import mask_references
 
         if "://" not in mask_references(value):
             raise FieldProblem(
@@ -495,8 +495,8 @@ class FileConfig(Strict):
     @field_validator("storageOptions")
     @classmethod
     def _no_literal_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from reconciler.spec.fields import looks_like_credential_name, walk_strings
-        from reconciler.spec.secrets import has_reference
+        from reconciler.manifests.fields import looks_like_credential_name, walk_strings
+        from reconciler.manifests.secrets import has_reference
 
         for loc, text in walk_strings(value):
             name = str(loc[-1])
@@ -511,7 +511,7 @@ PATH_PARTS = frozenset({"event", "date", "year", "month", "day", "hour", "id", "
 
 
 def _any_scheme(url: str) -> tuple[str, ...]:
-    from reconciler.spec.secrets import mask_references
+    from reconciler.manifests.secrets import mask_references
 
     return (mask_references(url).split("://", 1)[0],)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.spec.diagnostics import Diagnostic, pointer_of
+from reconciler.manifests.diagnostics import Diagnostic, pointer_of
 
 try:  # the C parser is about ten times faster; fall back to pure Python where it is missing
     from yaml import CSafeLoader as _Loader

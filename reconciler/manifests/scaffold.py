@@ -46,7 +46,7 @@ class Scaffold:
 
 
 def scaffolds() -> dict[str, Scaffold]:
-    folder = resources.files("reconciler.spec").joinpath(_DIR)
+    folder = resources.files("reconciler.manifests").joinpath(_DIR)
     found = {}
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".yaml"):

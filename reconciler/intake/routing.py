@@ -10,13 +10,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reconciler.events.filters import CompiledFilter, FilterError, compile_filter
 from reconciler.events.patterns import matches
-
-if TYPE_CHECKING:
-    from reconciler.reconcile.loop import AppliedIntegration
+from reconciler.registry import AppliedIntegration
 
 log = logging.getLogger("reconciler.routing")
 

@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from reconciler.events.envelope import (
     EventChecker,
@@ -26,11 +26,9 @@ from reconciler.events.envelope import (
     now_timestamp,
     serialize_data,
 )
-from reconciler.events.routing import Router
-from reconciler.store import DueDelivery, NewDelivery, NewEvent, Store
-
-if TYPE_CHECKING:
-    from reconciler.reconcile.loop import Reconciler
+from reconciler.intake.routing import Router
+from reconciler.registry import Snapshot, SnapshotSource
+from reconciler.store import AsyncStore, DueDelivery, NewDelivery, NewEvent, Store
 
 log = logging.getLogger("reconciler.intake")
 
@@ -81,18 +79,18 @@ class Handoff(Protocol):
 class Intake:
     def __init__(
         self,
-        store: Store,
-        reconciler: Reconciler,
+        store: AsyncStore | Store,
+        reconciler: SnapshotSource,
         on_commit: Callable[[], None] | None = None,
         handoff: Handoff | None = None,
     ) -> None:
-        self.store = store
+        self.store = AsyncStore.of(store)
         self.reconciler = reconciler
         self.on_commit = on_commit
         self.handoff = handoff
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._router: Router | None = None
-        self._router_version = -1
+        self._router_applied: object = None
         self._checker: EventChecker | None = None
         self._checker_catalog: object = None
         self.committed = 0
@@ -111,8 +109,9 @@ class Intake:
         dedup_key: str | None = None,
     ) -> Accepted:
         """Check, route and durably store one event; raise EventRejected with every reason."""
+        snapshot = self.reconciler.snapshot  # one state for the whole check and route
         data_json = serialize_data(data) if isinstance(data, dict) else None
-        reasons = self.checker().check(event, data, timestamp, data_json=data_json)
+        reasons = self.checker(snapshot).check(event, data, timestamp, data_json=data_json)
         if reasons:
             raise EventRejected(reasons)
         assert data_json is not None
@@ -124,9 +123,9 @@ class Intake:
                 envelope["id"],
                 match.integration_id,
                 match.subscription,
-                self._first_attempt_at(match.integration_id, now),
+                _first_attempt_at(snapshot, match.integration_id, now),
             )
-            for match in self.router().route(envelope)
+            for match in self.router(snapshot).route(envelope)
         ]
         if self.stopped:
             raise IntakeStopped("the daemon is shutting down; send the event again shortly")
@@ -135,24 +134,21 @@ class Intake:
         await self._queue.put(_Pending(stored, deliveries, done))
         return await done
 
-    def checker(self) -> EventChecker:
-        if self._checker is None or self._checker_catalog is not self.reconciler.catalog:
-            self._checker = EventChecker(self.reconciler.catalog)
-            self._checker_catalog = self.reconciler.catalog
+    def checker(self, snapshot: Snapshot | None = None) -> EventChecker:
+        """The event checker of the snapshot's catalog (built again only when the catalog changes)."""
+        catalog = (snapshot or self.reconciler.snapshot).catalog
+        if self._checker is None or self._checker_catalog is not catalog:
+            self._checker = EventChecker(catalog)
+            self._checker_catalog = catalog
         return self._checker
 
-    def router(self) -> Router:
-        if self._router is None or self._router_version != self.reconciler.applied_version:
-            self._router = Router(self.reconciler.applied)
-            self._router_version = self.reconciler.applied_version
+    def router(self, snapshot: Snapshot | None = None) -> Router:
+        """The router of the snapshot's applied integrations (built again only when they change)."""
+        applied = (snapshot or self.reconciler.snapshot).applied
+        if self._router is None or self._router_applied is not applied:
+            self._router = Router(applied)
+            self._router_applied = applied
         return self._router
-
-    def _first_attempt_at(self, integration_id: str, now: float) -> float:
-        """Now, or for `syncFrequency: N` the next multiple of N seconds: an integration's
-        pending events become due together and go out as batches."""
-        applied = self.reconciler.applied.get(integration_id)
-        every = applied.spec.syncFrequency if applied is not None else 0
-        return now if every <= 0 else math.ceil(now / every) * every
 
     # --- handing deliveries to the local engine -----------------------------------------------------
 
@@ -218,7 +214,7 @@ class Intake:
     async def _commit(self, group: list[_Pending]) -> None:
         deliveries = self._leased([d for p in group for d in p.deliveries])
         try:
-            duplicates = await asyncio.to_thread(self.store.enqueue, [p.event for p in group], deliveries)
+            duplicates = await self.store.enqueue([p.event for p in group], deliveries)
         except Exception as exc:  # nothing is acknowledged that is not stored
             log.exception("could not store events")
             for pending in group:
@@ -243,3 +239,11 @@ class Intake:
         self._hand_over(group, deliveries, duplicates)
         if self.on_commit is not None:
             self.on_commit()
+
+
+def _first_attempt_at(snapshot: Snapshot, integration_id: str, now: float) -> float:
+    """Now, or for `syncFrequency: N` the next multiple of N seconds: an integration's
+    pending events become due together and go out as batches."""
+    applied = snapshot.applied.get(integration_id)
+    every = applied.spec.syncFrequency if applied is not None else 0
+    return now if every <= 0 else math.ceil(now / every) * every
