@@ -28,9 +28,10 @@ schemas: $(STAMP) ## regenerate schemas/ from the models
 validate: $(STAMP) ## validate the bundled integrations.d/
 	$(BIN)/reconciler validate integrations.d
 
-lint: $(STAMP)
+lint: $(STAMP) ## ruff, mypy, and the package layering (imports only go down: docs/architecture.md)
 	$(BIN)/ruff check reconciler tests bench
 	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -p no:cacheprovider --no-header tests/test_layers.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
