@@ -135,10 +135,10 @@ def test_watcher_churn_never_shows_a_mixed_snapshot(tmp_path: Path, caplog: pyte
                         for name in names[:-1]:
                             (p.config / f"{name}.yaml").write_text(export(name, exports))
                         (p.config / f"{names[-1]}.yaml").write_text(receiver(names[-1]))
-                        await p.until(lambda: all(n in p.reconciler.snapshot.applied for n in names))
+                        await p.until(lambda names=names: all(n in p.reconciler.snapshot.applied for n in names))
                         for name in names:
                             (p.config / f"{name}.yaml").unlink()
-                        await p.until(lambda: not any(n in p.reconciler.snapshot.registry for n in names))
+                        await p.until(lambda names=names: not any(n in p.reconciler.snapshot.registry for n in names))
                 finally:
                     done.set()
 
