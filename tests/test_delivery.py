@@ -663,6 +663,7 @@ def test_data_that_is_not_json_is_refused(tmp_path, peer):
 def test_committed_deliveries_go_straight_to_their_lane_and_are_sent_once(tmp_path, peer, store_url):
     """The intake leases new deliveries to the local engine in the same commit; the claim
     query must not take them a second time, on either store."""
+
     async def scenario() -> None:
         async with Pipeline(tmp_path, {"t.yaml": hook(peer)}, store_url=store_url) as p:
             claims: list[int] = []
@@ -687,6 +688,7 @@ def test_committed_deliveries_go_straight_to_their_lane_and_are_sent_once(tmp_pa
 
 def test_a_paced_integration_is_left_to_the_claim_query(tmp_path, peer):
     """rateLimit pacing budgets what a lane holds by its lease: those deliveries are claimed."""
+
     async def scenario() -> None:
         text = with_config(hook(peer), "rateLimit: {perSecond: 50}")
         async with Pipeline(tmp_path, {"t.yaml": text}) as p:
@@ -712,5 +714,22 @@ def test_removal_does_not_wait_for_a_paced_turn(tmp_path, peer):
             await asyncio.wait_for(p.reconciler.reconcile_once("test"), timeout=5)
             assert p.statuses("t") == {"delivered": 1, "pending": 2}
             assert len(peer.requests("/hook")) == 1
+
+    run(scenario)
+
+
+def test_a_sync_answer_with_a_nul_byte_is_logged_and_syncing_goes_on(tmp_path, peer, postgres_url):
+    """PostgreSQL text cannot hold NUL; a partner's answer can. The attempt is stored with the
+    byte replaced, and the next sync still runs."""
+    peer.script = lambda seen: Reply(200, '{"note": "a\x00b"}' if seen.path == "/changes" else "ok")
+
+    async def scenario() -> None:
+        source = hook(peer, events='["grade.published"]', extra="syncFrequency: 1")
+        source = with_config(source, f"syncEndpoint: {peer.url}/changes")
+        async with Pipeline(tmp_path, {"sis.yaml": source}, store_url=postgres_url) as p:
+            await p.until(lambda: len(peer.requests("/changes")) >= 2, "a second sync after the first")
+            await p.until(lambda: [a for a in p.store.attempts("sis") if a["trigger"] == "sync"], "the sync logged")
+            logged = next(a for a in p.store.attempts("sis") if a["trigger"] == "sync")
+            assert logged["response_excerpt"] == '{"note": "a\ufffdb"}'
 
     run(scenario)

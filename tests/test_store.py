@@ -112,8 +112,31 @@ def test_retention_prunes_finished_work_and_keeps_everything_undelivered(store):
     now = clock.time()
     store.record(
         [
-            Outcome("d0", "delivered", 1, now, None, Attempt("d0", "t", now - 100, 1, "scheduled", "delivered")),
-            Outcome("d1", "dead", 10, now, "HTTP 500", Attempt("d1", "t", now - 100, 10, "scheduled", "dead")),
+            Outcome(
+                "d0",
+                "delivered",
+                1,
+                now,
+                None,
+                Attempt(
+                    delivery_id="d0",
+                    integration_id="t",
+                    at=now - 100,
+                    attempt=1,
+                    trigger="scheduled",
+                    outcome="delivered",
+                ),
+            ),
+            Outcome(
+                "d1",
+                "dead",
+                10,
+                now,
+                "HTTP 500",
+                Attempt(
+                    delivery_id="d1", integration_id="t", at=now - 100, attempt=10, trigger="scheduled", outcome="dead"
+                ),
+            ),
         ]
     )
     removed = store.prune(before=now + 1)
@@ -184,7 +207,16 @@ def test_replay_leaves_a_delivery_that_is_being_tried_alone(store):
     now = clock.time()
     store.record(
         [
-            Outcome(f"d{n}", "failed", 1, now - 1, "HTTP 500", Attempt(f"d{n}", "a", now, 1, "scheduled", "failed"))
+            Outcome(
+                f"d{n}",
+                "failed",
+                1,
+                now - 1,
+                "HTTP 500",
+                Attempt(
+                    delivery_id=f"d{n}", integration_id="a", at=now, attempt=1, trigger="scheduled", outcome="failed"
+                ),
+            )
             for n in range(2)
         ]
     )

@@ -81,7 +81,17 @@ class SourceWatcher(Schedule):
             error = f"listing {source} failed: {type(exc).__name__}: {exc}"[:500]
             error = target.scrub(error) if target is not None else error
             await self.reconciler.store.log_attempts(
-                [Attempt(f"source:{integration.id}", integration.id, started, 1, "sync", "failed", error=error)],
+                [
+                    Attempt(
+                        delivery_id=f"source:{integration.id}",
+                        integration_id=integration.id,
+                        at=started,
+                        attempt=1,
+                        trigger="sync",
+                        outcome="failed",
+                        error=error,
+                    )
+                ],
             )
             log.warning("source listing failed", extra={"fields": {"integration": integration.id, "error": error}})
             return 0

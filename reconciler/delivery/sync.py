@@ -16,9 +16,9 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from reconciler.delivery.attempts import attempt_of
 from reconciler.delivery.schedule import Schedule
 from reconciler.events.envelope import EventRejected, new_id, now_timestamp
-from reconciler.store import Attempt
 
 if TYPE_CHECKING:
     from reconciler.intake.committer import Intake
@@ -54,18 +54,13 @@ class SyncScheduler(Schedule):
         body: Any = result.excerpt
         with contextlib.suppress(TypeError, ValueError):
             body = json.loads(result.excerpt or "")
-        attempt = Attempt(
-            f"sync:{integration.id}",
-            integration.id,
-            started,
-            1,
-            "sync",
-            "delivered" if result.ok else "failed",
-            None,
-            result.status,
-            round(result.latency_ms, 2),
-            (result.excerpt or "")[:EXCERPT_CHARS] or None,
-            result.error,
+        attempt = attempt_of(
+            result,
+            delivery_id=f"sync:{integration.id}",
+            integration_id=integration.id,
+            at=started,
+            trigger="sync",
+            excerpt_chars=EXCERPT_CHARS,
         )
         await self.reconciler.store.log_attempts([attempt])
         if not result.ok:

@@ -74,19 +74,32 @@ class DueDelivery:
         self.parsed = value
 
 
-@dataclass(frozen=True, slots=True)
+def storable(text: str | None) -> str | None:
+    """Text the store can hold: PostgreSQL text cannot hold NUL, and a partner's answer can."""
+    return text.replace("\x00", "\ufffd") if text and "\x00" in text else text
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Attempt:
+    """One try, as the log shows it: of a delivery, or of a test send (`test:<event>`), a sync
+    (`sync:<integration>`) or a source listing (`source:<integration>`). Text from outside
+    (the response excerpt, the error) is made storable on construction, whoever builds it."""
+
     delivery_id: str
     integration_id: str
     at: float
     attempt: int
-    trigger: str
-    outcome: str
+    trigger: str  # scheduled | test | sync | replay ...
+    outcome: str  # delivered | failed | dead | gone
     batch_id: str | None = None
     status_code: int | None = None
     latency_ms: float | None = None
     response_excerpt: str | None = None
     error: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "response_excerpt", storable(self.response_excerpt))
+        object.__setattr__(self, "error", storable(self.error))
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +113,9 @@ class Outcome:
     next_attempt_at: float
     error: str | None = None
     attempt: Attempt | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "error", storable(self.error))
 
 
 class Outbox:
