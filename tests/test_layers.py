@@ -119,3 +119,11 @@ def test_the_rule_itself(importer: str, imported: str, allowed: bool) -> None:
     mine, theirs = layer_of(unit_of(importer)), layer_of(unit_of(imported))
     same = unit_of(importer) == unit_of(imported)
     assert (same or theirs < mine) is allowed
+
+
+def test_the_architecture_document_lists_every_layer_in_order() -> None:
+    """docs/architecture.md's package table is the same layering as LAYERS, row by row."""
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "`reconciler" in line]
+    documented = [tuple(part.strip("` ") for part in row.split("|")[2].split(",")) for row in rows]
+    assert documented == LAYERS
