@@ -11,7 +11,7 @@ from reconciler.store.base import (
     open_store,
 )
 from reconciler.store.facade import AsyncStore, StoreOnLoop
-from reconciler.store.outbox import Attempt, DueDelivery, NewDelivery, NewEvent, Outcome
+from reconciler.store.records import Attempt, DueDelivery, NewDelivery, NewEvent, Outcome
 
 __all__ = [
     "AsyncStore",

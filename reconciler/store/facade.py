@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from reconciler.store.base import AuditEntry, IntegrationRecord, Override, Store
 from reconciler.store.history import LogFilter
-from reconciler.store.outbox import Attempt, DueDelivery, NewDelivery, NewEvent, Outcome
+from reconciler.store.records import Attempt, DueDelivery, NewDelivery, NewEvent, Outcome
 
 STORE_THREADS = 8  # calls in flight at once; the connection pools allow more, the disk gains nothing
 

@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert
 
 from reconciler.store.base import Store, StoreError
-from reconciler.store.outbox import IN_CHUNK, DueDelivery
+from reconciler.store.outbox import IN_CHUNK
+from reconciler.store.records import DueDelivery
 
 BUSY_TIMEOUT_MS = 10_000  # a second process (the CLI, a test) may hold the write lock briefly
 # A claimed delivery's envelope as the text it is sent as, its data as stored: a string in the
