@@ -7,11 +7,11 @@ document with schemathesis.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from reconciler import __version__
 from reconciler.api.openapi_schemas import ANY_OBJECT, PROBLEM, SCHEMAS, ref
@@ -298,10 +298,12 @@ def document() -> dict[str, Any]:
     }
 
 
-def openapi_routes() -> list[Route]:
-    built = document()
+async def openapi_json(request: Request) -> Response:
+    """This document (open, like the probes)."""
+    return JSONResponse(served())
 
-    async def serve(request: Request) -> Response:
-        return JSONResponse(built)
 
-    return [Route("/api/openapi.json", serve, methods=["GET"])]
+@functools.cache
+def served() -> dict[str, Any]:
+    """The document as served: built once, at the first request, and shared by every app."""
+    return document()
