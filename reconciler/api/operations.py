@@ -195,10 +195,11 @@ def _unknown(runtime: Runtime, integration_id: str) -> Response | None:
 
 
 def _testable(runtime: Runtime, integration_id: str) -> AppliedIntegration | Response:
-    unknown = _unknown(runtime, integration_id)
-    if unknown:
-        return unknown
-    applied = runtime.reconciler.snapshot.applied.get(integration_id)
+    """The applied integration a test send goes through, or the 404 or 409 that says why there is none."""
+    snapshot = runtime.reconciler.snapshot  # once: the registry and the applied versions of one pass
+    if integration_id not in snapshot.registry:
+        return not_found(integration_id)
+    applied = snapshot.applied.get(integration_id)
     if applied is None:
         return problem(
             409,
