@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import httpx
 import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import Route
 
 from reconciler.api.app import create_app
 from reconciler.api.common import Runtime
@@ -15,6 +18,41 @@ from reconciler.daemon import _Server, bind
 from tests.pipeline import Pipeline
 
 SECRET = "admin-secret-for-the-api-tests-0123"
+
+# The routes that answer without the admin secret: the probes, /metrics (unless `run
+# --metrics-auth`), the API's document, and inbound receipt (the path secret and the signature
+# are the sender's credentials). Every other route the app serves is an admin route.
+OPEN_ROUTES = {
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/api/openapi.json"),
+    ("POST", "/api/integrations/webhook/receive/{secret}"),
+}
+
+
+def bare_app() -> Starlette:
+    """The app, to look at its routes: building it reads nothing of the runtime, so there is none."""
+    return create_app(Runtime(cast(Any, None), SECRET))
+
+
+def app_routes() -> list[tuple[str, str]]:
+    """(method, path template) of every route the app serves, HEAD aside, in the app's order: the
+    tests that cover every route take them from here, so a route added to the app is covered."""
+    app = bare_app()
+    assert all(isinstance(route, Route) and route.methods for route in app.routes), "a route no test would see"
+    return [
+        (method, route.path)
+        for route in app.routes
+        if isinstance(route, Route)
+        for method in sorted(route.methods or ())
+        if method != "HEAD"
+    ]
+
+
+def admin_routes() -> list[tuple[str, str]]:
+    """The routes behind the admin secret: all but OPEN_ROUTES."""
+    return [route for route in app_routes() if route not in OPEN_ROUTES]
 
 
 @contextlib.asynccontextmanager

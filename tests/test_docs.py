@@ -11,6 +11,7 @@ from reconciler.events.catalog import BUILTIN_EVENT_TYPES
 from reconciler.events.templates import BUILTIN_TEMPLATES
 from reconciler.manifests import models
 from reconciler.manifests.scaffold import scaffolds
+from tests.api_server import app_routes, bare_app
 from tests.conftest import ROOT
 
 FILE_FORMAT = (ROOT / "docs" / "file-format.md").read_text()
@@ -59,6 +60,20 @@ def test_every_scaffold_and_command_is_in_the_readme():
     commands = _parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     for command in commands:
         assert re.search(rf"reconciler {command}\b", README), f"command {command} is not in README.md"
+
+
+@pytest.mark.parametrize("path", sorted({path for _, path in app_routes()}))
+def test_every_route_is_in_the_readme(path):
+    # The whole path, not as the start of a longer one; or, as the README's table writes a sibling
+    # of the path before it (`POST /api/integrations/{id}/deactivate`, `/activate`), its last segment.
+    whole = re.search(re.escape(path) + r"(?![\w/{.-])", README)
+    sibling = f"`/{path.rsplit('/', 1)[-1]}`" in README
+    assert whole or sibling, f"{path} is not in README.md"
+
+
+def test_every_endpoint_says_what_it_does():
+    for route in bare_app().routes:
+        assert (route.endpoint.__doc__ or "").strip(), f"the endpoint of {route.path} has no docstring"
 
 
 def test_readme_first_screen_gives_the_two_setup_commands():

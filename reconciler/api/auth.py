@@ -20,7 +20,7 @@ MIN_SECRET_CHARS = 16
 
 
 class AdminSecretError(RuntimeError):
-    pass
+    """The admin secret cannot be used (ADMIN_SECRET too short); the daemon does not start."""
 
 
 def load_admin_secret(state_dir: Path, environ: Mapping[str, str] | None = None) -> tuple[str, str]:
@@ -48,6 +48,7 @@ def load_admin_secret(state_dir: Path, environ: Mapping[str, str] | None = None)
 
 
 def presented_secret(request: Request) -> str | None:
+    """The secret a request presents in a header, if any (never one in the query string)."""
     header = request.headers.get("x-admin-secret")
     if header:
         return header
@@ -57,5 +58,6 @@ def presented_secret(request: Request) -> str | None:
 
 
 def is_admin(request: Request, secret: str) -> bool:
+    """Whether the request presents the admin secret (compared in constant time)."""
     presented = presented_secret(request)
     return presented is not None and hmac.compare_digest(presented.encode(), secret.encode())

@@ -1,9 +1,17 @@
-"""What every route shares: problem documents, admin authentication, bounded JSON bodies."""
+"""What every route shares: the Runtime, problem documents, admin authentication, bounded JSON bodies.
+
+Endpoints are module-level functions of a request. They reach the Runtime through
+`runtime_of(request)` (create_app puts it in the app's state), and the admin secret is checked
+by one decorator: `@admin_only`, `@admin_only_when(...)` for a route whose check is a setting,
+and `@admin_only_json` for the routes that take a JSON object as their body.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +43,18 @@ class Runtime:
     stop: asyncio.Event | None = None  # set at shutdown: streams end so the server can stop
 
 
+Handler = Callable[[Request], Awaitable[Response]]  # a route's endpoint
+JsonHandler = Callable[[Request, dict[str, Any]], Awaitable[Response]]  # one given the JSON body too
+
+
+def runtime_of(request: Request) -> Runtime:
+    """The Runtime of the app serving the request (create_app puts it in the app's state)."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
 def problem(status: int, title: str, detail: str, kind: str = "about:blank", **extra: Any) -> JSONResponse:
+    """An RFC 9457 problem document; `kind` names a problem type of ours, `extra` adds members."""
     body = {
         "type": kind if kind == "about:blank" else PROBLEM_TYPE + kind,
         "title": title,
@@ -50,6 +69,7 @@ TITLES = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 413:
 
 
 def require_admin(request: Request, admin_secret: str) -> Response | None:
+    """None for an admin, else the 401 that asks for the secret (the one answer of every admin route)."""
     if is_admin(request, admin_secret):
         return None
     response = problem(
@@ -61,16 +81,57 @@ def require_admin(request: Request, admin_secret: str) -> Response | None:
     return response
 
 
+def admin_only_when(needed: Callable[[Runtime], bool]) -> Callable[[Handler], Handler]:
+    """The endpoint behind the admin secret whenever `needed(runtime)` holds: for a route whose
+    protection is a setting (`/metrics` with `run --metrics-auth`)."""
+
+    def decorate(endpoint: Handler) -> Handler:
+        @functools.wraps(endpoint)  # the route's name and docstring stay the endpoint's
+        async def guarded(request: Request) -> Response:
+            runtime = runtime_of(request)
+            if needed(runtime):
+                denied = require_admin(request, runtime.admin_secret)
+                if denied:
+                    return denied
+            return await endpoint(request)
+
+        return guarded
+
+    return decorate
+
+
+def admin_only(endpoint: Handler) -> Handler:
+    """The endpoint behind the admin secret: anyone else gets require_admin's 401."""
+    return admin_only_when(_always)(endpoint)
+
+
+def _always(runtime: Runtime) -> bool:
+    return True
+
+
+def admin_only_json(endpoint: JsonHandler) -> Handler:
+    """`admin_only` for a route whose body is a JSON object: the endpoint gets it parsed, after the
+    admin check (an anonymous request is refused before its body is read); a body that is too
+    large or not a JSON object is answered with json_body's problem."""
+
+    @admin_only
+    @functools.wraps(endpoint)
+    async def with_body(request: Request) -> Response:
+        body = await json_body(request)
+        if isinstance(body, Response):
+            return body
+        return await endpoint(request, body)
+
+    return with_body
+
+
 def not_found(integration_id: str) -> Response:
+    """The 404 of an id the registry does not hold."""
     return problem(404, "Not found", f"no integration {integration_id!r} is applied or declared", "not-found")
 
 
-async def admin_json(request: Request, admin_secret: str) -> dict[str, Any] | Response:
-    """The JSON object an admin sent, or the problem response that refuses the request."""
-    return require_admin(request, admin_secret) or await json_body(request)
-
-
 async def json_body(request: Request) -> dict[str, Any] | Response:
+    """The body as a JSON object ({} when empty), or the 413 or 400 that refuses it."""
     raw = b""
     async for chunk in request.stream():
         raw += chunk

@@ -18,9 +18,8 @@ from typing import Any
 import yaml
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
-from reconciler.api.common import Runtime, json_body, not_found, problem, require_admin
+from reconciler.api.common import Runtime, admin_only, json_body, not_found, problem, runtime_of
 from reconciler.manifests.diagnostics import Diagnostic
 from reconciler.manifests.loader import discover, read_file
 from reconciler.manifests.validate import TreeValidator
@@ -31,28 +30,27 @@ SCHEMA_COMMENT = "# yaml-language-server: $schema=../schemas/integration.schema.
 MAX_CREDENTIAL_ROUNDS = 8  # each round replaces the credentials validation found
 
 
-def routes(runtime: Runtime) -> list[Route]:
-    async def create(request: Request) -> Response:
-        return await _answer(runtime, request, None, "create")
+@admin_only
+async def create(request: Request) -> Response:
+    """`POST /api/integrations`: 405, and with a body the new file to commit."""
+    return await _answer(runtime_of(request), request, None, "create")
 
-    async def update_or_delete(request: Request) -> Response:
-        action = "delete" if request.method == "DELETE" else "update"
-        return await _answer(runtime, request, request.path_params["id"], action)
 
-    async def add_webhook(request: Request) -> Response:
-        return await _answer(runtime, request, request.path_params["id"], "add-webhook")
+@admin_only
+async def update_or_delete(request: Request) -> Response:
+    """`PUT` and `DELETE /api/integrations/{id}`: 405, and the file to change or delete."""
+    action = "delete" if request.method == "DELETE" else "update"
+    return await _answer(runtime_of(request), request, request.path_params["id"], action)
 
-    return [
-        Route("/api/integrations", create, methods=["POST"]),
-        Route("/api/integrations/{id}", update_or_delete, methods=["PUT", "DELETE"]),
-        Route("/api/integrations/{id}/webhooks", add_webhook, methods=["POST"]),
-    ]
+
+@admin_only
+async def add_webhook(request: Request) -> Response:
+    """`POST /api/integrations/{id}/webhooks`: 405, and with a body the file with the subscription added."""
+    return await _answer(runtime_of(request), request, request.path_params["id"], "add-webhook")
 
 
 async def _answer(runtime: Runtime, request: Request, integration_id: str | None, action: str) -> Response:
-    denied = require_admin(request, runtime.admin_secret)
-    if denied:
-        return denied
+    """The 405 of a write route (the caller is an admin): where to make the change, and the file."""
     record = runtime.reconciler.snapshot.registry.get(integration_id) if integration_id else None
     if integration_id is not None and record is None:
         return not_found(integration_id)

@@ -26,9 +26,8 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from reconciler.api.common import Runtime, problem
+from reconciler.api.common import problem, runtime_of
 from reconciler.api.verify import Scheme, UnusableSecret, VerificationFailed, Verifier, make_verifier
 from reconciler.events.envelope import EventRejected
 from reconciler.intake.committer import IntakeStopped
@@ -58,6 +57,7 @@ class Endpoint:
 
     @property
     def id(self) -> str:
+        """The integration's id."""
         return self.applied.id
 
 
@@ -74,6 +74,7 @@ class InboundIndex:
         self._warned: set[tuple[str, int, str]] = set()
 
     def lookup(self, presented: str) -> Endpoint | None:
+        """The endpoint a presented path secret selects, or None; rebuilt first if the snapshot changed."""
         applied = self.reconciler.snapshot.applied
         if self._built_from is not applied:
             self._rebuild(applied)
@@ -143,117 +144,136 @@ class InboundIndex:
             log.warning(message, extra={"fields": {"integration": applied.id, **fields}})
 
 
-def routes(runtime: Runtime) -> list[Route]:
-    """The receipt route, for the app's route list (not admin-authenticated: the path secret
-    and the signature are the sender's credentials)."""
-    index = InboundIndex(runtime.reconciler)
-    install_access_log_redaction()
+async def receive(request: Request) -> Response:
+    """An inbound webhook: verified by its integration's scheme, then emitted as the configured event.
 
-    async def receive(request: Request) -> Response:
-        endpoint = index.lookup(request.path_params["secret"])
-        if endpoint is None:
-            log.info("inbound receipt refused: unknown path secret", extra={"fields": _client(request)})
-            return problem(404, "Not found", "there is no inbound webhook at this address", "not-found")
-        body = await read_capped(request, MAX_RECEIPT_BYTES)
-        if body is None:
-            _refused(request, endpoint, "too-large", 413)
-            return problem(
-                413,
-                "Payload too large",
-                f"inbound bodies are limited to {MAX_RECEIPT_BYTES} bytes; send a reference (a URL) to large content",
-                "payload-too-large",
-            )
-        if endpoint.unusable is not None:
-            log.error(
-                "inbound receipt refused: the signing secret cannot be used",
-                extra={"fields": {"integration": endpoint.id, "reason": endpoint.unusable}},
-            )
-            return problem(
-                503,
-                "Misconfigured",
-                "this inbound webhook cannot verify requests; its operators are told why",
-                "misconfigured",
-            )
-        if endpoint.verifier is not None:
-            try:
-                endpoint.verifier.verify(request.headers, body, time.time())
-            except VerificationFailed as failed:
-                _refused(request, endpoint, failed.refusal.value, 401)
-                response = problem(401, "Signature refused", failed.detail, failed.refusal.value)
-                response.headers["WWW-Authenticate"] = f'Signature scheme="{endpoint.verifier.scheme}"'
-                return response
-        if not endpoint.applied.delivering:
-            why = "suspended" if endpoint.applied.suspended else "inactive"
-            _refused(request, endpoint, why, 503)
-            response = problem(
-                503,
-                "Paused",
-                "this inbound webhook is not taking receipts at the moment; send the request again later",
-                "paused",
-            )
-            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-            return response
-        try:
-            payload = parse_payload(body, request.headers.get("content-type", ""))
-        except ValueError as exc:
-            _refused(request, endpoint, "not-json", 400)
-            return problem(400, "Bad request", f"the body is not JSON: {exc}", "bad-body")
-        handshake = _handshake(endpoint, request, payload)
-        if handshake is not None:
-            return handshake
-        if not isinstance(payload, dict):
-            _refused(request, endpoint, "not-an-object", 422)
-            return problem(
-                422,
-                "Event refused",
-                "the payload must be a JSON object: it is emitted as the event's data",
-                "event-refused",
-                errors=[{"pointer": "/data", "message": "data must be a JSON object"}],
-            )
-        sender_id = message_id(endpoint.verifier.scheme if endpoint.verifier else None, request, payload, body)
-        assert runtime.intake is not None
-        try:
-            accepted = await runtime.intake.emit(
-                endpoint.event,
-                payload,
-                source=SOURCE_PREFIX + endpoint.id,
-                dedup_key=dedup_key(endpoint.id, sender_id),
-            )
-        except EventRejected as exc:
-            _refused(request, endpoint, "event-refused", 422)
-            return problem(
-                422,
-                "Event refused",
-                "the payload does not match the event type; see errors",
-                "event-refused",
-                errors=exc.reasons,
-            )
-        except IntakeStopped as exc:
-            response = problem(503, "Shutting down", str(exc), "shutting-down")
-            response.headers["Retry-After"] = "5"
-            return response
-        duplicate = accepted.duplicate_of is not None
-        log.info(
-            "inbound receipt" + (" repeated: acknowledged without a second event" if duplicate else ""),
-            extra={
-                "fields": {
-                    "integration": endpoint.id,
-                    "event": endpoint.event,
-                    "eventId": accepted.id,
-                    "messageId": _bounded(sender_id),
-                    "duplicate": duplicate,
-                    "bytes": len(body),
-                    **_client(request),
-                }
-            },
+    Open (not admin-authenticated): the path secret and the signature are the sender's credentials."""
+    endpoint = inbound_index(request).lookup(request.path_params["secret"])
+    if endpoint is None:
+        log.info("inbound receipt refused: unknown path secret", extra={"fields": _client(request)})
+        return problem(404, "Not found", "there is no inbound webhook at this address", "not-found")
+    body = await read_capped(request, MAX_RECEIPT_BYTES)
+    if body is None:
+        _refused(request, endpoint, "too-large", 413)
+        return problem(
+            413,
+            "Payload too large",
+            f"inbound bodies are limited to {MAX_RECEIPT_BYTES} bytes; send a reference (a URL) to large content",
+            "payload-too-large",
         )
-        answer = {"id": accepted.id, "event": endpoint.event, "duplicate": duplicate}
-        if duplicate:
-            return JSONResponse(answer, status_code=200)
-        answer.update(timestamp=accepted.timestamp, deliveries=accepted.deliveries)
-        return JSONResponse(answer, status_code=202)
+    refused = _admit(request, endpoint, body)
+    if refused is not None:
+        return refused
+    try:
+        payload = parse_payload(body, request.headers.get("content-type", ""))
+    except ValueError as exc:
+        _refused(request, endpoint, "not-json", 400)
+        return problem(400, "Bad request", f"the body is not JSON: {exc}", "bad-body")
+    handshake = _handshake(endpoint, request, payload)
+    if handshake is not None:
+        return handshake
+    return await _emit(request, endpoint, payload, body)
 
-    return [Route(RECEIVE_PATH, receive, methods=["POST"], name="inbound-receive")]
+
+def inbound_index(request: Request) -> InboundIndex:
+    """The index of the app serving the request (create_app puts it in the app's state)."""
+    index: InboundIndex = request.app.state.inbound_index
+    return index
+
+
+# --- the steps of a receipt -----------------------------------------------------------------------
+
+
+def _admit(request: Request, endpoint: Endpoint, body: bytes) -> Response | None:
+    """None when the endpoint can take the receipt: its signing secret is usable, the signature
+    verifies and the integration is delivering; else the refusal."""
+    if endpoint.unusable is not None:
+        log.error(
+            "inbound receipt refused: the signing secret cannot be used",
+            extra={"fields": {"integration": endpoint.id, "reason": endpoint.unusable}},
+        )
+        return problem(
+            503,
+            "Misconfigured",
+            "this inbound webhook cannot verify requests; its operators are told why",
+            "misconfigured",
+        )
+    if endpoint.verifier is not None:
+        try:
+            endpoint.verifier.verify(request.headers, body, time.time())
+        except VerificationFailed as failed:
+            _refused(request, endpoint, failed.refusal.value, 401)
+            response = problem(401, "Signature refused", failed.detail, failed.refusal.value)
+            response.headers["WWW-Authenticate"] = f'Signature scheme="{endpoint.verifier.scheme}"'
+            return response
+    if not endpoint.applied.delivering:
+        why = "suspended" if endpoint.applied.suspended else "inactive"
+        _refused(request, endpoint, why, 503)
+        response = problem(
+            503,
+            "Paused",
+            "this inbound webhook is not taking receipts at the moment; send the request again later",
+            "paused",
+        )
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+    return None
+
+
+async def _emit(request: Request, endpoint: Endpoint, payload: Any, body: bytes) -> Response:
+    """Emit the payload as the endpoint's event (once per sender message) and answer the sender."""
+    if not isinstance(payload, dict):
+        _refused(request, endpoint, "not-an-object", 422)
+        return problem(
+            422,
+            "Event refused",
+            "the payload must be a JSON object: it is emitted as the event's data",
+            "event-refused",
+            errors=[{"pointer": "/data", "message": "data must be a JSON object"}],
+        )
+    sender_id = message_id(endpoint.verifier.scheme if endpoint.verifier else None, request, payload, body)
+    intake = runtime_of(request).intake
+    assert intake is not None
+    try:
+        accepted = await intake.emit(
+            endpoint.event,
+            payload,
+            source=SOURCE_PREFIX + endpoint.id,
+            dedup_key=dedup_key(endpoint.id, sender_id),
+        )
+    except EventRejected as exc:
+        _refused(request, endpoint, "event-refused", 422)
+        return problem(
+            422,
+            "Event refused",
+            "the payload does not match the event type; see errors",
+            "event-refused",
+            errors=exc.reasons,
+        )
+    except IntakeStopped as exc:
+        response = problem(503, "Shutting down", str(exc), "shutting-down")
+        response.headers["Retry-After"] = "5"
+        return response
+    duplicate = accepted.duplicate_of is not None
+    log.info(
+        "inbound receipt" + (" repeated: acknowledged without a second event" if duplicate else ""),
+        extra={
+            "fields": {
+                "integration": endpoint.id,
+                "event": endpoint.event,
+                "eventId": accepted.id,
+                "messageId": _bounded(sender_id),
+                "duplicate": duplicate,
+                "bytes": len(body),
+                **_client(request),
+            }
+        },
+    )
+    answer = {"id": accepted.id, "event": endpoint.event, "duplicate": duplicate}
+    if duplicate:
+        return JSONResponse(answer, status_code=200)
+    answer.update(timestamp=accepted.timestamp, deliveries=accepted.deliveries)
+    return JSONResponse(answer, status_code=202)
 
 
 # --- request pieces -----------------------------------------------------------------------------
@@ -367,6 +387,7 @@ class RedactReceiveSecret(logging.Filter):
     """uvicorn's access log prints each request's path; this keeps the path secret out of it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Redact the record's message and arguments; never drop it."""
         if isinstance(record.args, tuple):
             record.args = tuple(redact_receive_path(a) if isinstance(a, str) else a for a in record.args)
         if isinstance(record.msg, str):

@@ -7,15 +7,15 @@ document with schemathesis.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from reconciler import __version__
+from reconciler.api.openapi_schemas import ANY_OBJECT, PROBLEM, SCHEMAS, ref
 
-PROBLEM = {"$ref": "#/components/schemas/Problem"}
 ADMIN: list[dict[str, list[str]]] = [{"adminSecret": []}, {"bearer": []}]
 
 
@@ -25,10 +25,6 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _problem(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/problem+json": {"schema": PROBLEM}}}
-
-
-def _ref(name: str) -> dict[str, Any]:
-    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _admin(
@@ -61,211 +57,12 @@ DECLARED = {
     "description": "Declared state changes through git: where to change it, and the YAML file to commit when a "
     "body was sent",
     "headers": {"Allow": {"schema": {"type": "string"}}},
-    "content": {"application/problem+json": {"schema": _ref("DeclaredInGit")}},
-}
-ANY_OBJECT: dict[str, Any] = {"type": "object"}
-NULLABLE_STRING: dict[str, Any] = {"type": ["string", "null"]}
-
-SCHEMAS: dict[str, Any] = {
-    "Problem": {
-        "type": "object",
-        "description": "RFC 9457 problem document",
-        "required": ["type", "title", "status", "detail"],
-        "properties": {
-            "type": {"type": "string"},
-            "title": {"type": "string"},
-            "status": {"type": "integer"},
-            "detail": {"type": "string"},
-        },
-    },
-    "DeclaredInGit": {
-        "allOf": [
-            PROBLEM,
-            {
-                "type": "object",
-                "properties": {
-                    "file": {"type": "string"},
-                    "yaml": {"type": "string"},
-                    "valid": {"type": "boolean"},
-                    "errors": {"type": "array", "items": ANY_OBJECT},
-                    "secretsToSet": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "properties": {"variable": {"type": "string"}, "field": {"type": "string"}},
-                        },
-                    },
-                },
-            },
-        ]
-    },
-    "Integration": {
-        "type": "object",
-        "required": ["id", "type", "status", "generation", "conditions", "ready"],
-        "properties": {
-            "id": {"type": "string"},
-            "name": NULLABLE_STRING,
-            "type": NULLABLE_STRING,
-            "status": {"enum": ["active", "suspended", "inactive", "failing", "pending", "removing"]},
-            "generation": {"type": "integer"},
-            "spec": {"type": ["object", "null"], "description": "the applied spec, credentials redacted"},
-            "conditions": {"type": "array", "items": ANY_OBJECT},
-            "sourceFile": NULLABLE_STRING,
-            "lastAppliedRevision": {"type": ["object", "null"]},
-            "lastAttemptedRevision": {"type": ["object", "null"]},
-            "ready": {"type": "boolean"},
-            "drift": {"type": ["object", "null"]},
-            "deliveries": {"type": "object", "additionalProperties": {"type": "integer"}},
-            "auditTrail": {"type": "array", "items": ANY_OBJECT},
-        },
-    },
-    "IntegrationList": {
-        "type": "object",
-        "required": ["items", "count"],
-        "properties": {"items": {"type": "array", "items": _ref("Integration")}, "count": {"type": "integer"}},
-    },
-    "Reason": {
-        "type": "object",
-        "properties": {"reason": {"type": "string"}, "actor": {"type": "string"}},
-    },
-    "TestRequest": {"type": "object", "properties": {"message": {"type": "string"}}},
-    "TestResult": {
-        "type": "object",
-        "required": ["integrationId", "eventId", "ok", "latencyMs"],
-        "properties": {
-            "integrationId": {"type": "string"},
-            "eventId": {"type": "string"},
-            "ok": {"type": "boolean"},
-            "status": {"type": ["integer", "null"]},
-            "latencyMs": {"type": "number"},
-            "responseExcerpt": NULLABLE_STRING,
-            "error": NULLABLE_STRING,
-        },
-    },
-    "LogEntry": {
-        "type": "object",
-        "required": ["cursor", "kind", "at", "status"],
-        "properties": {
-            "cursor": {"type": "string"},
-            "kind": {"enum": ["attempt", "test", "sync", "reconcile", "receipt"]},
-            "at": {"type": "string", "format": "date-time"},
-            "status": {"type": "string"},
-            "event": NULLABLE_STRING,
-        },
-    },
-    "LogPage": {
-        "type": "object",
-        "required": ["items", "nextCursor"],
-        "properties": {"items": {"type": "array", "items": _ref("LogEntry")}, "nextCursor": NULLABLE_STRING},
-    },
-    "Delivery": {
-        "type": "object",
-        "required": ["id", "eventId", "event", "status", "attempts", "cursor"],
-        "properties": {
-            "id": {"type": "string"},
-            "eventId": {"type": "string"},
-            "event": {"type": "string"},
-            "status": {"enum": ["pending", "failed", "delivered", "dead"]},
-            "attempts": {"type": "integer"},
-            "nextAttemptAt": NULLABLE_STRING,
-            "lastError": NULLABLE_STRING,
-            "batchId": NULLABLE_STRING,
-            "createdAt": NULLABLE_STRING,
-            "updatedAt": NULLABLE_STRING,
-            "deliveredAt": NULLABLE_STRING,
-            "cursor": {"type": "string"},
-        },
-    },
-    "DeliveryPage": {
-        "type": "object",
-        "required": ["items", "nextCursor"],
-        "properties": {"items": {"type": "array", "items": _ref("Delivery")}, "nextCursor": NULLABLE_STRING},
-    },
-    "ReplayRequest": {
-        "type": "object",
-        "description": "one delivery (deliveryId), or every failed or dead one since a time (RFC 3339 or a "
-        "duration back from now such as 24h)",
-        "properties": {
-            "deliveryId": {"type": "string"},
-            "since": {"type": "string"},
-            "status": {
-                "oneOf": [{"enum": ["failed", "dead"]}, {"type": "array", "items": {"enum": ["failed", "dead"]}}]
-            },
-            "actor": {"type": "string"},
-        },
-    },
-    "ReplayResult": {
-        "type": "object",
-        "required": ["integrationId", "replayed"],
-        "properties": {"integrationId": {"type": "string"}, "replayed": {"type": "integer"}},
-    },
-    "EventRequest": {
-        "type": "object",
-        "description": "the integration guide's envelope: event (or type), optional timestamp, data",
-        "properties": {
-            "event": {"type": "string"},
-            "type": {"type": "string"},
-            "timestamp": {"type": "string"},
-            "data": ANY_OBJECT,
-        },
-    },
-    "Accepted": {
-        "type": "object",
-        "required": ["id", "event", "deliveries"],
-        "properties": {
-            "id": {"type": "string"},
-            "event": {"type": "string"},
-            "timestamp": {"type": "string"},
-            "deliveries": {"type": "integer"},
-            "duplicateOf": NULLABLE_STRING,
-        },
-    },
-    "Templates": {
-        "type": "object",
-        "required": ["items", "count"],
-        "properties": {
-            "items": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["name", "yaml", "json"],
-                    "properties": {
-                        "name": {"type": "string"},
-                        "description": {"type": "string"},
-                        "yaml": {"type": "string"},
-                        "json": ANY_OBJECT,
-                        "command": {"type": "string"},
-                    },
-                },
-            },
-            "count": {"type": "integer"},
-        },
-    },
-    "HealthStatus": {
-        "type": "object",
-        "required": ["status", "queue", "integrations", "integrationsByStatus"],
-        "properties": {
-            "status": {"enum": ["ok", "degraded"]},
-            "checkedAt": {"type": "string"},
-            "config": ANY_OBJECT,
-            "lastPass": {"type": ["object", "null"]},
-            "passes": {"type": "integer"},
-            "integrationsByStatus": {"type": "object", "additionalProperties": {"type": "integer"}},
-            "queue": {
-                "type": "object",
-                "properties": {
-                    "depth": {"type": "integer"},
-                    "oldestPendingSeconds": {"type": "number"},
-                    "dead": {"type": "integer"},
-                },
-            },
-            "integrations": {"type": "array", "items": ANY_OBJECT},
-        },
-    },
+    "content": {"application/problem+json": {"schema": ref("DeclaredInGit")}},
 }
 
 
 def _paths() -> dict[str, Any]:
+    """`paths` of the document: every route of the app, by path and method."""
     list_params = [
         {"name": "type", "in": "query", "schema": {"enum": ["api", "webhook", "database", "file"]}},
         {
@@ -335,26 +132,26 @@ def _paths() -> dict[str, Any]:
         "/api/integrations": {
             "get": _admin(
                 "List integrations",
-                {"200": _json(_ref("IntegrationList"), "Integrations"), "400": _problem("A filter is not valid")},
+                {"200": _json(ref("IntegrationList"), "Integrations"), "400": _problem("A filter is not valid")},
                 parameters=list_params,
             ),
             "post": _admin("Create an integration: declared in git", {"405": DECLARED}, body=ANY_OBJECT),
         },
         "/api/integrations/templates": {
-            "get": _admin("Scaffolding templates, as YAML and JSON", {"200": _json(_ref("Templates"), "Templates")})
+            "get": _admin("Scaffolding templates, as YAML and JSON", {"200": _json(ref("Templates"), "Templates")})
         },
         "/api/integrations/health/status": {
-            "get": _admin("System health", {"200": _json(_ref("HealthStatus"), "Health")}, tag="health")
+            "get": _admin("System health", {"200": _json(ref("HealthStatus"), "Health")}, tag="health")
         },
         "/api/integrations/webhooks/trigger": {
             "post": _admin(
                 "Emit an event; 202 once it and its deliveries are stored",
                 {
-                    "202": _json(_ref("Accepted"), "Stored"),
+                    "202": _json(ref("Accepted"), "Stored"),
                     "422": _problem("The event does not match its type; errors lists every reason"),
                     "503": _problem("The daemon is stopping"),
                 },
-                body=_ref("EventRequest"),
+                body=ref("EventRequest"),
                 tag="events",
             )
         },
@@ -386,7 +183,7 @@ def _paths() -> dict[str, Any]:
         "/api/integrations/{id}": {
             "get": _admin(
                 "One integration: spec, conditions, revisions, delivery counters",
-                {"200": _json(_ref("Integration"), "The integration"), "404": NOT_FOUND},
+                {"200": _json(ref("Integration"), "The integration"), "404": NOT_FOUND},
                 parameters=[ID],
             ),
             "put": _admin(
@@ -397,17 +194,17 @@ def _paths() -> dict[str, Any]:
         "/api/integrations/{id}/activate": {
             "post": _admin(
                 "Resume a suspended integration (runtime override, audited)",
-                {"200": _json(_ref("Integration"), "Resumed"), "404": NOT_FOUND},
+                {"200": _json(ref("Integration"), "Resumed"), "404": NOT_FOUND},
                 parameters=[ID],
-                body=_ref("Reason"),
+                body=ref("Reason"),
             )
         },
         "/api/integrations/{id}/deactivate": {
             "post": _admin(
                 "Suspend an integration (runtime override, audited; deliveries wait)",
-                {"200": _json(_ref("Integration"), "Suspended"), "404": NOT_FOUND},
+                {"200": _json(ref("Integration"), "Suspended"), "404": NOT_FOUND},
                 parameters=[ID],
-                body=_ref("Reason"),
+                body=ref("Reason"),
             )
         },
         "/api/integrations/{id}/webhooks": {
@@ -422,13 +219,13 @@ def _paths() -> dict[str, Any]:
             "post": _admin(
                 "Send integration.test through the real sink, once, now",
                 {
-                    "200": _json(_ref("TestResult"), "The result (ok false when the target failed)"),
+                    "200": _json(ref("TestResult"), "The result (ok false when the target failed)"),
                     "404": NOT_FOUND,
                     "409": _problem("Not applied, secrets missing, or nothing to send to"),
                     "422": _problem("The request is not valid"),
                 },
                 parameters=[ID],
-                body=_ref("TestRequest"),
+                body=ref("TestRequest"),
             )
         },
         "/api/integrations/{id}/logs": {
@@ -438,7 +235,7 @@ def _paths() -> dict[str, Any]:
                     "200": {
                         "description": "A page, or with follow=true a stream of Server-Sent Events",
                         "content": {
-                            "application/json": {"schema": _ref("LogPage")},
+                            "application/json": {"schema": ref("LogPage")},
                             "text/event-stream": {"schema": {"type": "string"}},
                         },
                     },
@@ -451,7 +248,7 @@ def _paths() -> dict[str, Any]:
         "/api/integrations/{id}/deliveries": {
             "get": _admin(
                 "Deliveries by status, newest first",
-                {"200": _json(_ref("DeliveryPage"), "A page"), "400": bad_query, "404": NOT_FOUND},
+                {"200": _json(ref("DeliveryPage"), "A page"), "400": bad_query, "404": NOT_FOUND},
                 parameters=[
                     ID,
                     {
@@ -468,19 +265,20 @@ def _paths() -> dict[str, Any]:
             "post": _admin(
                 "Queue one delivery, or every failed or dead one since a time, again",
                 {
-                    "200": _json(_ref("ReplayResult"), "Nothing matched"),
-                    "202": _json(_ref("ReplayResult"), "Queued again"),
+                    "200": _json(ref("ReplayResult"), "Nothing matched"),
+                    "202": _json(ref("ReplayResult"), "Queued again"),
                     "404": NOT_FOUND,
                     "422": _problem("The request is not valid"),
                 },
                 parameters=[ID],
-                body=_ref("ReplayRequest"),
+                body=ref("ReplayRequest"),
             )
         },
     }
 
 
 def document() -> dict[str, Any]:
+    """The whole OpenAPI document, built anew on each call."""
     return {
         "openapi": "3.1.0",
         "info": {
@@ -500,10 +298,12 @@ def document() -> dict[str, Any]:
     }
 
 
-def openapi_routes() -> list[Route]:
-    built = document()
+async def openapi_json(request: Request) -> Response:
+    """This document (open, like the probes)."""
+    return JSONResponse(served())
 
-    async def serve(request: Request) -> Response:
-        return JSONResponse(built)
 
-    return [Route("/api/openapi.json", serve, methods=["GET"])]
+@functools.cache
+def served() -> dict[str, Any]:
+    """The document as served: built once, at the first request, and shared by every app."""
+    return document()

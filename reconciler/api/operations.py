@@ -11,9 +11,8 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
 
-from reconciler.api.common import Runtime, admin_json, not_found, problem, require_admin
+from reconciler.api.common import Runtime, admin_only, admin_only_json, not_found, problem, runtime_of
 from reconciler.manifests.durations import parse_duration
 from reconciler.registry import AppliedIntegration
 from reconciler.store import AuditEntry
@@ -27,119 +26,136 @@ REPLAYABLE = ("failed", "dead")
 
 
 class BadQuery(ValueError):
-    pass
+    """A query parameter or body field that is not valid; its message says what is expected."""
 
 
-def routes(runtime: Runtime) -> list[Route]:
-    async def test(request: Request) -> Response:
-        """Send an integration.test event through the integration's real sink, now, once."""
-        body = await admin_json(request, runtime.admin_secret)
-        if isinstance(body, Response):
-            return body
-        integration_id = request.path_params["id"]
-        found = _testable(runtime, integration_id)
-        if isinstance(found, Response):
-            return found
-        message = body.get("message")
-        if message is not None and not isinstance(message, str):
-            return problem(422, "Invalid request", "message must be a string", "invalid-request")
-        assert runtime.engine is not None
-        event_id, result = await runtime.engine.test_send(found, message[:1000] if message else None)
-        return JSONResponse(
-            {
-                "integrationId": integration_id,
-                "eventId": event_id,
-                "ok": result.ok,
-                "status": result.status,
-                "latencyMs": round(result.latency_ms, 2),
-                "responseExcerpt": result.excerpt,
-                "error": result.error,
-            }
+@admin_only_json
+async def test(request: Request, body: dict[str, Any]) -> Response:
+    """Send an integration.test event through the integration's real sink, now, once."""
+    runtime = runtime_of(request)
+    integration_id = request.path_params["id"]
+    found = _testable(runtime, integration_id)
+    if isinstance(found, Response):
+        return found
+    message = body.get("message")
+    if message is not None and not isinstance(message, str):
+        return problem(422, "Invalid request", "message must be a string", "invalid-request")
+    return JSONResponse(await _test_send(runtime, integration_id, found, message[:1000] if message else None))
+
+
+@admin_only
+async def logs(request: Request) -> Response:
+    """A page of the integration's log, newest first; with follow=true a stream of its new entries."""
+    runtime = runtime_of(request)
+    integration_id = request.path_params["id"]
+    unknown = _unknown(runtime, integration_id)
+    if unknown:
+        return unknown
+    try:
+        where = _log_filter(request)
+        limit = _limit(request)
+        follow = _flag(request, "follow")
+    except BadQuery as exc:
+        return problem(400, "Bad request", str(exc), "invalid-query")
+    if follow:
+        return StreamingResponse(
+            _follow(runtime, request, integration_id, where),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
-
-    async def logs(request: Request) -> Response:
-        integration_id = request.path_params["id"]
-        refused = require_admin(request, runtime.admin_secret) or _unknown(runtime, integration_id)
-        if refused:
-            return refused
-        try:
-            where = _log_filter(request)
-            limit = _limit(request)
-            follow = _flag(request, "follow")
-        except BadQuery as exc:
-            return problem(400, "Bad request", str(exc), "invalid-query")
-        store = runtime.reconciler.store
-        if follow:
-            return StreamingResponse(
-                _follow(runtime, request, integration_id, where),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-            )
-        try:
-            items, cursor = await store.log_page(
-                integration_id, where, before=request.query_params.get("cursor"), limit=limit
-            )
-        except BadCursor as exc:
-            return problem(400, "Bad request", str(exc), "invalid-query")
-        return JSONResponse({"items": items, "nextCursor": cursor})
-
-    async def deliveries(request: Request) -> Response:
-        integration_id = request.path_params["id"]
-        refused = require_admin(request, runtime.admin_secret) or _unknown(runtime, integration_id)
-        if refused:
-            return refused
-        try:
-            statuses = _choices(request, "status", DELIVERY_STATUSES) or ["pending", "failed", "dead"]
-            limit = _limit(request)
-            items, cursor = await runtime.reconciler.store.delivery_page(
-                integration_id,
-                statuses,
-                before=request.query_params.get("cursor"),
-                limit=limit,
-            )
-        except (BadQuery, BadCursor) as exc:
-            return problem(400, "Bad request", str(exc), "invalid-query")
-        return JSONResponse({"items": items, "nextCursor": cursor})
-
-    async def replay(request: Request) -> Response:
-        """Queue one delivery again, or every failed or dead one since a time, with fresh attempts."""
-        body = await admin_json(request, runtime.admin_secret)
-        if isinstance(body, Response):
-            return body
-        integration_id = request.path_params["id"]
-        unknown = _unknown(runtime, integration_id)
-        if unknown:
-            return unknown
-        store = runtime.reconciler.store
-        try:
-            delivery_id, since, statuses = _replay_request(body)
-        except BadQuery as exc:
-            return problem(422, "Invalid request", str(exc), "invalid-request")
-        if delivery_id is not None:
-            owner = await store.delivery_integration(delivery_id)
-            if owner != integration_id:
-                return problem(
-                    404, "Not found", f"integration {integration_id!r} has no delivery {delivery_id!r}", "not-found"
-                )
-        count = await store.replay(
-            delivery_id=delivery_id, integration_id=integration_id, since=since, statuses=statuses
+    try:
+        items, cursor = await runtime.reconciler.store.log_page(
+            integration_id, where, before=request.query_params.get("cursor"), limit=limit
         )
-        actor = str(body.get("actor") or request.headers.get("x-actor") or "admin")[:200]
-        what = f"delivery {delivery_id}" if delivery_id else f"{'/'.join(statuses)} deliveries since {_iso(since)}"
-        await store.save(
-            [],
-            [AuditEntry("replay", f"replayed {count} ({what})", integration_id, actor, details={"count": count})],
-        )
-        if count and runtime.engine is not None:
-            runtime.engine.wake()
-        return JSONResponse({"integrationId": integration_id, "replayed": count}, status_code=202 if count else 200)
+    except BadCursor as exc:
+        return problem(400, "Bad request", str(exc), "invalid-query")
+    return JSONResponse({"items": items, "nextCursor": cursor})
 
-    return [
-        Route("/api/integrations/{id}/test", test, methods=["POST"]),
-        Route("/api/integrations/{id}/logs", logs, methods=["GET"]),
-        Route("/api/integrations/{id}/deliveries", deliveries, methods=["GET"]),
-        Route("/api/integrations/{id}/replay", replay, methods=["POST"]),
-    ]
+
+@admin_only
+async def deliveries(request: Request) -> Response:
+    """A page of the integration's deliveries by status (pending, failed and dead unless asked), newest first."""
+    runtime = runtime_of(request)
+    integration_id = request.path_params["id"]
+    unknown = _unknown(runtime, integration_id)
+    if unknown:
+        return unknown
+    try:
+        statuses = _choices(request, "status", DELIVERY_STATUSES) or ["pending", "failed", "dead"]
+        limit = _limit(request)
+        items, cursor = await runtime.reconciler.store.delivery_page(
+            integration_id,
+            statuses,
+            before=request.query_params.get("cursor"),
+            limit=limit,
+        )
+    except (BadQuery, BadCursor) as exc:
+        return problem(400, "Bad request", str(exc), "invalid-query")
+    return JSONResponse({"items": items, "nextCursor": cursor})
+
+
+@admin_only_json
+async def replay(request: Request, body: dict[str, Any]) -> Response:
+    """Queue one delivery again, or every failed or dead one since a time, with fresh attempts."""
+    runtime = runtime_of(request)
+    integration_id = request.path_params["id"]
+    unknown = _unknown(runtime, integration_id)
+    if unknown:
+        return unknown
+    try:
+        delivery_id, since, statuses = _replay_request(body)
+    except BadQuery as exc:
+        return problem(422, "Invalid request", str(exc), "invalid-request")
+    if delivery_id is not None:
+        owner = await runtime.reconciler.store.delivery_integration(delivery_id)
+        if owner != integration_id:
+            return problem(
+                404, "Not found", f"integration {integration_id!r} has no delivery {delivery_id!r}", "not-found"
+            )
+    actor = str(body.get("actor") or request.headers.get("x-actor") or "admin")[:200]
+    count = await _replay(runtime, integration_id, delivery_id, since, statuses, actor)
+    return JSONResponse({"integrationId": integration_id, "replayed": count}, status_code=202 if count else 200)
+
+
+# --- the work behind the routes -----------------------------------------------------------------
+
+
+async def _test_send(
+    runtime: Runtime, integration_id: str, applied: AppliedIntegration, message: str | None
+) -> dict[str, Any]:
+    """One test send through the delivery engine, and its result as the test route answers it."""
+    assert runtime.engine is not None
+    event_id, result = await runtime.engine.test_send(applied, message)
+    return {
+        "integrationId": integration_id,
+        "eventId": event_id,
+        "ok": result.ok,
+        "status": result.status,
+        "latencyMs": round(result.latency_ms, 2),
+        "responseExcerpt": result.excerpt,
+        "error": result.error,
+    }
+
+
+async def _replay(
+    runtime: Runtime,
+    integration_id: str,
+    delivery_id: str | None,
+    since: float | None,
+    statuses: tuple[str, ...],
+    actor: str,
+) -> int:
+    """Queue the deliveries again, audit it, and wake the engine; how many were queued."""
+    store = runtime.reconciler.store
+    count = await store.replay(delivery_id=delivery_id, integration_id=integration_id, since=since, statuses=statuses)
+    what = f"delivery {delivery_id}" if delivery_id else f"{'/'.join(statuses)} deliveries since {_iso(since)}"
+    await store.save(
+        [],
+        [AuditEntry("replay", f"replayed {count} ({what})", integration_id, actor, details={"count": count})],
+    )
+    if count and runtime.engine is not None:
+        runtime.engine.wake()
+    return count
 
 
 # --- following a log ----------------------------------------------------------------------------
@@ -179,10 +195,11 @@ def _unknown(runtime: Runtime, integration_id: str) -> Response | None:
 
 
 def _testable(runtime: Runtime, integration_id: str) -> AppliedIntegration | Response:
-    unknown = _unknown(runtime, integration_id)
-    if unknown:
-        return unknown
-    applied = runtime.reconciler.snapshot.applied.get(integration_id)
+    """The applied integration a test send goes through, or the 404 or 409 that says why there is none."""
+    snapshot = runtime.reconciler.snapshot  # once: the registry and the applied versions of one pass
+    if integration_id not in snapshot.registry:
+        return not_found(integration_id)
+    applied = snapshot.applied.get(integration_id)
     if applied is None:
         return problem(
             409,

@@ -1,4 +1,4 @@
-"""System-wide reads: scaffolding templates, the health status document, Prometheus metrics."""
+"""System-wide reads: the probes, scaffolding templates, the health status document, Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from reconciler.api.common import Runtime, problem, require_admin, status_word
-from reconciler.manifests.scaffold import scaffolds
+from reconciler.api.common import Runtime, admin_only, admin_only_when, problem, runtime_of, status_word
+from reconciler.manifests.scaffold import Scaffold, scaffolds
 from reconciler.metrics import Sources, render
 from reconciler.reconcile.conditions import ConditionType, condition
 from reconciler.store.history import iso, queue_totals
@@ -20,48 +19,59 @@ SUCCESS_WINDOW_SECONDS = 24 * 3600.0
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def routes(runtime: Runtime) -> list[Route]:
-    async def templates(request: Request) -> Response:
-        """The scaffolding templates of `reconciler new`, as YAML text and as data."""
-        denied = require_admin(request, runtime.admin_secret)
-        if denied:
-            return denied
-        items = [
-            {
-                "name": scaffold.name,
-                "description": scaffold.description,
-                "kind": scaffold.data.get("kind"),
-                "type": scaffold.data.get("type"),
-                "yaml": scaffold.text,
-                "json": scaffold.data,
-                "command": f"reconciler new {scaffold.name} {scaffold.default_id}",
-            }
-            for scaffold in scaffolds().values()
-        ]
-        return JSONResponse({"items": items, "count": len(items)})
+async def healthz(request: Request) -> Response:
+    """Liveness: the process answers (open, like every probe)."""
+    return JSONResponse({"status": "ok"})
 
-    async def health(request: Request) -> Response:
-        denied = require_admin(request, runtime.admin_secret)
-        if denied:
-            return denied
-        return JSONResponse(await runtime.reconciler.store.call(health_status, runtime))
 
-    async def metrics(request: Request) -> Response:
-        if runtime.metrics_need_admin:
-            denied = require_admin(request, runtime.admin_secret)
-            if denied:
-                return denied
-        try:
-            body = await runtime.reconciler.store.call(render, metric_sources(runtime))
-        except Exception:
-            return problem(503, "Metrics unavailable", "the store could not be read; the daemon's log has the details")
-        return Response(body, media_type=METRICS_TYPE)
+async def readyz(request: Request) -> Response:
+    """Readiness: 503 until the first reconcile pass has finished (open)."""
+    passes = runtime_of(request).reconciler.passes
+    if passes == 0:
+        return problem(503, "Not ready", "the first reconcile pass has not finished")
+    return JSONResponse({"status": "ready", "passes": passes})
 
-    return [
-        Route("/metrics", metrics, methods=["GET"]),
-        Route("/api/integrations/templates", templates, methods=["GET"]),
-        Route("/api/integrations/health/status", health, methods=["GET"]),
-    ]
+
+@admin_only
+async def templates(request: Request) -> Response:
+    """The scaffolding templates of `reconciler new`, as YAML text and as data."""
+    items = [template_view(scaffold) for scaffold in scaffolds().values()]
+    return JSONResponse({"items": items, "count": len(items)})
+
+
+@admin_only
+async def health(request: Request) -> Response:
+    """The health status document (health_status), read on the store's threads."""
+    runtime = runtime_of(request)
+    return JSONResponse(await runtime.reconciler.store.call(health_status, runtime))
+
+
+def _metrics_need_admin(runtime: Runtime) -> bool:
+    return runtime.metrics_need_admin
+
+
+@admin_only_when(_metrics_need_admin)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics, open unless `run --metrics-auth`; 503 when the store cannot be read."""
+    runtime = runtime_of(request)
+    try:
+        body = await runtime.reconciler.store.call(render, metric_sources(runtime))
+    except Exception:
+        return problem(503, "Metrics unavailable", "the store could not be read; the daemon's log has the details")
+    return Response(body, media_type=METRICS_TYPE)
+
+
+def template_view(scaffold: Scaffold) -> dict[str, Any]:
+    """One scaffolding template as the templates route lists it."""
+    return {
+        "name": scaffold.name,
+        "description": scaffold.description,
+        "kind": scaffold.data.get("kind"),
+        "type": scaffold.data.get("type"),
+        "yaml": scaffold.text,
+        "json": scaffold.data,
+        "command": f"reconciler new {scaffold.name} {scaffold.default_id}",
+    }
 
 
 def health_status(runtime: Runtime) -> dict[str, Any]:
@@ -126,6 +136,7 @@ def health_status(runtime: Runtime) -> dict[str, Any]:
 
 
 def metric_sources(runtime: Runtime) -> Sources:
+    """Where /metrics reads its figures; the callables run when the metrics are rendered."""
     reconciler = runtime.reconciler
 
     def by_status() -> Counter[str]:

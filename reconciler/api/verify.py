@@ -27,6 +27,8 @@ from enum import StrEnum
 
 
 class Scheme(StrEnum):
+    """The signature schemes of `receive.verify.scheme`, each to its sender's published format."""
+
     STANDARD_WEBHOOKS = "standard-webhooks"
     GITHUB = "github"
     STRIPE = "stripe"
@@ -45,6 +47,8 @@ class Refusal(StrEnum):
 
 
 class VerificationFailed(Exception):
+    """A receipt whose signature or timestamp does not verify: why (the refusal) and a detail safe to answer."""
+
     def __init__(self, refusal: Refusal, detail: str) -> None:
         super().__init__(detail)
         self.refusal = refusal

@@ -1,0 +1,158 @@
+"""The registry's routes: the integration list and one integration, the runtime suspend and
+resume overrides, and the event trigger of the integration guide."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from reconciler.api.common import (
+    STATUS_WORDS,
+    admin_only,
+    admin_only_json,
+    not_found,
+    problem,
+    runtime_of,
+    status_word,
+)
+from reconciler.events.envelope import EventRejected
+from reconciler.intake.committer import IntakeStopped
+from reconciler.reconcile.conditions import ConditionType, condition
+from reconciler.registry import Snapshot
+from reconciler.store import IntegrationRecord
+
+INTEGRATION_TYPES = ("api", "webhook", "database", "file")
+AUDIT_TRAIL_LENGTH = 20
+
+
+@admin_only
+async def list_integrations(request: Request) -> Response:
+    """The integrations of the registry, filtered by type, status and labels."""
+    found = matching(runtime_of(request).reconciler.snapshot, request.query_params)
+    if isinstance(found, Response):
+        return found
+    return JSONResponse({"items": found, "count": len(found)})
+
+
+@admin_only
+async def get_integration(request: Request) -> Response:
+    """One integration: its view with its delivery counters and the latest of its audit trail."""
+    runtime = runtime_of(request)
+    snapshot = runtime.reconciler.snapshot
+    record = snapshot.registry.get(request.path_params["id"])
+    if record is None:
+        return not_found(request.path_params["id"])
+    view = integration_view(snapshot, record)
+    store = runtime.reconciler.store
+    view["deliveries"] = await store.delivery_counts(record.id)
+    view["auditTrail"] = [
+        {"at": e.at, "action": e.action, "actor": e.actor, "message": e.message, "generation": e.generation}
+        for e in await store.audit_trail(record.id, limit=AUDIT_TRAIL_LENGTH)
+    ]
+    return JSONResponse(view)
+
+
+@admin_only_json
+async def activate(request: Request, body: dict[str, Any]) -> Response:
+    """Resume a suspended integration (a runtime override, audited)."""
+    return await set_override(request, body, suspend=False)
+
+
+@admin_only_json
+async def deactivate(request: Request, body: dict[str, Any]) -> Response:
+    """Suspend an integration (a runtime override, audited): its deliveries wait."""
+    return await set_override(request, body, suspend=True)
+
+
+@admin_only_json
+async def trigger(request: Request, body: dict[str, Any]) -> Response:
+    """Emit an event, as the course system does: 202 once it and its deliveries are stored."""
+    intake = runtime_of(request).intake
+    assert intake is not None
+    event = body.get("event", body.get("type"))  # the guide's custom events say "type"
+    try:
+        accepted = await intake.emit(event, body.get("data"), timestamp=body.get("timestamp"), source="api")
+    except EventRejected as exc:
+        return problem(
+            422,
+            "Event refused",
+            "the event does not match its type; see errors",
+            "event-refused",
+            errors=exc.reasons,
+        )
+    except IntakeStopped as exc:  # as inbound receipt does: the sender tries again shortly
+        response = problem(503, "Shutting down", str(exc), "shutting-down")
+        response.headers["Retry-After"] = "5"
+        return response
+    return JSONResponse(accepted.as_dict(), status_code=202)
+
+
+def matching(snapshot: Snapshot, query: QueryParams) -> list[dict[str, Any]] | Response:
+    """The views of the integrations the query's filters select, or the 400 of a filter not understood."""
+    wanted_types = set(query.getlist("type"))
+    wanted_statuses = set(query.getlist("status"))
+    wanted_labels = [label.partition("=") for label in query.getlist("label")]
+    unknown = sorted(wanted_types - set(INTEGRATION_TYPES)) or sorted(wanted_statuses - set(STATUS_WORDS))
+    if unknown or any(not name or not sep for name, sep, _ in wanted_labels):
+        return problem(
+            400,
+            "Bad request",
+            f"filter by type ({', '.join(INTEGRATION_TYPES)}), status ({', '.join(STATUS_WORDS)}) and label=name=value",
+            "invalid-query",
+        )
+    items = []
+    for record in snapshot.registry.values():
+        view = integration_view(snapshot, record)
+        if wanted_types and record.type not in wanted_types:
+            continue
+        if wanted_statuses and view["status"] not in wanted_statuses:
+            continue
+        labels = (record.spec or {}).get("labels") or {}
+        if any(labels.get(name) != value for name, _, value in wanted_labels):
+            continue
+        items.append(view)
+    return items
+
+
+async def set_override(request: Request, body: dict[str, Any], suspend: bool) -> Response:
+    """Suspend or resume the integration of the path, for the actor and reason of the request."""
+    reconciler = runtime_of(request).reconciler
+    reason = str(body.get("reason", "")).strip()[:500]
+    actor = str(body.get("actor") or request.headers.get("x-actor") or "admin")[:200]
+    integration_id = request.path_params["id"]
+    try:
+        if suspend:
+            record = await reconciler.suspend(integration_id, actor, reason)
+        else:
+            record = await reconciler.resume(integration_id, actor, reason)
+    except KeyError:
+        return not_found(integration_id)
+    # the snapshot read after the override: the one that holds it
+    return JSONResponse(integration_view(reconciler.snapshot, record))
+
+
+def integration_view(snapshot: Snapshot, record: IntegrationRecord) -> dict[str, Any]:
+    """The API's view of a registry row: redacted spec, conditions, revisions, drift."""
+    ready = condition(record.conditions, ConditionType.READY)
+    override = snapshot.overrides.get(record.id)
+    return {
+        "id": record.id,
+        "name": record.name,
+        "type": record.type,
+        "status": status_word(record),
+        "generation": record.generation,
+        "spec": record.spec,
+        "conditions": record.conditions,
+        "sourceFile": record.source_file,
+        "lastAppliedRevision": record.last_applied_revision,
+        "lastAttemptedRevision": record.last_attempted_revision,
+        "ready": bool(ready and ready["status"] == "True"),
+        "drift": (
+            {"suspended": True, "by": override.actor, "reason": override.reason, "at": override.at}
+            if override and override.suspended
+            else None
+        ),
+    }

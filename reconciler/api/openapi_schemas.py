@@ -1,0 +1,214 @@
+"""The schemas of the documents the HTTP API takes and answers: `components.schemas` of the
+OpenAPI document (reconciler.api.openapi holds its paths and serves it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROBLEM = {"$ref": "#/components/schemas/Problem"}
+ANY_OBJECT: dict[str, Any] = {"type": "object"}
+NULLABLE_STRING: dict[str, Any] = {"type": ["string", "null"]}
+
+
+def ref(name: str) -> dict[str, Any]:
+    """A reference to one of SCHEMAS."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+SCHEMAS: dict[str, Any] = {
+    "Problem": {
+        "type": "object",
+        "description": "RFC 9457 problem document",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+        },
+    },
+    "DeclaredInGit": {
+        "allOf": [
+            PROBLEM,
+            {
+                "type": "object",
+                "properties": {
+                    "file": {"type": "string"},
+                    "yaml": {"type": "string"},
+                    "valid": {"type": "boolean"},
+                    "errors": {"type": "array", "items": ANY_OBJECT},
+                    "secretsToSet": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {"variable": {"type": "string"}, "field": {"type": "string"}},
+                        },
+                    },
+                },
+            },
+        ]
+    },
+    "Integration": {
+        "type": "object",
+        "required": ["id", "type", "status", "generation", "conditions", "ready"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": NULLABLE_STRING,
+            "type": NULLABLE_STRING,
+            "status": {"enum": ["active", "suspended", "inactive", "failing", "pending", "removing"]},
+            "generation": {"type": "integer"},
+            "spec": {"type": ["object", "null"], "description": "the applied spec, credentials redacted"},
+            "conditions": {"type": "array", "items": ANY_OBJECT},
+            "sourceFile": NULLABLE_STRING,
+            "lastAppliedRevision": {"type": ["object", "null"]},
+            "lastAttemptedRevision": {"type": ["object", "null"]},
+            "ready": {"type": "boolean"},
+            "drift": {"type": ["object", "null"]},
+            "deliveries": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "auditTrail": {"type": "array", "items": ANY_OBJECT},
+        },
+    },
+    "IntegrationList": {
+        "type": "object",
+        "required": ["items", "count"],
+        "properties": {"items": {"type": "array", "items": ref("Integration")}, "count": {"type": "integer"}},
+    },
+    "Reason": {
+        "type": "object",
+        "properties": {"reason": {"type": "string"}, "actor": {"type": "string"}},
+    },
+    "TestRequest": {"type": "object", "properties": {"message": {"type": "string"}}},
+    "TestResult": {
+        "type": "object",
+        "required": ["integrationId", "eventId", "ok", "latencyMs"],
+        "properties": {
+            "integrationId": {"type": "string"},
+            "eventId": {"type": "string"},
+            "ok": {"type": "boolean"},
+            "status": {"type": ["integer", "null"]},
+            "latencyMs": {"type": "number"},
+            "responseExcerpt": NULLABLE_STRING,
+            "error": NULLABLE_STRING,
+        },
+    },
+    "LogEntry": {
+        "type": "object",
+        "required": ["cursor", "kind", "at", "status"],
+        "properties": {
+            "cursor": {"type": "string"},
+            "kind": {"enum": ["attempt", "test", "sync", "reconcile", "receipt"]},
+            "at": {"type": "string", "format": "date-time"},
+            "status": {"type": "string"},
+            "event": NULLABLE_STRING,
+        },
+    },
+    "LogPage": {
+        "type": "object",
+        "required": ["items", "nextCursor"],
+        "properties": {"items": {"type": "array", "items": ref("LogEntry")}, "nextCursor": NULLABLE_STRING},
+    },
+    "Delivery": {
+        "type": "object",
+        "required": ["id", "eventId", "event", "status", "attempts", "cursor"],
+        "properties": {
+            "id": {"type": "string"},
+            "eventId": {"type": "string"},
+            "event": {"type": "string"},
+            "status": {"enum": ["pending", "failed", "delivered", "dead"]},
+            "attempts": {"type": "integer"},
+            "nextAttemptAt": NULLABLE_STRING,
+            "lastError": NULLABLE_STRING,
+            "batchId": NULLABLE_STRING,
+            "createdAt": NULLABLE_STRING,
+            "updatedAt": NULLABLE_STRING,
+            "deliveredAt": NULLABLE_STRING,
+            "cursor": {"type": "string"},
+        },
+    },
+    "DeliveryPage": {
+        "type": "object",
+        "required": ["items", "nextCursor"],
+        "properties": {"items": {"type": "array", "items": ref("Delivery")}, "nextCursor": NULLABLE_STRING},
+    },
+    "ReplayRequest": {
+        "type": "object",
+        "description": "one delivery (deliveryId), or every failed or dead one since a time (RFC 3339 or a "
+        "duration back from now such as 24h)",
+        "properties": {
+            "deliveryId": {"type": "string"},
+            "since": {"type": "string"},
+            "status": {
+                "oneOf": [{"enum": ["failed", "dead"]}, {"type": "array", "items": {"enum": ["failed", "dead"]}}]
+            },
+            "actor": {"type": "string"},
+        },
+    },
+    "ReplayResult": {
+        "type": "object",
+        "required": ["integrationId", "replayed"],
+        "properties": {"integrationId": {"type": "string"}, "replayed": {"type": "integer"}},
+    },
+    "EventRequest": {
+        "type": "object",
+        "description": "the integration guide's envelope: event (or type), optional timestamp, data",
+        "properties": {
+            "event": {"type": "string"},
+            "type": {"type": "string"},
+            "timestamp": {"type": "string"},
+            "data": ANY_OBJECT,
+        },
+    },
+    "Accepted": {
+        "type": "object",
+        "required": ["id", "event", "deliveries"],
+        "properties": {
+            "id": {"type": "string"},
+            "event": {"type": "string"},
+            "timestamp": {"type": "string"},
+            "deliveries": {"type": "integer"},
+            "duplicateOf": NULLABLE_STRING,
+        },
+    },
+    "Templates": {
+        "type": "object",
+        "required": ["items", "count"],
+        "properties": {
+            "items": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "yaml", "json"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "description": {"type": "string"},
+                        "yaml": {"type": "string"},
+                        "json": ANY_OBJECT,
+                        "command": {"type": "string"},
+                    },
+                },
+            },
+            "count": {"type": "integer"},
+        },
+    },
+    "HealthStatus": {
+        "type": "object",
+        "required": ["status", "queue", "integrations", "integrationsByStatus"],
+        "properties": {
+            "status": {"enum": ["ok", "degraded"]},
+            "checkedAt": {"type": "string"},
+            "config": ANY_OBJECT,
+            "lastPass": {"type": ["object", "null"]},
+            "passes": {"type": "integer"},
+            "integrationsByStatus": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "queue": {
+                "type": "object",
+                "properties": {
+                    "depth": {"type": "integer"},
+                    "oldestPendingSeconds": {"type": "number"},
+                    "dead": {"type": "integer"},
+                },
+            },
+            "integrations": {"type": "array", "items": ANY_OBJECT},
+        },
+    },
+}
