@@ -385,7 +385,7 @@ class DeliveryEngine:
         else:
             body, problem = self.render(integration, [envelope], 0, None)
             if problem is not None:
-                result = SinkResult(False, None, 0.0, None, problem, None, endpoint_failure=False)
+                result = SinkResult(ok=False, status=None, latency_ms=0.0, error=problem, endpoint_failure=False)
             else:
                 result = await self.http.send(integration, body, event_id)
         attempt = Attempt(
@@ -604,7 +604,11 @@ class Lane:
         except Exception as exc:  # a bug or an odd input: record it as a failed attempt, retry as usual
             log.exception("delivery failed unexpectedly", extra={"fields": {"integration": self.integration_id}})
             result = SinkResult(
-                False, None, 0.0, None, f"internal error: {type(exc).__name__}", None, endpoint_failure=False
+                ok=False,
+                status=None,
+                latency_ms=0.0,
+                error=f"internal error: {type(exc).__name__}",
+                endpoint_failure=False,
             )
         now = time.time()
         if result.retry_after is not None and result.status in (429, 503):
@@ -638,7 +642,7 @@ class Lane:
             integration, [d.envelope for d in unit.deliveries], first.subscription, unit.batch_id
         )
         if problem is not None:
-            return _ready(SinkResult(False, None, 0.0, None, problem, None, endpoint_failure=False))
+            return _ready(SinkResult(ok=False, status=None, latency_ms=0.0, error=problem, endpoint_failure=False))
         return self.engine.http.send(integration, body, unit.message_id)
 
     def _release(self, deliveries: list[DueDelivery], until: float | None = None) -> None:

@@ -13,8 +13,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SinkResult:
+    """What one try at a sink came to: the attempt log, retries and the circuit breaker read it.
+
+    Built by keyword only. Every result is fit for the store as built: the excerpt and the error
+    are kept as attempt text, and PostgreSQL text cannot hold NUL (a partner's response can), so
+    NUL becomes U+FFFD here, whoever builds the result."""
+
     ok: bool
     status: int | None
     latency_ms: float
@@ -23,13 +29,32 @@ class SinkResult:
     retry_after: float | None = None  # seconds, from a 429/503 Retry-After
     endpoint_failure: bool = True  # counts toward the endpoint's circuit breaker
 
+    def __post_init__(self) -> None:
+        # frozen: the cleaned text replaces the given one before anyone can read it
+        if self.excerpt and "\x00" in self.excerpt:
+            object.__setattr__(self, "excerpt", self.excerpt.replace("\x00", "\ufffd"))
+        if self.error and "\x00" in self.error:
+            object.__setattr__(self, "error", self.error.replace("\x00", "\ufffd"))
+
     @property
     def gone(self) -> bool:
         return self.status == 410
 
     @classmethod
-    def failure(cls, error: str, started: float, endpoint_failure: bool = True) -> SinkResult:
-        return cls(False, None, (time.perf_counter() - started) * 1000, None, error, None, endpoint_failure)
+    def success(cls, excerpt: str, started: float) -> SinkResult:
+        """A write or check that worked, timed from `started` (a perf_counter reading)."""
+        return cls(ok=True, status=None, latency_ms=(time.perf_counter() - started) * 1000, excerpt=excerpt)
+
+    @classmethod
+    def failure(cls, error: str, started: float, *, endpoint_failure: bool = True) -> SinkResult:
+        """A try that failed before any status came back, timed from `started`."""
+        return cls(
+            ok=False,
+            status=None,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            error=error,
+            endpoint_failure=endpoint_failure,
+        )
 
 
 class RecordSink(Protocol):

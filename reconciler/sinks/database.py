@@ -192,7 +192,7 @@ class DatabaseSink:
             return SinkResult.failure(message, started, endpoint_failure=unavailable)
         verb = "upserted into" if target.config.mode == "upsert" else "appended to"
         excerpt = f"{len(rows)} row{'s' if len(rows) != 1 else ''} {verb} {target.name}"
-        return SinkResult(True, None, (time.perf_counter() - started) * 1000, excerpt)
+        return SinkResult.success(excerpt, started)
 
     def _check(self, target: _Target, started: float) -> SinkResult:
         """Connect, find the table and its columns; never write (not even a new SQLite file)."""
@@ -218,7 +218,7 @@ class DatabaseSink:
 
 
 def _ok(started: float, excerpt: str) -> SinkResult:
-    return SinkResult(True, None, (time.perf_counter() - started) * 1000, excerpt)
+    return SinkResult.success(excerpt, started)
 
 
 def _new_target(key: tuple[str, int, str], config: DatabaseConfig, url: str, secrets: tuple[str, ...]) -> _Target:

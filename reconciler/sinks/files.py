@@ -122,7 +122,7 @@ class FileSink:
         shown = ", ".join(o.name for o in objects)
         copied = f"; {len(attachments)} attachment(s) copied" if attachments else ""
         excerpt = f"wrote {len(envelopes)} record(s) in {len(objects)} object(s): {shown}{copied}"
-        return SinkResult(True, None, (time.perf_counter() - started) * 1000, target.scrub(excerpt)[:EXCERPT_CHARS])
+        return SinkResult.success(target.scrub(excerpt)[:EXCERPT_CHARS], started)
 
     async def check(self, integration: Any) -> SinkResult:
         """Reach the storage and look at the target (and the source prefix), writing nothing."""
@@ -137,7 +137,7 @@ class FileSink:
         except Exception as exc:
             return _failure(exc, target, config, started)
         excerpt = target.scrub("; ".join(lines))[:EXCERPT_CHARS]
-        return SinkResult(True, None, (time.perf_counter() - started) * 1000, excerpt)
+        return SinkResult.success(excerpt, started)
 
     async def close(self) -> None:
         for session in (self._public, self._private):
