@@ -4,13 +4,22 @@ The HTTP sink (`api`, `webhook`) sends a body the engine renders from the subscr
 template. Record sinks (`database`, `file`) take the event envelopes themselves and shape them
 by their own config (a column mapping, a file format). Every sink answers with a SinkResult,
 so retries, the circuit breaker and the attempt log treat them all alike.
+
+This module holds what they share: SinkResult, the Sink and RecordSink protocols, the record
+sinks by integration type, and config_of, which gives a sink its integration's config as the
+sink's own model.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+from reconciler.manifests.models import DatabaseConfig, FileConfig, HttpConfig
+from reconciler.registry import AppliedIntegration
+
+ConfigT = TypeVar("ConfigT", HttpConfig, DatabaseConfig, FileConfig)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,18 +66,28 @@ class SinkResult:
         )
 
 
-class RecordSink(Protocol):
+class Sink(Protocol):
+    """What every sink has: connections, pools or threads of its own, released at shutdown.
+
+    The HTTP sink adds `send(integration, body, message_id)`; record sinks are RecordSinks."""
+
+    async def close(self) -> None:
+        """Release what the sink holds; it is not used again."""
+        ...
+
+
+class RecordSink(Sink, Protocol):
     """A sink that writes event envelopes (one, or a batch) somewhere other than an HTTP endpoint."""
 
-    async def write(self, integration: Any, envelopes: list[dict[str, Any]], message_id: str) -> SinkResult:
+    async def write(
+        self, integration: AppliedIntegration, envelopes: list[dict[str, Any]], message_id: str
+    ) -> SinkResult:
         """Write the envelopes as one unit: all of them, or none (a retry writes them again)."""
         ...
 
-    async def check(self, integration: Any) -> SinkResult:
+    async def check(self, integration: AppliedIntegration) -> SinkResult:
         """The test endpoint's check: reach the target and inspect it, without writing."""
         ...
-
-    async def close(self) -> None: ...
 
 
 def record_sinks() -> dict[str, RecordSink]:
@@ -78,3 +97,13 @@ def record_sinks() -> dict[str, RecordSink]:
 
     sinks: dict[str, RecordSink] = {"database": DatabaseSink(), "file": FileSink()}
     return sinks
+
+
+def config_of(integration: AppliedIntegration, kind: type[ConfigT]) -> ConfigT:
+    """The integration's config as `kind`, the model of the sink's own type.
+
+    The engine hands a sink only integrations of its types; any other is a bug, raised as one."""
+    config = integration.spec.config
+    if not isinstance(config, kind):
+        raise TypeError(f"integration {integration.id} has a {type(config).__name__}, not a {kind.__name__}")
+    return config

@@ -33,8 +33,8 @@ from sqlalchemy.engine import URL, make_url
 
 from reconciler.manifests.durations import parse_duration
 from reconciler.manifests.models import DatabaseConfig
-from reconciler.registry import substitute
-from reconciler.sinks import SinkResult
+from reconciler.registry import AppliedIntegration, substitute
+from reconciler.sinks import RecordSink, SinkResult, config_of
 
 DEFAULT_MAPPING = {"event_id": "id", "event": "event", "timestamp": "timestamp", "data": "data"}
 KEY_LENGTH = 255  # a string key column is VARCHAR(255): MySQL cannot index unbounded text
@@ -111,7 +111,7 @@ class _Target:
             self.table, self.statement, self.columns, self.converters, self.key_columns = None, None, {}, [], []
 
 
-class DatabaseSink:
+class DatabaseSink(RecordSink):
     """Rows into PostgreSQL, MySQL/MariaDB or SQLite; registered for `type: database`."""
 
     def __init__(self, workers: int = WORKERS) -> None:
@@ -121,7 +121,9 @@ class DatabaseSink:
 
     # --- the RecordSink protocol --------------------------------------------------------------
 
-    async def write(self, integration: Any, envelopes: list[dict[str, Any]], message_id: str) -> SinkResult:
+    async def write(
+        self, integration: AppliedIntegration, envelopes: list[dict[str, Any]], message_id: str
+    ) -> SinkResult:
         started = time.perf_counter()
         try:
             target = await self._target(integration)
@@ -132,7 +134,7 @@ class DatabaseSink:
                 return await self._run(self._write, target, envelopes)
         return await self._run(self._write, target, envelopes)
 
-    async def check(self, integration: Any) -> SinkResult:
+    async def check(self, integration: AppliedIntegration) -> SinkResult:
         started = time.perf_counter()
         try:
             target = await self._target(integration)
@@ -157,8 +159,8 @@ class DatabaseSink:
             self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="database-sink")
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
-    async def _target(self, integration: Any) -> _Target:
-        config: DatabaseConfig = integration.spec.config
+    async def _target(self, integration: AppliedIntegration) -> _Target:
+        config = config_of(integration, DatabaseConfig)
         url = substitute(config.url, integration.resolved)
         key = (integration.id, integration.generation, url)
         current = self._targets.get(integration.id)

@@ -39,8 +39,8 @@ import fsspec
 
 from reconciler.manifests.durations import parse_duration
 from reconciler.manifests.models import FileConfig, parse_size
-from reconciler.registry import substitute
-from reconciler.sinks import SinkResult
+from reconciler.registry import AppliedIntegration, Resolved, substitute
+from reconciler.sinks import RecordSink, SinkResult, config_of
 from reconciler.sinks.ssrf import BlockedAddress, PublicOnlyResolver, check_literal_host, is_public
 
 T = TypeVar("T")
@@ -93,7 +93,7 @@ class Planned:
     records: int
 
 
-class FileSink:
+class FileSink(RecordSink):
     def __init__(self) -> None:
         self._targets: dict[tuple[str, int, str], Target] = {}
         self._executor = concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="file-sink")
@@ -102,9 +102,11 @@ class FileSink:
 
     # --- the RecordSink protocol ---------------------------------------------------------------
 
-    async def write(self, integration: Any, envelopes: list[dict[str, Any]], message_id: str) -> SinkResult:
+    async def write(
+        self, integration: AppliedIntegration, envelopes: list[dict[str, Any]], message_id: str
+    ) -> SinkResult:
         started = time.perf_counter()
-        config: FileConfig = integration.spec.config
+        config = config_of(integration, FileConfig)
         target: Target | None = None
         try:
             target = await self.target(integration)
@@ -124,10 +126,10 @@ class FileSink:
         excerpt = f"wrote {len(envelopes)} record(s) in {len(objects)} object(s): {shown}{copied}"
         return SinkResult.success(target.scrub(excerpt)[:EXCERPT_CHARS], started)
 
-    async def check(self, integration: Any) -> SinkResult:
+    async def check(self, integration: AppliedIntegration) -> SinkResult:
         """Reach the storage and look at the target (and the source prefix), writing nothing."""
         started = time.perf_counter()
-        config: FileConfig = integration.spec.config
+        config = config_of(integration, FileConfig)
         target: Target | None = None
         try:
             target = await self.target(integration)
@@ -149,12 +151,12 @@ class FileSink:
 
     # --- storage ---------------------------------------------------------------------------------
 
-    async def target(self, integration: Any) -> Target:
+    async def target(self, integration: AppliedIntegration) -> Target:
         resolved = integration.resolved
         key = (integration.id, integration.generation, resolved.fingerprint if resolved is not None else "")
         target = self._targets.get(key)
         if target is None:
-            config: FileConfig = integration.spec.config
+            config = config_of(integration, FileConfig)
             timeout = parse_duration(config.timeout)
             loop = asyncio.get_running_loop()
             target = await asyncio.wait_for(
@@ -274,7 +276,7 @@ def _failure(exc: Exception, target: Target | None, config: FileConfig, started:
 # --- opening a target (blocking) -----------------------------------------------------------------
 
 
-def open_target(config: FileConfig, resolved: Any, timeout: float) -> Target:
+def open_target(config: FileConfig, resolved: Resolved | None, timeout: float) -> Target:
     url = substitute(config.url, resolved)
     options = _substituted(config.storageOptions, resolved)
     protocol = url.split("://", 1)[0]
@@ -328,7 +330,7 @@ def _require_public(endpoint: str) -> None:
         )
 
 
-def _substituted(value: Any, resolved: Any) -> Any:
+def _substituted(value: Any, resolved: Resolved | None) -> Any:
     if isinstance(value, str):
         return substitute(value, resolved)
     if isinstance(value, dict):
