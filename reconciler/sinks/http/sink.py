@@ -162,6 +162,8 @@ class HttpSink(Sink):
 
 @dataclass(frozen=True)
 class _Prepared:
+    """What every request of one applied generation shares (see HttpSink._prepared)."""
+
     url: str
     headers: dict[str, str]
     signing_keys: list[bytes]
