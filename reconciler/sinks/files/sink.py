@@ -89,6 +89,8 @@ class FileSink(RecordSink):
     # --- storage ---------------------------------------------------------------------------------
 
     async def target(self, integration: AppliedIntegration) -> Target:
+        """The storage of the integration's generation, opened on first use within config.timeout and
+        kept until the generation or a resolved secret changes."""
         resolved = integration.resolved
         key = (integration.id, integration.generation, resolved.fingerprint if resolved is not None else "")
         target = self._targets.get(key)
@@ -120,6 +122,8 @@ class FileSink(RecordSink):
 
 
 def _failure(exc: Exception, target: Target | None, config: FileConfig, started: float) -> SinkResult:
+    """The failed result: a message without secrets, counted against the storage only when it is
+    the storage's (not our config's or data's)."""
     endpoint_failure = True
     if isinstance(exc, FileSinkError):
         message, endpoint_failure = str(exc), False
