@@ -51,7 +51,7 @@ class _Nothing:
     async def write(self, integration: object, envelopes: list[dict[str, object]], message_id: str) -> object:
         from reconciler.sinks import SinkResult
 
-        return SinkResult(True, None, 0.0, f"{len(envelopes)} rows dropped")
+        return SinkResult(ok=True, status=None, latency_ms=0.0, excerpt=f"{len(envelopes)} rows dropped")
 
     async def check(self, integration: object) -> object:
         raise NotImplementedError

@@ -320,9 +320,7 @@ def test_stale_timestamp_is_refused(server, scheme):
     sender = SENDERS[scheme]
     message_id = f"msg_{uuid.uuid4().hex}"
     body = sender.body(message_id)
-    response = server.post(
-        sender.path_secret, body, sender.headers(body, at=time.time() - 400, message_id=message_id)
-    )
+    response = server.post(sender.path_secret, body, sender.headers(body, at=time.time() - 400, message_id=message_id))
     assert response.status_code == 401
     assert problem_type(response) == "stale-timestamp"
     assert "300 s tolerated" in response.json()["detail"]
@@ -333,9 +331,7 @@ def test_future_timestamp_is_refused(server, scheme):
     sender = SENDERS[scheme]
     message_id = f"msg_{uuid.uuid4().hex}"
     body = sender.body(message_id)
-    response = server.post(
-        sender.path_secret, body, sender.headers(body, at=time.time() + 400, message_id=message_id)
-    )
+    response = server.post(sender.path_secret, body, sender.headers(body, at=time.time() + 400, message_id=message_id))
     assert response.status_code == 401
     assert problem_type(response) == "future-timestamp"
     assert "in the future" in response.json()["detail"]

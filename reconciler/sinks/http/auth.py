@@ -34,6 +34,8 @@ class AuthError(RuntimeError):
 
 @dataclass
 class Token:
+    """An OAuth2 access token and when it runs out; renewed a little before it does."""
+
     access_token: str
     expires_at: float
     lifetime: float

@@ -15,7 +15,7 @@ PREFIX = "whsec_"
 
 
 class SigningError(ValueError):
-    pass
+    """A signingSecret that cannot sign: empty, or not base64 after its optional `whsec_` prefix."""
 
 
 def decode_secrets(value: str) -> list[bytes]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -18,8 +17,8 @@ import aiohttp
 from reconciler import __version__
 from reconciler.manifests.durations import parse_duration
 from reconciler.manifests.models import HttpConfig, OAuth2Auth
-from reconciler.registry import substitute
-from reconciler.sinks import SinkResult
+from reconciler.registry import AppliedIntegration, substitute
+from reconciler.sinks import Sink, SinkResult, config_of
 from reconciler.sinks.http.auth import Authenticator, AuthError
 from reconciler.sinks.http.retry_after import parse_retry_after
 from reconciler.sinks.http.signing import SigningError, decode_secrets, signature_headers
@@ -31,7 +30,12 @@ CONNECTIONS_PER_HOST = 32
 CONNECTIONS_TOTAL = 256
 
 
-class HttpSink:
+class HttpSink(Sink):
+    """Requests to the endpoints of `api` and `webhook` integrations; a Sink with `send`.
+
+    Connections are pooled across requests, in two pools (see `session`); what every request
+    of one applied generation shares (URL, headers, signing keys) is worked out once."""
+
     def __init__(self) -> None:
         self.auth = Authenticator()
         self._public: aiohttp.ClientSession | None = None
@@ -55,7 +59,7 @@ class HttpSink:
 
     async def send(
         self,
-        integration: Any,
+        integration: AppliedIntegration,
         body: bytes,
         message_id: str,
         *,
@@ -65,7 +69,7 @@ class HttpSink:
     ) -> SinkResult:
         """Deliver one body; an OAuth2 401 refreshes the token and tries once more. The
         response is read up to `read_limit` bytes (the excerpt; a sync reads its result)."""
-        config: HttpConfig = integration.spec.config
+        config = config_of(integration, HttpConfig)
         result = await self._send_once(integration, config, body, message_id, method, url, read_limit)
         if result.status == 401 and isinstance(integration.spec.authConfig, OAuth2Auth):
             self.auth.invalidate(_key(integration))
@@ -74,7 +78,7 @@ class HttpSink:
 
     async def _send_once(
         self,
-        integration: Any,
+        integration: AppliedIntegration,
         config: HttpConfig,
         body: bytes,
         message_id: str,
@@ -129,7 +133,7 @@ class HttpSink:
         except aiohttp.ClientError as exc:
             return SinkResult.failure(_client_error(exc), started)
 
-    def _prepared(self, integration: Any, config: HttpConfig) -> _Prepared:
+    def _prepared(self, integration: AppliedIntegration, config: HttpConfig) -> _Prepared:
         """What every request of one applied generation shares, worked out once."""
         key = (integration.id, integration.generation, id(integration.resolved))
         prepared = self._cache.get(key)
@@ -158,6 +162,8 @@ class HttpSink:
 
 @dataclass(frozen=True)
 class _Prepared:
+    """What every request of one applied generation shares (see HttpSink._prepared)."""
+
     url: str
     headers: dict[str, str]
     signing_keys: list[bytes]
@@ -165,7 +171,7 @@ class _Prepared:
     signing_problem: str | None = None  # a signingSecret that is not a whsec_ secret
 
 
-def _key(integration: Any) -> tuple[str, int]:
+def _key(integration: AppliedIntegration) -> tuple[str, int]:
     return (integration.id, integration.generation)
 
 
