@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.delivery.schedule import Schedule
 from reconciler.events.envelope import EventRejected
+from reconciler.manifests.models import FileConfig
+from reconciler.sinks import config_of
 from reconciler.sinks.files import FileSink, Target
 from reconciler.store import Attempt
 
@@ -59,7 +61,8 @@ class SourceWatcher(Schedule):
         self.scans = 0
 
     def serves(self, integration: AppliedIntegration) -> bool:
-        return integration.spec.type == "file" and bool(getattr(integration.spec.config, "source", None))
+        config = integration.spec.config
+        return isinstance(config, FileConfig) and bool(config.source)
 
     def job(self, integration: AppliedIntegration) -> Coroutine[Any, Any, int]:
         return self.scan(integration)
@@ -71,7 +74,7 @@ class SourceWatcher(Schedule):
     async def scan(self, integration: AppliedIntegration) -> int:
         """List the source prefix once and emit what is new; returns how many were emitted."""
         started = time.time()
-        source = integration.spec.config.source.strip("/")  # type: ignore[union-attr]
+        source = (config_of(integration, FileConfig).source or "").strip("/")
         target: Target | None = None
         try:
             target = await self.files.target(integration)

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from reconciler.delivery.attempts import attempt_of
 from reconciler.delivery.schedule import Schedule
 from reconciler.events.envelope import EventRejected, new_id, now_timestamp
+from reconciler.manifests.models import HttpConfig
+from reconciler.sinks import config_of
 
 if TYPE_CHECKING:
     from reconciler.intake.committer import Intake
@@ -39,14 +41,16 @@ class SyncScheduler(Schedule):
         self.http = http
 
     def serves(self, integration: AppliedIntegration) -> bool:
-        return bool(getattr(integration.spec.config, "syncEndpoint", None))
+        config = integration.spec.config
+        return isinstance(config, HttpConfig) and bool(config.syncEndpoint)
 
     def job(self, integration: AppliedIntegration) -> Coroutine[Any, Any, None]:
         return self.sync(integration)
 
     async def sync(self, integration: AppliedIntegration) -> None:
         """Fetch the sync endpoint once and emit what it answered."""
-        endpoint = integration.spec.config.syncEndpoint  # type: ignore[union-attr]
+        endpoint = config_of(integration, HttpConfig).syncEndpoint
+        assert endpoint is not None  # serves() chose it for having one
         started = time.time()
         result = await self.http.send(
             integration, b"", new_id("sync"), method="GET", url=endpoint, read_limit=SYNC_BODY_BYTES
