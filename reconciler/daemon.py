@@ -42,6 +42,8 @@ class StartupError(RuntimeError):
 
 @dataclass
 class Settings:
+    """The daemon's settings, as `reconciler run`'s flags give them."""
+
     config_dir: Path
     store_url: str = DEFAULT_STORE
     listen: str = DEFAULT_LISTEN

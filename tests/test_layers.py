@@ -1,4 +1,5 @@
-"""The package layering: imports only go down the pipeline (`make lint` runs this file too).
+"""The package structure (`make lint` runs this file too): imports only go down the pipeline,
+and every public class says what it is.
 
 A module may import from its own package and from any package on a lower layer; packages on
 one layer are independent of each other. Every import counts, including those under
@@ -127,3 +128,16 @@ def test_the_architecture_document_lists_every_layer_in_order() -> None:
     rows = [line for line in text.splitlines() if line.startswith("| ") and "`reconciler" in line]
     documented = [tuple(part.strip("` ") for part in row.split("|")[2].split(",")) for row in rows]
     assert documented == LAYERS
+
+
+def test_every_public_class_says_what_it_is() -> None:
+    """A docstring on every public class; the file format's models are exempt where a
+    docstring would become a JSON Schema description (their fields are described instead)."""
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "manifests/models" in path.as_posix():
+            continue
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_") and not ast.get_docstring(node):
+                missing.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: class {node.name}")
+    assert not missing, "classes without a docstring:\n" + "\n".join(missing)

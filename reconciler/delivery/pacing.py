@@ -11,6 +11,8 @@ import time
 
 
 class Pacer:
+    """Spaces turns at least `1 / per_second` apart (rateLimit.perSecond, batchDelay); no limit: no wait."""
+
     def __init__(self, per_second: float | None) -> None:
         self.interval = 1.0 / per_second if per_second else 0.0
         self._next = 0.0

@@ -23,6 +23,9 @@ LEADER_CHECK_SECONDS = 10.0
 
 
 class Schedule:
+    """Runs a job per integration every `syncFrequency` seconds, aligned to multiples of it, one
+    run at a time, on the store's leader only; the integrations come from the snapshot."""
+
     def __init__(self, reconciler: Reconciler) -> None:
         self.reconciler = reconciler
         self._due: dict[str, float] = {}

@@ -45,6 +45,9 @@ _OWN_OBJECT = re.compile(r"((^|[/.])(evt|bat)_[0-9a-f]{28}(-\d{3})?(\.[^/]*)?$)|
 
 
 class SourceWatcher(Schedule):
+    """Lists the `source` prefix of file integrations on their schedule and emits `file.received`
+    for each new object, deduplicated by the events table."""
+
     def __init__(
         self,
         reconciler: Reconciler,

@@ -19,6 +19,8 @@ CUSTOM_PREFIX = "custom."
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: holds dicts
 class EventType:
+    """One type of the catalog: its name, the JSON Schema of its `data`, an example; built in or declared."""
+
     name: str
     description: str
     schema: dict[str, Any]

@@ -30,6 +30,8 @@ class FilterError(ValueError):
 
 @dataclass(frozen=True)
 class CompiledFilter:
+    """A subscription's CEL filter, compiled once per applied version."""
+
     source: str
     program: Any
 

@@ -37,6 +37,8 @@ MAX_GROUP = 1000  # events per commit; bounds a transaction's size under a burst
 
 @dataclass(frozen=True)
 class Accepted:
+    """The intake's answer to an event: its id, and how many deliveries were queued for it."""
+
     id: str
     event: str
     timestamp: str
@@ -77,6 +79,10 @@ class Handoff(Protocol):
 
 
 class Intake:
+    """Every event's way in: checked against the catalog, routed, and committed with its
+    deliveries before `emit` returns, concurrent events sharing one commit. `run(stop)` is
+    the committer's task; deliveries due now are handed to the local engine (`handoff`)."""
+
     def __init__(
         self,
         store: AsyncStore | Store,

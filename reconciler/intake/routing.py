@@ -29,11 +29,15 @@ class _Subscription:
 
 @dataclass(frozen=True)
 class Match:
+    """An event's match: the integration, and the subscription that decides its template."""
+
     integration_id: str
     subscription: int
 
 
 class Router:
+    """The subscriptions of the applied integrations, filters compiled: which integrations an event goes to."""
+
     def __init__(self, applied: Mapping[str, AppliedIntegration]) -> None:
         self._subscriptions: list[_Subscription] = []
         for integration_id in sorted(applied):

@@ -9,12 +9,16 @@ from enum import StrEnum
 
 
 class Severity(StrEnum):
+    """How bad a diagnostic is: errors make a file invalid, warnings do not."""
+
     ERROR = "error"
     WARNING = "warning"
 
 
 @dataclass(frozen=True)
 class Diagnostic:
+    """One problem in a file: where it is (file, line, column, JSON pointer), what, and the fix."""
+
     file: str
     line: int  # 1-based; 0 when the problem concerns the whole file or directory
     column: int  # 1-based

@@ -92,6 +92,8 @@ class Document:
 
 @dataclass
 class LoadedFile:
+    """A file read and parsed: its documents with positions, its content hash, what went wrong."""
+
     path: str
     content_hash: str
     documents: list[Document]

@@ -17,6 +17,8 @@ _NAME_LINE = re.compile(r"^name: .*$", re.MULTILINE)
 
 @dataclass(frozen=True)
 class Scaffold:
+    """A template of `reconciler new`: one bundled YAML file with its comments."""
+
     name: str  # the template's name, as given to `reconciler new`
     text: str  # the YAML file, comments included
 

@@ -28,6 +28,8 @@ MIN_PATH_SECRET_CHARS = 16  # an inbound path secret is a capability, like the a
 
 @dataclass(frozen=True)
 class Reference:
+    """A secret reference, `${env:NAME}` or `${file:/path}`."""
+
     scheme: str  # "env" or "file"
     target: str  # variable name or absolute path
 

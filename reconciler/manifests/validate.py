@@ -44,18 +44,24 @@ Progress = Callable[[int, int], None]
 
 @dataclass
 class ValidIntegration:
+    """A document that validated as an Integration, with its model."""
+
     doc: Document
     spec: AnyIntegration  # `id` always set (defaulted from the file name where absent)
 
 
 @dataclass
 class ValidEventType:
+    """A document that validated as an EventType, with its model."""
+
     doc: Document
     spec: EventTypeDecl
 
 
 @dataclass
 class ValidationResult:
+    """What a validation run found: the valid documents, every Integration document, the diagnostics."""
+
     integrations: list[ValidIntegration] = field(default_factory=list)
     event_types: list[ValidEventType] = field(default_factory=list)
     # every document of kind Integration, valid or not: checks across files read these

@@ -14,6 +14,8 @@ from reconciler.events.envelope import now_timestamp
 
 
 class ConditionType(StrEnum):
+    """The condition types of an integration's status."""
+
     READY = "Ready"  # applied and delivering
     SYNCED = "Synced"  # the running version is the one declared in git
     SUSPENDED = "Suspended"  # an operator suspended it at runtime (drift from git)
@@ -21,11 +23,15 @@ class ConditionType(StrEnum):
 
 
 class Status(StrEnum):
+    """A condition's status, as Kubernetes spells it."""
+
     TRUE = "True"
     FALSE = "False"
 
 
 class Reason:
+    """Every condition reason: one constant each, with a one-line comment on what it means."""
+
     APPLIED = "Applied"  # the declared version is applied
     UP_TO_DATE = "UpToDate"  # the running version matches the file
     INACTIVE = "Inactive"  # declared with active: false

@@ -28,6 +28,8 @@ REDACTED = "***"
 
 @dataclass
 class DesiredIntegration:
+    """One version of an integration as a file declares it (valid or not): a claimant of its id."""
+
     id: str
     source_file: str
     source_document: int
@@ -42,6 +44,8 @@ class DesiredIntegration:
 
 @dataclass
 class DesiredState:
+    """Every integration the files declare, by id (more than one claimant: a duplicate id)."""
+
     integrations: dict[str, list[DesiredIntegration]]  # id -> claimants (more than one: a duplicate id)
     result: ValidationResult
 

@@ -12,6 +12,8 @@ _ABSENT = object()
 
 @dataclass(frozen=True)
 class FieldChange:
+    """One field that differs between two versions of a spec."""
+
     pointer: str  # JSON pointer of the field
     old: Any  # _ABSENT-free: None with `added` for a new field
     new: Any

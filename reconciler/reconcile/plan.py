@@ -40,6 +40,8 @@ class Side:
 
 @dataclass
 class Change:
+    """One integration added, changed (with its fields) or removed by a plan."""
+
     kind: str  # add | change | remove
     id: str
     type: str | None
@@ -49,6 +51,8 @@ class Change:
 
 @dataclass
 class Plan:
+    """What a change would do, between two states of the files or against a running daemon."""
+
     base: str
     head: str
     changes: list[Change]

@@ -49,6 +49,8 @@ class IntegrationRecord:
 
 @dataclass(frozen=True)
 class Override:
+    """A runtime suspension (break-glass): who, why and when; shown as drift from git."""
+
     integration_id: str
     suspended: bool
     reason: str
@@ -58,6 +60,8 @@ class Override:
 
 @dataclass(frozen=True)
 class AuditEntry:
+    """One entry of the audit trail: what the reconciler or an operator did, and to which version."""
+
     action: str  # add | change | remove | refuse | suspend | resume | ...
     message: str
     integration_id: str | None = None

@@ -54,6 +54,8 @@ class Position:
 
 @dataclass(frozen=True)
 class LogFilter:
+    """Which log entries a page or a follower wants: kinds, status, event type, since when."""
+
     kinds: Sequence[str] = LOG_KINDS
     status: str | None = None
     event: str | None = None

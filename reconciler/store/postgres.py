@@ -19,6 +19,9 @@ LEADER_LOCK_KEY = 0x5245434F4F  # "RECOO"
 
 
 class PostgresStore(Store):
+    """The store on PostgreSQL, for several replicas on one database: claims skip locked rows,
+    singleton duties follow an advisory lock."""
+
     dialect = "postgresql"
     _insert = staticmethod(insert)  # the dialect's INSERT ... ON CONFLICT
 

@@ -12,6 +12,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class NewEvent:
+    """An event as the intake commits it (its data serialised once)."""
+
     id: str
     event: str
     timestamp: str
@@ -23,6 +25,8 @@ class NewEvent:
 
 @dataclass(frozen=True)
 class NewDelivery:
+    """A delivery as the intake commits it: the event, the integration, the subscription, when due."""
+
     id: str
     event_id: str
     integration_id: str
@@ -35,6 +39,8 @@ class NewDelivery:
 
 @dataclass
 class DueDelivery:
+    """A claimed delivery with its envelope, as a lane sends it."""
+
     id: str
     event_id: str
     integration_id: str

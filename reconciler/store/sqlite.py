@@ -27,6 +27,8 @@ _ENVELOPE_TEXT = (
 
 
 class SQLiteStore(Store):
+    """The embedded store: SQLite in WAL mode, one daemon per file."""
+
     dialect = "sqlite"
     _insert = staticmethod(insert)  # the dialect's INSERT ... ON CONFLICT
     _last_expiry = 0.0  # the lease expiry of the latest claim: each claim's is its own
