@@ -216,7 +216,10 @@ class Server:
             self.port = sock.getsockname()[1]
             server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=True, lifespan="off"))
             serving = asyncio.create_task(server.serve(sockets=[sock]))
-            while not server.started:
+            while not server.started:  # polled; the test thread waits for `started` with a deadline
+                if serving.done():
+                    serving.result()  # why it failed, if it did
+                    raise AssertionError("uvicorn stopped before it started")
                 await asyncio.sleep(0.01)
             self.started.set()
             await self.stop.wait()
