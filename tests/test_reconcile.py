@@ -20,7 +20,7 @@ from reconciler.reconcile.watch import watch
 from reconciler.store import AsyncStore, IntegrationRecord, open_store
 from tests.conftest import ROOT
 
-CONVERGE_SECONDS = 10.0  # generous for a loaded CI machine; typical convergence is well under a second
+CONVERGE_SECONDS = 20.0  # generous for a loaded CI machine; typical convergence is well under a second
 WATCH_PROBE = "watch-probe"  # no extension: the watcher reports it, the loader skips it
 EXPORT = """\
 apiVersion: cms.integrations/v1
