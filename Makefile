@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench schemas lint validate clean
+.PHONY: run test coverage bench schemas lint validate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed, found " + sys.version' 
@@ -18,6 +18,10 @@ run: $(STAMP) ## start the daemon on integrations.d/ with the embedded SQLite st
 
 test: $(STAMP) ## the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+coverage: $(STAMP) ## the whole suite under coverage, daemons started by the tests included; prints the total
+	rm -f .coverage .coverage.*
+	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 bench: $(STAMP) ## benchmarks; figures go to docs/benchmarks.md
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
@@ -34,4 +38,4 @@ lint: $(STAMP) ## ruff, mypy, and the package layering (imports only go down: do
 	$(BIN)/python -m pytest -q -p no:cacheprovider --no-header tests/test_layers.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov

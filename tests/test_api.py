@@ -80,9 +80,9 @@ def test_test_endpoint_sends_through_the_real_sink_once(tmp_path, peer):
             peer.script = lambda _seen: Reply(503, "down for maintenance")
             failed = (await api.post("/api/integrations/hook/test")).json()
             assert (failed["ok"], failed["status"], failed["responseExcerpt"]) == (False, 503, "down for maintenance")
-            await asyncio.sleep(1.2)  # a test send is never retried
+            # a test send is never retried: it is not a delivery, so nothing is queued to retry it
+            assert p.statuses("hook") == {}
             assert len(peer.requests("/hook")) == 2
-            assert p.statuses("hook") == {}  # and it is not a delivery
 
             log = (await api.get("/api/integrations/hook/logs", params={"kind": "test"})).json()["items"]
             assert [(e["kind"], e["status"], e["statusCode"]) for e in log] == [
@@ -149,6 +149,7 @@ def test_follow_streams_new_entries_as_server_sent_events(tmp_path, peer):
     async def scenario() -> None:
         async with Pipeline(tmp_path, {"hook.yaml": hook(peer)}) as p, serve(p) as api:
             events: list[tuple[str, str, dict[str, object]]] = []
+            subscribed = asyncio.Event()
 
             async def follow() -> None:
                 params = {"follow": "true", "kind": "attempt"}
@@ -157,7 +158,9 @@ def test_follow_streams_new_entries_as_server_sent_events(tmp_path, peer):
                     assert stream.headers["content-type"].startswith("text/event-stream")
                     ident = kind = ""
                     async for line in stream.aiter_lines():
-                        if line.startswith("id: "):
+                        if line.startswith(": following the log of "):
+                            subscribed.set()  # sent once the stream's starting cursor is fixed
+                        elif line.startswith("id: "):
                             ident = line[4:]
                         elif line.startswith("event: "):
                             kind = line[7:]
@@ -167,7 +170,8 @@ def test_follow_streams_new_entries_as_server_sent_events(tmp_path, peer):
                                 return
 
             follower = asyncio.create_task(follow())
-            await asyncio.sleep(0.3)  # subscribed before the events happen: only new entries come
+            # subscribed before the events happen: only new entries come
+            await asyncio.wait_for(subscribed.wait(), timeout=20)
             first = await p.emit("user.registered", USER)
             await p.until(lambda: len(events) == 1)
             second = await p.emit("user.registered", {**USER, "userId": 8})
@@ -442,16 +446,24 @@ def test_cli_logs_follow_prints_new_entries(tmp_path, peer):
 
     async def scenario() -> None:
         async with Pipeline(tmp_path, {"hook.yaml": hook(peer)}) as p, serve(p) as api:
+            earlier = await p.emit("user.registered", {**USER, "userId": 8})
+            await p.until(lambda: p.store.attempts("hook"), "the earlier event's attempt logged")
             env = {"ADMIN_SECRET": SECRET, "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
             command = [sys.executable, "-m", "reconciler", "logs", "hook", "--follow", "--kind", "attempt", "--json"]
             process = subprocess.Popen(
                 [*command, "--server", str(api.base_url)], stdout=subprocess.PIPE, text=True, env=env
             )
             try:
-                await asyncio.sleep(1.5)  # the follower is connected
+
+                async def next_line() -> dict[str, object]:
+                    line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), timeout=20)  # type: ignore[union-attr]
+                    return dict(json.loads(line))
+
+                # the entry already there is printed first, and following resumes right after it:
+                # what is written from then on shows up, however long the stream takes to connect
+                assert (await next_line())["eventId"] == earlier.id
                 accepted = await p.emit("user.registered", USER)
-                line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), timeout=20)  # type: ignore[union-attr]
-                assert json.loads(line)["eventId"] == accepted.id
+                assert (await next_line())["eventId"] == accepted.id
             finally:
                 process.terminate()
                 process.wait(10)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import json
 import os
 import signal
 import socket
@@ -10,6 +13,8 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -27,27 +32,28 @@ webhooks: [{events: ["*"]}]
 SECRET = "s3cret-admin-value-for-tests"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Daemon:
+    """`reconciler run` as a process, listening on a port the kernel picks (127.0.0.1:0).
+
+    The port comes from the daemon's "starting" log line, so no port is chosen beforehand and
+    raced for, and a daemon already on the default 127.0.0.1:8080 (`make run`) is no bother.
+    """
+
+    _count = itertools.count()
+
     def __init__(self, workdir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
+        self._url: str | None = None
         environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         # logs go to a file: a pipe nobody reads would block the daemon once it fills
-        self.log_path = workdir / f"daemon-{self.port}.log"
+        self.log_path = workdir / f"daemon-{next(Daemon._count)}.log"
         command = [
             sys.executable,
             "-m",
             "reconciler",
             "run",
             "--listen",
-            f"127.0.0.1:{self.port}",
+            "127.0.0.1:0",
             "--log-format",
             "json",
             *extra,
@@ -57,21 +63,80 @@ class Daemon:
                 command, cwd=workdir, env=environment, stdout=subprocess.DEVNULL, stderr=log
             )
 
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise AssertionError("the daemon's address is known once it has started: call wait_ready() first")
+        return self._url
+
+    @property
+    def port(self) -> int:
+        return int(urlsplit(self.url).port or 0)
+
     def log(self) -> str:
         return self.log_path.read_text()
 
-    def wait_ready(self, timeout: float = 20.0) -> None:
+    def entries(self) -> list[dict[str, Any]]:
+        """The complete JSON lines logged so far (one being written is left for the next read)."""
+        found = []
+        for line in self.log().splitlines(keepends=True):
+            if not line.endswith("\n"):
+                break
+            with contextlib.suppress(ValueError):
+                found.append(json.loads(line))
+        return found
+
+    def listening(self) -> str | None:
+        """The URL of the "starting" line (`"listen": "http://127.0.0.1:PORT"`), once logged."""
+        for entry in self.entries():
+            if entry.get("message") == "starting" and isinstance(entry.get("listen"), str):
+                return str(entry["listen"])
+        return None
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"daemon exited {self.process.returncode}: {self.log()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("daemon not ready")
+            if self._url is None:
+                self._url = self.listening()
+            if self._url is not None:
+                try:
+                    if httpx.get(f"{self._url}/readyz", timeout=5).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+            time.sleep(0.05)  # polling, with the deadline above
+        raise AssertionError(f"daemon not ready after {timeout} s: {self.log()}")
+
+    def wait_watching(self, client: httpx.Client, config_dir: Path, timeout: float = 30.0) -> None:
+        """Return once the daemon's watcher reports file events (see Harness.until_watching in
+        test_reconcile: a probe file the loader skips is touched until a "watch" pass comes)."""
+        probe = config_dir / "watch-probe"
+
+        def passes() -> tuple[int, str | None]:
+            health = client.get("/api/integrations/health/status").json()
+            return health["passes"], (health["lastPass"] or {}).get("trigger")
+
+        def watched_since(before: int) -> bool:
+            count, trigger = passes()
+            return count > before and trigger == "watch"
+
+        deadline = time.monotonic() + timeout
+        before, _ = passes()
+        patience = 0.05
+        while not watched_since(before):
+            assert time.monotonic() < deadline, f"the daemon's watcher reported no file event: {self.log()}"
+            probe.write_text(str(time.monotonic()))
+            touched = time.monotonic()
+            while not watched_since(before) and time.monotonic() - touched < patience:
+                time.sleep(0.02)
+            patience = min(patience * 2, 1.0)
+        before, _ = passes()
+        probe.unlink()
+        while not watched_since(before):
+            assert time.monotonic() < deadline, "no watch pass after removing the probe"
+            time.sleep(0.02)
 
     def stop(self, signum: int = signal.SIGTERM) -> tuple[int, str]:
         self.process.send_signal(signum)
@@ -105,8 +170,9 @@ def test_serves_the_registry_and_follows_the_files(daemon, workdir):
     with admin(daemon) as client:
         items = client.get("/api/integrations").json()["items"]
         assert [(i["id"], i["status"]) for i in items] == [("export", "active")]
+        daemon.wait_watching(client, workdir / "integrations.d")
         (workdir / "integrations.d" / "export.yaml").write_text(EXPORT.replace("name: Export", "name: Renamed"))
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while client.get("/api/integrations/export").json()["generation"] != 2:
             assert time.monotonic() < deadline, "the edit did not reach the registry"
             time.sleep(0.05)
@@ -168,8 +234,10 @@ def test_logs_are_json_lines_when_not_on_a_terminal(daemon):
 
 
 def run_cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # never the default 127.0.0.1:8080, where a `make run` daemon may be listening
+    listen = [] if "--listen" in args else ["--listen", "127.0.0.1:0"]
     return subprocess.run(
-        [sys.executable, "-m", "reconciler", "run", *args],
+        [sys.executable, "-m", "reconciler", "run", *listen, *args],
         cwd=workdir,
         capture_output=True,
         text=True,

@@ -20,7 +20,8 @@ from reconciler.reconcile.watch import watch
 from reconciler.store import AsyncStore, IntegrationRecord, open_store
 from tests.conftest import ROOT
 
-CONVERGE_SECONDS = 10.0  # generous for a loaded CI machine; typical convergence is well under a second
+CONVERGE_SECONDS = 20.0  # generous for a loaded CI machine; typical convergence is well under a second
+WATCH_PROBE = "watch-probe"  # no extension: the watcher reports it, the loader skips it
 EXPORT = """\
 apiVersion: cms.integrations/v1
 kind: Integration
@@ -55,8 +56,36 @@ class Harness:
             asyncio.create_task(watch(self.config, self.reconciler.trigger, self.stop)),
         ]
         await self.until(lambda: self.reconciler.passes >= 1)
-        await asyncio.sleep(0.2)  # let the watcher start before the test writes files
+        await self.until_watching()
         return self
+
+    async def until_watching(self) -> None:
+        """Return once the watcher reports file events.
+
+        watchfiles does not say when its watches are in place, so the harness touches a probe
+        file until a file event makes a "watch" pass, then removes the probe and waits for a
+        "watch" pass after that. The probe has no extension: the watcher passes it on (it could
+        be a folder) and the loader skips it, so these passes change nothing. A probe write still
+        in flight when the first pass comes can make one more such pass later; it is as harmless.
+        """
+        probe = self.config / WATCH_PROBE
+        deadline = time.monotonic() + CONVERGE_SECONDS
+        before = self.reconciler.passes
+        patience = 0.05
+        while not self._watch_pass_since(before):
+            assert time.monotonic() < deadline, "the watcher reported no file event"
+            probe.write_text(str(time.monotonic()))
+            touched = time.monotonic()
+            while not self._watch_pass_since(before) and time.monotonic() - touched < patience:
+                await asyncio.sleep(0.01)
+            patience = min(patience * 2, 1.0)  # touch again, less often, until the watcher is up
+        before = self.reconciler.passes
+        probe.unlink()
+        await self.until(lambda: self._watch_pass_since(before), "a watch pass after removing the probe")
+
+    def _watch_pass_since(self, passes: int) -> bool:
+        last = self.reconciler.last_pass
+        return self.reconciler.passes > passes and last is not None and last.trigger == "watch"
 
     async def __aexit__(self, *exc: object) -> None:
         self.stop.set()
