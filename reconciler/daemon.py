@@ -143,7 +143,7 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
             "fields": {
                 "configDir": str(settings.config_dir),
                 "store": store.describe(),
-                "listen": f"http://{host}:{port}",
+                "listen": f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}",
                 "adminSecret": secret_source,
             }
         },
