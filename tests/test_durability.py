@@ -104,7 +104,8 @@ def test_sigkill_under_load_loses_no_acknowledged_event(tmp_path, peer):
 
 def test_partner_down_then_back_gets_everything_on_schedule_and_paced(tmp_path, peer):
     down_until = time.time() + 2.0
-    peer.script = lambda seen: Reply(503, "maintenance") if time.time() < down_until else Reply()
+    # down for requests that arrive before `down_until`: the same clock the checks below read
+    peer.script = lambda seen: Reply(503, "maintenance") if seen.at < down_until else Reply()
     (tmp_path / "integrations.d").mkdir()
     extra = "  rateLimit: {perSecond: 20}\nretry:\n  maxAttempts: 30\n  schedule: [0s, 300ms, 600ms]\n"
     (tmp_path / "integrations.d" / "target.yaml").write_text(target(peer, extra))
@@ -119,7 +120,7 @@ def test_partner_down_then_back_gets_everything_on_schedule_and_paced(tmp_path, 
             ]
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                if {s.json()["id"] for s in peer.requests("/hook") if time.time() >= down_until} >= set(ids):
+                if {s.json()["id"] for s in peer.requests("/hook") if s.at >= down_until} >= set(ids):
                     break
                 time.sleep(0.1)
         ok = {s.json()["id"] for s in peer.requests("/hook") if s.at >= down_until}
