@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 
 from reconciler.api.common import problem, runtime_of
 from reconciler.api.verify import Scheme, UnusableSecret, VerificationFailed, Verifier, make_verifier
+from reconciler.events import jsontext
 from reconciler.events.envelope import EventRejected
 from reconciler.intake.committer import IntakeStopped
 from reconciler.manifests.durations import parse_duration
@@ -166,6 +167,9 @@ async def receive(request: Request) -> Response:
         return refused
     try:
         payload = parse_payload(body, request.headers.get("content-type", ""))
+    except jsontext.UnfitJson as exc:
+        _refused(request, endpoint, "unfit-json", 400)
+        return problem(400, "Bad request", f"the body cannot be taken: {exc}", "bad-body")
     except ValueError as exc:
         _refused(request, endpoint, "not-json", 400)
         return problem(400, "Bad request", f"the body is not JSON: {exc}", "bad-body")
@@ -305,10 +309,12 @@ def parse_payload(body: bytes, content_type: str) -> Any:
         fields: dict[str, Any] = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
         inner = fields.get("payload")
         if isinstance(inner, str) and inner.lstrip().startswith(("{", "[")):
-            fields["payload"] = json.loads(inner)
+            fields["payload"] = jsontext.loads(inner, nul=False)
         return fields
     try:
-        return json.loads(body)
+        # nesting capped and lone surrogates refused (UnfitJson is a ValueError); NUL characters
+        # are the intake's to refuse, naming the field
+        return jsontext.loads(body, nul=False)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{exc.msg} at line {exc.lineno}, column {exc.colno}") from None
 

@@ -44,7 +44,10 @@ def _admin(
     }
     if body is not None:
         operation["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
-        operation["responses"].setdefault("400", _problem("The body is not a JSON object"))
+        operation["responses"].setdefault(
+            "400",
+            _problem("The body is not a JSON object, is nested more than 64 levels deep, or holds a lone surrogate"),
+        )
         operation["responses"].setdefault("413", _problem("The body is too large"))
     return operation
 
@@ -171,7 +174,7 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": _json(ANY_OBJECT, "A repeated webhook id: acknowledged, not emitted again"),
                     "202": _json(ANY_OBJECT, "Verified, stored and emitted"),
-                    "400": _problem("The body is not JSON"),
+                    "400": _problem("The body is not JSON, is nested too deep, or holds a lone surrogate"),
                     "401": _problem("The signature or timestamp does not verify"),
                     "404": _problem("No integration receives at this path"),
                     "413": _problem("The body is too large"),
