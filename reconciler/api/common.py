@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from reconciler.api.auth import is_admin
 from reconciler.events import jsontext
 from reconciler.reconcile.conditions import ConditionType, condition
+from reconciler.store import StoreUnavailable
 
 if TYPE_CHECKING:
     from reconciler.delivery.engine import DeliveryEngine
@@ -66,6 +67,14 @@ def problem(status: int, title: str, detail: str, kind: str = "about:blank", **e
 
 
 TITLES = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 413: "Payload too large"}
+
+
+def store_unavailable(exc: StoreUnavailable, detail: str | None = None) -> JSONResponse:
+    """The 503 of a request the store could not serve right now, with the Retry-After it asks for.
+    `detail` replaces the message that names the store, for routes open to other parties."""
+    response = problem(503, "Store unavailable", detail or str(exc), "store-unavailable")
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def plain_text(value: Any, limit: int) -> str:

@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from reconciler.api.common import problem, runtime_of
+from reconciler.api.common import problem, runtime_of, store_unavailable
 from reconciler.api.verify import Scheme, UnusableSecret, VerificationFailed, Verifier, make_verifier
 from reconciler.events import jsontext
 from reconciler.events.envelope import EventRejected
@@ -36,6 +36,7 @@ from reconciler.manifests.durations import parse_duration
 from reconciler.manifests.models import WebhookIntegration
 from reconciler.manifests.secrets import MIN_PATH_SECRET_CHARS
 from reconciler.registry import AppliedIntegration, SnapshotSource, substitute
+from reconciler.store import StoreUnavailable
 
 log = logging.getLogger("reconciler.inbound")
 
@@ -258,6 +259,11 @@ async def _emit(request: Request, endpoint: Endpoint, payload: Any, body: bytes)
         response = problem(503, "Shutting down", str(exc), "shutting-down")
         response.headers["Retry-After"] = "5"
         return response
+    except StoreUnavailable as exc:
+        # the sender retries (every platform does on a 503); the store's address is for our log only
+        _refused(request, endpoint, "store-unavailable", 503)
+        log.warning("inbound receipt not stored: the store is unavailable", extra={"fields": {"reason": exc.reason}})
+        return store_unavailable(exc, "the receipt could not be stored at the moment; send the request again later")
     duplicate = accepted.duplicate_of is not None
     log.info(
         "inbound receipt" + (" repeated: acknowledged without a second event" if duplicate else ""),

@@ -70,7 +70,8 @@ async def deactivate(request: Request, body: dict[str, Any]) -> Response:
 
 @admin_only_json
 async def trigger(request: Request, body: dict[str, Any]) -> Response:
-    """Emit an event, as the course system does: 202 once it and its deliveries are stored."""
+    """Emit an event, as the course system does: 202 once it and its deliveries are stored
+    (503 with Retry-After while the store is unavailable: the app's handler answers it)."""
     intake = runtime_of(request).intake
     assert intake is not None
     event = body.get("event", body.get("type"))  # the guide's custom events say "type"

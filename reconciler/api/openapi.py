@@ -27,6 +27,17 @@ def _problem(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/problem+json": {"schema": PROBLEM}}}
 
 
+def _retry_later(description: str) -> dict[str, Any]:
+    """A 503 that says when to try again."""
+    return {
+        **_problem(description),
+        "headers": {"Retry-After": {"schema": {"type": "string"}, "description": "seconds to wait"}},
+    }
+
+
+STORE_UNAVAILABLE = "the store is unavailable (unreachable, full or locked); try again after Retry-After"
+
+
 def _admin(
     summary: str,
     responses: dict[str, Any],
@@ -42,6 +53,7 @@ def _admin(
         "parameters": parameters or [],
         "responses": {**responses, "401": _problem("The admin secret is missing or wrong")},
     }
+    operation["responses"].setdefault("503", _retry_later(STORE_UNAVAILABLE.capitalize()))
     if body is not None:
         operation["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
         operation["responses"].setdefault(
@@ -106,9 +118,12 @@ def _paths() -> dict[str, Any]:
         },
         "/readyz": {
             "get": {
-                "summary": "Readiness: the first reconcile pass has finished",
+                "summary": "Readiness: the first reconcile pass has finished, and the store answers",
                 "tags": ["probes"],
-                "responses": {"200": _json(ANY_OBJECT, "Ready"), "503": _problem("Not ready yet")},
+                "responses": {
+                    "200": _json(ANY_OBJECT, "Ready"),
+                    "503": _problem("Not ready: the first pass has not finished, or the store does not answer"),
+                },
             }
         },
         "/metrics": {
@@ -152,7 +167,7 @@ def _paths() -> dict[str, Any]:
                 {
                     "202": _json(ref("Accepted"), "Stored"),
                     "422": _problem("The event does not match its type; errors lists every reason"),
-                    "503": _problem("The daemon is stopping"),
+                    "503": _retry_later(f"The daemon is stopping, or {STORE_UNAVAILABLE}"),
                 },
                 body=ref("EventRequest"),
                 tag="events",
@@ -179,7 +194,10 @@ def _paths() -> dict[str, Any]:
                     "404": _problem("No integration receives at this path"),
                     "413": _problem("The body is too large"),
                     "422": _problem("The payload does not match the configured event type"),
-                    "503": _problem("The integration is paused, or its signing secret is unusable"),
+                    "503": _retry_later(
+                        "The integration is paused, its signing secret is unusable, or the receipt cannot be "
+                        "stored at the moment"
+                    ),
                 },
             }
         },

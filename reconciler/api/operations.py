@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from reconciler.api.common import Runtime, admin_only, admin_only_json, not_found, plain_text, problem, runtime_of
 from reconciler.manifests.durations import parse_duration
 from reconciler.registry import AppliedIntegration
-from reconciler.store import AuditEntry
+from reconciler.store import AuditEntry, Outage, StoreUnavailable
 from reconciler.store.history import DELIVERY_STATUSES, LOG_KINDS, BadCursor, LogFilter, iso
 
 FOLLOW_POLL_SECONDS = 0.5
@@ -62,8 +62,13 @@ async def logs(request: Request) -> Response:
     except BadQuery as exc:
         return problem(400, "Bad request", str(exc), "invalid-query")
     if follow:
+        # where to start is read before the stream opens: a store that is unavailable now is
+        # answered with a 503, not with a stream that breaks at once
+        start = request.headers.get("last-event-id") or await runtime.reconciler.store.latest_log_cursor(
+            integration_id, where
+        )
         return StreamingResponse(
-            _follow(runtime, request, integration_id, where),
+            _follow(runtime, integration_id, where, start),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -165,19 +170,26 @@ async def _replay(
 # --- following a log ----------------------------------------------------------------------------
 
 
-async def _follow(runtime: Runtime, request: Request, integration_id: str, where: LogFilter) -> AsyncIterator[str]:
-    """Server-Sent Events: each new log entry as it is written, oldest first; `Last-Event-ID`
-    resumes after the last entry a client saw."""
+async def _follow(runtime: Runtime, integration_id: str, where: LogFilter, cursor: str | None) -> AsyncIterator[str]:
+    """Server-Sent Events: each new log entry after `cursor` as it is written, oldest first
+    (`Last-Event-ID` resumes after the last entry a client saw)."""
     store = runtime.reconciler.store
-    cursor = request.headers.get("last-event-id") or await store.latest_log_cursor(integration_id, where)
     yield f": following the log of {integration_id}\n\n"
     quiet_since = time.monotonic()
+    outage = Outage("log stream")
     while runtime.stop is None or not runtime.stop.is_set():
         try:
             entries = await store.log_after(integration_id, where, cursor)
         except BadCursor:
             yield "event: error\ndata: " + json.dumps({"detail": "Last-Event-ID is not a cursor of this log"}) + "\n\n"
             return
+        except StoreUnavailable as exc:
+            # the stream stays open and picks up where it was once the store is back
+            if not outage.active:
+                yield ": the store is unavailable; following resumes when it is back\n\n"
+            await asyncio.sleep(outage.failed(exc))
+            continue
+        outage.recovered()
         for entry in entries:
             cursor = entry["cursor"]
             yield f"id: {cursor}\nevent: {entry['kind']}\ndata: {json.dumps(entry, separators=(',', ':'))}\n\n"
