@@ -12,6 +12,8 @@ said by the endpoints' decorators (common.admin_only and its variants).
 
 from __future__ import annotations
 
+import logging
+
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -20,8 +22,11 @@ from starlette.routing import BaseRoute, Route
 
 from reconciler import __version__
 from reconciler.api import declared, inbound, integrations, operations, status
-from reconciler.api.common import TITLES, Runtime, problem
+from reconciler.api.common import TITLES, Runtime, problem, store_unavailable
 from reconciler.api.openapi import openapi_json
+from reconciler.store import StoreUnavailable
+
+log = logging.getLogger("reconciler.api")
 
 # The event routes first: Starlette tries routes in order, and these carry the load. Fixed
 # paths before `{id}` paths: `templates` and `health` are not integration ids.
@@ -51,7 +56,14 @@ ROUTES: list[BaseRoute] = [
 def create_app(runtime: Runtime) -> Starlette:
     """The application over a runtime: the routes of ROUTES, errors as problem documents."""
     inbound.install_access_log_redaction()
-    app = Starlette(routes=ROUTES, exception_handlers={HTTPException: on_http_error, Exception: on_error})
+    app = Starlette(
+        routes=ROUTES,
+        exception_handlers={
+            HTTPException: on_http_error,
+            StoreUnavailable: on_store_unavailable,
+            Exception: on_error,
+        },
+    )
     app.state.runtime = runtime
     # one index per app: it is rebuilt from the snapshot of this runtime's reconciler
     app.state.inbound_index = inbound.InboundIndex(runtime.reconciler)
@@ -67,6 +79,22 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
         # one path may be served by several routes (GET here, POST in declared.py): allow all of theirs
         response.headers["Allow"] = ", ".join(allowed_methods(request.app.routes, request.url.path))
     return response
+
+
+async def on_store_unavailable(request: Request, exc: Exception) -> Response:
+    """A route that needed the store while it was unavailable: 503 with Retry-After. Only admin
+    routes get this far (open routes answer for themselves), so the answer may name the store."""
+    assert isinstance(exc, StoreUnavailable)
+    log.warning(
+        "request answered 503: the store is unavailable",
+        extra={"fields": {"method": request.method, "route": _route_of(request), "reason": exc.reason}},
+    )
+    return store_unavailable(exc)
+
+
+def _route_of(request: Request) -> str:
+    route = request.scope.get("route")
+    return route.path if isinstance(route, Route) else request.url.path
 
 
 async def on_error(request: Request, exc: Exception) -> Response:

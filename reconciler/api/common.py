@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from reconciler.api.auth import is_admin
+from reconciler.events import jsontext
 from reconciler.reconcile.conditions import ConditionType, condition
+from reconciler.store import StoreUnavailable
 
 if TYPE_CHECKING:
     from reconciler.delivery.engine import DeliveryEngine
@@ -66,6 +67,21 @@ def problem(status: int, title: str, detail: str, kind: str = "about:blank", **e
 
 
 TITLES = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 413: "Payload too large"}
+
+
+def store_unavailable(exc: StoreUnavailable, detail: str | None = None) -> JSONResponse:
+    """The 503 of a request the store could not serve right now, with the Retry-After it asks for.
+    `detail` replaces the message that names the store, for routes open to other parties."""
+    response = problem(503, "Store unavailable", detail or str(exc), "store-unavailable")
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def plain_text(value: Any, limit: int) -> str:
+    """A free-text field (a reason, an actor) as stored: a string of at most `limit` characters,
+    without NUL (PostgreSQL text cannot hold it) or lone surrogates (UTF-8 has none)."""
+    text = str(value)[:limit].replace("\x00", "\ufffd")
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def require_admin(request: Request, admin_secret: str) -> Response | None:
@@ -140,7 +156,11 @@ async def json_body(request: Request) -> dict[str, Any] | Response:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
+        # nesting capped and lone surrogates refused for every route; NUL characters are left
+        # to what reads the field (intake refuses them in event data, naming the field)
+        body = jsontext.loads(raw, nul=False)
+    except jsontext.UnfitJson as exc:
+        return problem(400, "Bad request", f"the body cannot be taken: {exc}", "bad-body")
     except (ValueError, UnicodeDecodeError) as exc:
         return problem(400, "Bad request", f"the body is not JSON: {exc}")
     if not isinstance(body, dict):

@@ -27,14 +27,16 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from reconciler.api.common import problem, runtime_of
+from reconciler.api.common import problem, runtime_of, store_unavailable
 from reconciler.api.verify import Scheme, UnusableSecret, VerificationFailed, Verifier, make_verifier
+from reconciler.events import jsontext
 from reconciler.events.envelope import EventRejected
 from reconciler.intake.committer import IntakeStopped
 from reconciler.manifests.durations import parse_duration
 from reconciler.manifests.models import WebhookIntegration
 from reconciler.manifests.secrets import MIN_PATH_SECRET_CHARS
 from reconciler.registry import AppliedIntegration, SnapshotSource, substitute
+from reconciler.store import StoreUnavailable
 
 log = logging.getLogger("reconciler.inbound")
 
@@ -166,6 +168,9 @@ async def receive(request: Request) -> Response:
         return refused
     try:
         payload = parse_payload(body, request.headers.get("content-type", ""))
+    except jsontext.UnfitJson as exc:
+        _refused(request, endpoint, "unfit-json", 400)
+        return problem(400, "Bad request", f"the body cannot be taken: {exc}", "bad-body")
     except ValueError as exc:
         _refused(request, endpoint, "not-json", 400)
         return problem(400, "Bad request", f"the body is not JSON: {exc}", "bad-body")
@@ -254,6 +259,11 @@ async def _emit(request: Request, endpoint: Endpoint, payload: Any, body: bytes)
         response = problem(503, "Shutting down", str(exc), "shutting-down")
         response.headers["Retry-After"] = "5"
         return response
+    except StoreUnavailable as exc:
+        # the sender retries (every platform does on a 503); the store's address is for our log only
+        _refused(request, endpoint, "store-unavailable", 503)
+        log.warning("inbound receipt not stored: the store is unavailable", extra={"fields": {"reason": exc.reason}})
+        return store_unavailable(exc, "the receipt could not be stored at the moment; send the request again later")
     duplicate = accepted.duplicate_of is not None
     log.info(
         "inbound receipt" + (" repeated: acknowledged without a second event" if duplicate else ""),
@@ -305,10 +315,12 @@ def parse_payload(body: bytes, content_type: str) -> Any:
         fields: dict[str, Any] = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
         inner = fields.get("payload")
         if isinstance(inner, str) and inner.lstrip().startswith(("{", "[")):
-            fields["payload"] = json.loads(inner)
+            fields["payload"] = jsontext.loads(inner, nul=False)
         return fields
     try:
-        return json.loads(body)
+        # nesting capped and lone surrogates refused (UnfitJson is a ValueError); NUL characters
+        # are the intake's to refuse, naming the field
+        return jsontext.loads(body, nul=False)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{exc.msg} at line {exc.lineno}, column {exc.colno}") from None
 

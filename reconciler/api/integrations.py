@@ -14,6 +14,7 @@ from reconciler.api.common import (
     admin_only,
     admin_only_json,
     not_found,
+    plain_text,
     problem,
     runtime_of,
     status_word,
@@ -69,7 +70,8 @@ async def deactivate(request: Request, body: dict[str, Any]) -> Response:
 
 @admin_only_json
 async def trigger(request: Request, body: dict[str, Any]) -> Response:
-    """Emit an event, as the course system does: 202 once it and its deliveries are stored."""
+    """Emit an event, as the course system does: 202 once it and its deliveries are stored
+    (503 with Retry-After while the store is unavailable: the app's handler answers it)."""
     intake = runtime_of(request).intake
     assert intake is not None
     event = body.get("event", body.get("type"))  # the guide's custom events say "type"
@@ -120,8 +122,8 @@ def matching(snapshot: Snapshot, query: QueryParams) -> list[dict[str, Any]] | R
 async def set_override(request: Request, body: dict[str, Any], suspend: bool) -> Response:
     """Suspend or resume the integration of the path, for the actor and reason of the request."""
     reconciler = runtime_of(request).reconciler
-    reason = str(body.get("reason", "")).strip()[:500]
-    actor = str(body.get("actor") or request.headers.get("x-actor") or "admin")[:200]
+    reason = plain_text(body.get("reason", ""), 500).strip()
+    actor = plain_text(body.get("actor") or request.headers.get("x-actor") or "admin", 200)
     integration_id = request.path_params["id"]
     try:
         if suspend:

@@ -27,6 +27,17 @@ def _problem(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/problem+json": {"schema": PROBLEM}}}
 
 
+def _retry_later(description: str) -> dict[str, Any]:
+    """A 503 that says when to try again."""
+    return {
+        **_problem(description),
+        "headers": {"Retry-After": {"schema": {"type": "string"}, "description": "seconds to wait"}},
+    }
+
+
+STORE_UNAVAILABLE = "the store is unavailable (unreachable, full or locked); try again after Retry-After"
+
+
 def _admin(
     summary: str,
     responses: dict[str, Any],
@@ -42,9 +53,13 @@ def _admin(
         "parameters": parameters or [],
         "responses": {**responses, "401": _problem("The admin secret is missing or wrong")},
     }
+    operation["responses"].setdefault("503", _retry_later(STORE_UNAVAILABLE.capitalize()))
     if body is not None:
         operation["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
-        operation["responses"].setdefault("400", _problem("The body is not a JSON object"))
+        operation["responses"].setdefault(
+            "400",
+            _problem("The body is not a JSON object, is nested more than 64 levels deep, or holds a lone surrogate"),
+        )
         operation["responses"].setdefault("413", _problem("The body is too large"))
     return operation
 
@@ -103,9 +118,12 @@ def _paths() -> dict[str, Any]:
         },
         "/readyz": {
             "get": {
-                "summary": "Readiness: the first reconcile pass has finished",
+                "summary": "Readiness: the first reconcile pass has finished, and the store answers",
                 "tags": ["probes"],
-                "responses": {"200": _json(ANY_OBJECT, "Ready"), "503": _problem("Not ready yet")},
+                "responses": {
+                    "200": _json(ANY_OBJECT, "Ready"),
+                    "503": _problem("Not ready: the first pass has not finished, or the store does not answer"),
+                },
             }
         },
         "/metrics": {
@@ -149,7 +167,7 @@ def _paths() -> dict[str, Any]:
                 {
                     "202": _json(ref("Accepted"), "Stored"),
                     "422": _problem("The event does not match its type; errors lists every reason"),
-                    "503": _problem("The daemon is stopping"),
+                    "503": _retry_later(f"The daemon is stopping, or {STORE_UNAVAILABLE}"),
                 },
                 body=ref("EventRequest"),
                 tag="events",
@@ -171,12 +189,15 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": _json(ANY_OBJECT, "A repeated webhook id: acknowledged, not emitted again"),
                     "202": _json(ANY_OBJECT, "Verified, stored and emitted"),
-                    "400": _problem("The body is not JSON"),
+                    "400": _problem("The body is not JSON, is nested too deep, or holds a lone surrogate"),
                     "401": _problem("The signature or timestamp does not verify"),
                     "404": _problem("No integration receives at this path"),
                     "413": _problem("The body is too large"),
                     "422": _problem("The payload does not match the configured event type"),
-                    "503": _problem("The integration is paused, or its signing secret is unusable"),
+                    "503": _retry_later(
+                        "The integration is paused, its signing secret is unusable, or the receipt cannot be "
+                        "stored at the moment"
+                    ),
                 },
             }
         },

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import math
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from reconciler.api.common import Runtime, admin_only, admin_only_json, not_found, problem, runtime_of
+from reconciler.api.common import Runtime, admin_only, admin_only_json, not_found, plain_text, problem, runtime_of
 from reconciler.manifests.durations import parse_duration
 from reconciler.registry import AppliedIntegration
-from reconciler.store import AuditEntry
+from reconciler.store import AuditEntry, Outage, StoreUnavailable
 from reconciler.store.history import DELIVERY_STATUSES, LOG_KINDS, BadCursor, LogFilter, iso
 
 FOLLOW_POLL_SECONDS = 0.5
@@ -23,6 +25,8 @@ FOLLOW_HEARTBEAT_SECONDS = 15.0
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
 REPLAYABLE = ("failed", "dead")
+MIN_TIME = 0.0  # 1970-01-01T00:00:00Z
+MAX_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 
 
 class BadQuery(ValueError):
@@ -58,8 +62,13 @@ async def logs(request: Request) -> Response:
     except BadQuery as exc:
         return problem(400, "Bad request", str(exc), "invalid-query")
     if follow:
+        # where to start is read before the stream opens: a store that is unavailable now is
+        # answered with a 503, not with a stream that breaks at once
+        start = request.headers.get("last-event-id") or await runtime.reconciler.store.latest_log_cursor(
+            integration_id, where
+        )
         return StreamingResponse(
-            _follow(runtime, request, integration_id, where),
+            _follow(runtime, integration_id, where, start),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -112,7 +121,7 @@ async def replay(request: Request, body: dict[str, Any]) -> Response:
             return problem(
                 404, "Not found", f"integration {integration_id!r} has no delivery {delivery_id!r}", "not-found"
             )
-    actor = str(body.get("actor") or request.headers.get("x-actor") or "admin")[:200]
+    actor = plain_text(body.get("actor") or request.headers.get("x-actor") or "admin", 200)
     count = await _replay(runtime, integration_id, delivery_id, since, statuses, actor)
     return JSONResponse({"integrationId": integration_id, "replayed": count}, status_code=202 if count else 200)
 
@@ -161,19 +170,26 @@ async def _replay(
 # --- following a log ----------------------------------------------------------------------------
 
 
-async def _follow(runtime: Runtime, request: Request, integration_id: str, where: LogFilter) -> AsyncIterator[str]:
-    """Server-Sent Events: each new log entry as it is written, oldest first; `Last-Event-ID`
-    resumes after the last entry a client saw."""
+async def _follow(runtime: Runtime, integration_id: str, where: LogFilter, cursor: str | None) -> AsyncIterator[str]:
+    """Server-Sent Events: each new log entry after `cursor` as it is written, oldest first
+    (`Last-Event-ID` resumes after the last entry a client saw)."""
     store = runtime.reconciler.store
-    cursor = request.headers.get("last-event-id") or await store.latest_log_cursor(integration_id, where)
     yield f": following the log of {integration_id}\n\n"
     quiet_since = time.monotonic()
+    outage = Outage("log stream")
     while runtime.stop is None or not runtime.stop.is_set():
         try:
             entries = await store.log_after(integration_id, where, cursor)
         except BadCursor:
             yield "event: error\ndata: " + json.dumps({"detail": "Last-Event-ID is not a cursor of this log"}) + "\n\n"
             return
+        except StoreUnavailable as exc:
+            # the stream stays open and picks up where it was once the store is back
+            if not outage.active:
+                yield ": the store is unavailable; following resumes when it is back\n\n"
+            await asyncio.sleep(outage.failed(exc))
+            continue
+        outage.recovered()
         for entry in entries:
             cursor = entry["cursor"]
             yield f"id: {cursor}\nevent: {entry['kind']}\ndata: {json.dumps(entry, separators=(',', ':'))}\n\n"
@@ -228,10 +244,18 @@ def _testable(runtime: Runtime, integration_id: str) -> AppliedIntegration | Res
 
 def _log_filter(request: Request) -> LogFilter:
     kinds = _choices(request, "kind", LOG_KINDS) or list(LOG_KINDS)
-    status = request.query_params.get("status") or None
-    event = request.query_params.get("event") or None
+    status = _comparable(request.query_params.get("status") or None, "status")
+    event = _comparable(request.query_params.get("event") or None, "event")
     since = _time(request.query_params.get("since"), "since")
     return LogFilter(tuple(kinds), status, event, since)
+
+
+def _comparable(value: str | None, name: str) -> str | None:
+    """A value the store compares with its text columns: PostgreSQL refuses any text with a
+    NUL in it, so such a value is the client's mistake, not the store's."""
+    if value is not None and "\x00" in value:
+        raise BadQuery(f"{name} must not contain a NUL character (%00)")
+    return value
 
 
 def _choices(request: Request, name: str, allowed: tuple[str, ...]) -> list[str]:
@@ -246,7 +270,8 @@ def _limit(request: Request) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
         return DEFAULT_PAGE
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    # ASCII digits: str.isdigit() also says yes to "²", which int() refuses
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE:
         raise BadQuery(f"limit must be a whole number from 1 to {MAX_PAGE}")
     return int(raw)
 
@@ -264,24 +289,34 @@ def _time(raw: Any, name: str) -> float | None:
         return None
     if not isinstance(raw, str):
         raise BadQuery(f"{name} must be an RFC 3339 time such as 2026-01-15T10:30:00Z, or a duration such as 2h")
+    shown = json.dumps(raw[:80])  # quoted back in ASCII, whatever was sent (a lone surrogate too)
     try:
-        return time.time() - parse_duration(raw)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+        at = time.time() - parse_duration(raw)
     except ValueError:
         parsed = None
-    if parsed is None or parsed.tzinfo is None:
+        with contextlib.suppress(ValueError):
+            parsed = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+        if parsed is None or parsed.tzinfo is None:
+            raise BadQuery(
+                f"{name}={shown} is neither an RFC 3339 time with an offset (2026-01-15T10:30:00Z) nor a duration (2h)"
+            ) from None
+        try:
+            at = parsed.timestamp()
+        except (OverflowError, ValueError):
+            at = math.nan  # past year 9999 in UTC: refused below
+    # The store keeps nothing from before 1970, and times are shown back as dates: a time that
+    # is not between then and year 9999 would fail to print, long after it was taken.
+    if not MIN_TIME <= at <= MAX_TIME:
         raise BadQuery(
-            f"{name}={raw!r} is neither an RFC 3339 time with an offset (2026-01-15T10:30:00Z) nor a duration (2h)"
+            f"{name}={shown} is not a time between 1970 and 9999; give a recent time "
+            "(2026-01-15T10:30:00Z) or a shorter duration (24h, 30d)"
         )
-    return parsed.timestamp()
+    return at
 
 
 def _replay_request(body: dict[str, Any]) -> tuple[str | None, float | None, tuple[str, ...]]:
     delivery_id = body.get("deliveryId")
-    if delivery_id is not None and (not isinstance(delivery_id, str) or not delivery_id):
+    if delivery_id is not None and (not isinstance(delivery_id, str) or not delivery_id or "\x00" in delivery_id):
         raise BadQuery("deliveryId must be a delivery id from GET .../deliveries")
     statuses = body.get("status", list(REPLAYABLE))
     if isinstance(statuses, str):

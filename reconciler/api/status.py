@@ -13,6 +13,7 @@ from reconciler.api.common import Runtime, admin_only, admin_only_when, problem,
 from reconciler.manifests.scaffold import Scaffold, scaffolds
 from reconciler.metrics import Sources, render
 from reconciler.reconcile.conditions import ConditionType, condition
+from reconciler.store import StoreUnavailable
 from reconciler.store.history import iso, queue_totals
 
 SUCCESS_WINDOW_SECONDS = 24 * 3600.0
@@ -25,10 +26,19 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Readiness: 503 until the first reconcile pass has finished (open)."""
-    passes = runtime_of(request).reconciler.passes
+    """Readiness (open): 503 until the first reconcile pass has finished, and while the store
+    does not answer a round trip, with the reason naming the store (never its password). A
+    replica that cannot store events takes none from the load balancer meanwhile."""
+    reconciler = runtime_of(request).reconciler
+    passes = reconciler.passes
     if passes == 0:
         return problem(503, "Not ready", "the first reconcile pass has not finished")
+    try:
+        await reconciler.store.ping()
+    except StoreUnavailable as exc:
+        response = problem(503, "Not ready", str(exc), "store-unavailable")
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     return JSONResponse({"status": "ready", "passes": passes})
 
 

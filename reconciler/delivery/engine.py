@@ -8,6 +8,9 @@ sink of its type. Outcomes are written in groups (`outcomes.py`).
 
 What runs is read from the reconciler's snapshot, taken once per round: the engine never
 changes it. A 410 halts the integration here at once and asks the reconciler to suspend it.
+
+While the store is unavailable, the dispatcher backs off (no claim storms, one log line), the
+lanes finish what they hold, and the outcome writer keeps their outcomes until it can write them.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from reconciler.metrics import DeliveryStats
 from reconciler.registry import AppliedIntegration
 from reconciler.sinks import RecordSink, SinkResult, record_sinks
 from reconciler.sinks.http import HttpSink
-from reconciler.store import AsyncStore, DueDelivery, Outcome, Store
+from reconciler.store import AsyncStore, DueDelivery, Outage, Outcome, Store, StoreUnavailable
 
 if TYPE_CHECKING:
     from reconciler.reconcile.loop import Reconciler
@@ -77,6 +80,7 @@ class DeliveryEngine:
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
         self._halted: dict[str, int] = {}  # id -> generation: a 410 seen, its suspension being stored
+        self._outage = Outage("delivery")
 
     def wake(self) -> None:
         """An intake committed: look for due work now rather than at the next poll."""
@@ -138,9 +142,18 @@ class DeliveryEngine:
                         pruned_at = time.time()
                         if await self.store.is_leader():  # one replica prunes
                             await self.store.prune(pruned_at - self.retention_seconds)
+                except StoreUnavailable as exc:
+                    # the backoff, whole: a wake-up (each lane that runs low sends one) would
+                    # otherwise make a claim storm of the outage; lanes and intake's hand-over go on
+                    self._next_due = float("inf")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=self._outage.failed(exc))
+                    continue
                 except Exception:
                     log.exception("claiming deliveries failed; retrying")
                     claimed = 0
+                else:
+                    self._outage.recovered()
                 if claimed >= CLAIM_LIMIT:
                     continue  # more is due: claim again at once
                 # sleep until woken, until the earliest retry we scheduled, or one poll interval
@@ -171,16 +184,20 @@ class DeliveryEngine:
             held = LANE_BUFFER - room.get(paced.id, LANE_BUFFER)
             budget = int((paced.per_second or 0) * lease / 2) - held
             groups.append(([paced.id], max(0, min(room.get(paced.id, LANE_BUFFER), budget))))
-        claimed: list[DueDelivery] = []
+        count = 0
         for ids, limit in groups:
-            if limit > 0:
-                claimed += await self.store.claim(self.owner, ids, now, limit, lease)
-        by_integration: dict[str, list[DueDelivery]] = {}
-        for delivery in claimed:
-            by_integration.setdefault(delivery.integration_id, []).append(delivery)
-        for integration_id, deliveries in by_integration.items():
-            self._lane(integration_id).submit(deliveries)
-        return len(claimed)
+            if limit <= 0:
+                continue
+            # each claim's deliveries go to their lanes before the next claim: should that one
+            # fail (the store went away), what is leased already is sent, not left to its lease
+            claimed = await self.store.claim(self.owner, ids, now, limit, lease)
+            by_integration: dict[str, list[DueDelivery]] = {}
+            for delivery in claimed:
+                by_integration.setdefault(delivery.integration_id, []).append(delivery)
+            for integration_id, deliveries in by_integration.items():
+                self._lane(integration_id).submit(deliveries)
+            count += len(claimed)
+        return count
 
     async def _renew_leases(self, now: float) -> None:
         """Keep the leases of what the lanes hold (queued or in flight) from expiring."""
@@ -224,7 +241,10 @@ class DeliveryEngine:
         await asyncio.gather(*self._background, return_exceptions=True)
         self.outcomes.close()
         await writer
-        await self.store.release_leases(self.owner)
+        try:
+            await self.store.release_leases(self.owner)
+        except StoreUnavailable as exc:  # the leases expire instead, and any replica takes the work
+            log.warning("could not give back claimed deliveries at shutdown", extra={"fields": {"reason": exc.reason}})
         await self.http.close()
         for sink in self.records.values():
             await sink.close()
@@ -286,6 +306,12 @@ class DeliveryEngine:
             try:
                 with contextlib.suppress(KeyError):
                     await self.reconciler.suspend(integration.id, "delivery", reason)
+            except StoreUnavailable as exc:
+                # not stored, so not suspended: the next request meets the 410 and asks again
+                log.warning(
+                    "could not suspend the integration: the store is unavailable",
+                    extra={"fields": {"integration": integration.id, "reason": exc.reason}},
+                )
             finally:
                 # the published snapshot says suspended from here on (or the integration is gone)
                 if self._halted.get(integration.id) == integration.generation:

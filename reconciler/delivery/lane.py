@@ -23,7 +23,7 @@ from reconciler.delivery.retry import CircuitBreaker, RetryPolicy
 from reconciler.events.envelope import new_id
 from reconciler.registry import AppliedIntegration
 from reconciler.sinks import SinkResult
-from reconciler.store import Attempt, DueDelivery, Outcome
+from reconciler.store import Attempt, DueDelivery, Outcome, StoreUnavailable
 
 if TYPE_CHECKING:
     from reconciler.delivery.engine import DeliveryEngine
@@ -101,6 +101,11 @@ class Lane:
         while self.queue and not self._closing and len(self._workers) <= self._concurrency:
             try:
                 await self._send_next()
+            except StoreUnavailable as exc:  # a batch could not be fixed in the store: it goes back
+                log.warning(
+                    "batch not sent: the store is unavailable; it is claimed again once it is back",
+                    extra={"fields": {"integration": self.integration_id, "reason": exc.reason}},
+                )
             except Exception:  # one bad unit must not stop the lane: its deliveries go back
                 log.exception("could not send a delivery", extra={"fields": {"integration": self.integration_id}})
 

@@ -4,6 +4,10 @@ Under load, outcomes arrive one by one; a thread hop per handful of them costs t
 loop more than the writes themselves, so the writer lingers a moment to gather a group. A
 flush (a drain, a shutdown) ends the wait. Should the process die before a write, the
 deliveries' leases expire and they are tried again: at-least-once holds.
+
+While the store is unavailable, a group that could not be written stays first in line and is
+written again after a backoff: an outcome is not dropped because the database went away for a
+while (the request was made; dropping it would send it again once the lease expires).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import asyncio
 import logging
 from collections import deque
 
-from reconciler.store import AsyncStore, Outcome
+from reconciler.store import AsyncStore, Outage, Outcome, StoreUnavailable
 
 log = logging.getLogger("reconciler.delivery")
 
@@ -37,6 +41,7 @@ class OutcomeWriter:
         self._ready = asyncio.Event()
         self._linger: asyncio.Future[None] | None = None  # the writer's wait for more outcomes
         self._running = False
+        self._outage = Outage("outcome writer")
 
     def put(self, outcome: Outcome) -> None:
         self._put(outcome)
@@ -80,9 +85,16 @@ class OutcomeWriter:
         if group:
             try:
                 await self.store.record(group)
+            except StoreUnavailable as exc:
+                # back in front, in order, and tried again after the backoff (a flush waits for it)
+                self._queue.extendleft(reversed(items))
+                await asyncio.sleep(self._outage.failed(exc))
+                return True
             except Exception:
-                # the leases expire and the deliveries are tried again: at-least-once holds
+                # a bug, not an outage: the leases expire and the deliveries are tried again
                 log.exception("could not record delivery outcomes")
+            else:
+                self._outage.recovered()
         for item in items:
             if isinstance(item, asyncio.Future):
                 _settle(item)

@@ -48,6 +48,8 @@ class SourceWatcher(Schedule):
     """Lists the `source` prefix of file integrations on their schedule and emits `file.received`
     for each new object, deduplicated by the events table."""
 
+    role = "sources"
+
     def __init__(
         self,
         reconciler: Reconciler,

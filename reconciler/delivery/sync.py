@@ -38,6 +38,8 @@ class SyncScheduler(Schedule):
     """Fetches each integration's `syncEndpoint` on its schedule and emits the answer as
     `integration.synced`; every fetch is an attempt in the integration's log."""
 
+    role = "sync"
+
     def __init__(self, reconciler: Reconciler, intake: Intake, http: HttpSink) -> None:
         super().__init__(reconciler)
         self.intake = intake

@@ -17,6 +17,7 @@ from typing import Any
 import jsonschema
 
 from reconciler.events.catalog import CUSTOM_PREFIX, EventType
+from reconciler.events.jsontext import MAX_JSON_DEPTH, deeper_than_cap, problem_in
 from reconciler.events.patterns import EVENT_NAME
 from reconciler.events.schemas import compile_fast, validator
 
@@ -65,16 +66,33 @@ class EventChecker:
                     f"unknown event type {event!r}: declare it with kind: EventType, or use the custom. prefix",
                 )
             )
-        if timestamp is not None and (not isinstance(timestamp, str) or not _RFC3339.match(timestamp)):
-            reasons.append(_reason("/timestamp", "timestamp must be RFC 3339, such as 2024-01-15T10:30:00.000Z"))
+        if timestamp is not None:
+            wrong = _timestamp_problem(timestamp)
+            if wrong:
+                reasons.append(_reason("/timestamp", wrong))
         if not isinstance(data, dict):
             reasons.append(_reason("/data", "data must be a JSON object"))
             return reasons
         text = data_json if data_json is not None else serialize_data(data)
+        # What sinks cannot take is refused here, naming the field, rather than dead-lettered
+        # after every retry: nesting beyond MAX_JSON_DEPTH (which also fails serialization), a
+        # lone surrogate (no UTF-8 for it), a NUL (json.dumps writes it as the escape \u0000).
+        # The walk over the data runs only when its text shows a sign of one of them.
+        size, suspect = 0, text is None
+        if text is not None:
+            try:
+                size = len(text) if text.isascii() else len(text.encode())
+            except UnicodeEncodeError:
+                suspect = True
+            suspect = suspect or "\\u0000" in text or (_brackets(text) > MAX_JSON_DEPTH and deeper_than_cap(data))
+        if suspect:
+            found = problem_in(data, nul=True, base="/data")
+            if found is not None:
+                reasons.append(_reason(*found))
+                return reasons
         if text is None:
             reasons.append(_reason("/data", "data must be JSON: no NaN or Infinity"))
             return reasons
-        size = len(text) if text.isascii() else len(text.encode())
         if size > MAX_DATA_BYTES:
             reasons.append(
                 _reason(
@@ -109,11 +127,29 @@ class EventChecker:
 
 
 def serialize_data(data: Any) -> str | None:
-    """An event's data as the compact JSON stored and sent; None when it is not JSON."""
+    """An event's data as the compact JSON stored and sent; None when it is not JSON (or nested
+    too deep for the encoder, which EventChecker reports as such)."""
     try:
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return None
+
+
+def _brackets(text: str) -> int:
+    return text.count("{") + text.count("[")
+
+
+def _timestamp_problem(timestamp: Any) -> str | None:
+    """Why an event's timestamp is refused, or None: RFC 3339 in form, and a real instant
+    (month 13, day 45, year 0 or an offset past year 9999 in UTC are not, and would fail every
+    sink that reads it)."""
+    if not isinstance(timestamp, str) or not _RFC3339.match(timestamp):
+        return "timestamp must be RFC 3339, such as 2024-01-15T10:30:00.000Z"
+    try:
+        datetime.fromisoformat(timestamp.replace("Z", "+00:00")).astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        return f"timestamp {timestamp!r} is not a real instant ({exc}); send one such as 2024-01-15T10:30:00.000Z"
+    return None
 
 
 def envelope_json(event_id: str, event: str, timestamp: str, data_json: str) -> bytes:

@@ -5,6 +5,11 @@ delivery per integration before `emit` returns (the transactional outbox). Concu
 emits share one commit: while a transaction is being written, new events wait in a queue and
 go together in the next one (group commit), so durability costs one disk sync per group,
 not per event.
+
+When the store is unavailable, `emit` raises StoreUnavailable (the API answers 503 with
+Retry-After) and nothing is acknowledged. The committer then backs off: for the backoff's
+length, events are refused at once instead of each waiting on another attempt to reach a
+database that just failed; the first commit after it tries again.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from reconciler.events.envelope import (
 )
 from reconciler.intake.routing import Router
 from reconciler.registry import Snapshot, SnapshotSource
-from reconciler.store import AsyncStore, DueDelivery, NewDelivery, NewEvent, Store
+from reconciler.store import AsyncStore, DueDelivery, NewDelivery, NewEvent, Outage, Store, StoreUnavailable
 
 log = logging.getLogger("reconciler.intake")
 
@@ -102,6 +107,9 @@ class Intake:
         self.committed = 0
         self.deliveries_queued = 0
         self.stopped = False
+        self._outage = Outage("intake")
+        self._unavailable: StoreUnavailable | None = None  # the last commit's failure, while backing off
+        self._refusing_until = 0.0  # monotonic; before it, commits are refused without an attempt
 
     # --- the public entry --------------------------------------------------------------------
 
@@ -218,15 +226,25 @@ class Intake:
             await self._commit(group)
 
     async def _commit(self, group: list[_Pending]) -> None:
+        backing_off = self._refusing_until - time.monotonic()
+        if self._unavailable is not None and backing_off > 0:
+            last = self._unavailable
+            _fail(group, StoreUnavailable(last.store, last.reason, retry_after=backing_off))
+            return
         deliveries = self._leased([d for p in group for d in p.deliveries])
         try:
             duplicates = await self.store.enqueue([p.event for p in group], deliveries)
-        except Exception as exc:  # nothing is acknowledged that is not stored
-            log.exception("could not store events")
-            for pending in group:
-                if not pending.done.done():
-                    pending.done.set_exception(exc)
+        except StoreUnavailable as exc:  # nothing is acknowledged that is not stored
+            delay = self._outage.failed(exc)
+            self._unavailable, self._refusing_until = exc, time.monotonic() + delay
+            _fail(group, StoreUnavailable(exc.store, exc.reason, retry_after=delay))
             return
+        except Exception as exc:  # a bug: nothing is acknowledged that is not stored
+            log.exception("could not store events")
+            _fail(group, exc)
+            return
+        self._outage.recovered()
+        self._unavailable = None
         self.committed += len(group) - len(duplicates)
         self.deliveries_queued += sum(len(p.deliveries) for p in group if p.event.id not in duplicates)
         for pending in group:
@@ -245,6 +263,13 @@ class Intake:
         self._hand_over(group, deliveries, duplicates)
         if self.on_commit is not None:
             self.on_commit()
+
+
+def _fail(group: list[_Pending], error: Exception) -> None:
+    """Every emit of the group raises `error` (a caller that went away is not told)."""
+    for pending in group:
+        if not pending.done.done():
+            pending.done.set_exception(error)
 
 
 def _first_attempt_at(snapshot: Snapshot, integration_id: str, now: float) -> float:

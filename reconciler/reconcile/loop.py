@@ -5,6 +5,10 @@ early, and a periodic full pass heals anything missed. A pass is computed off th
 (`converge.compute_pass`), stored, and then published as a new `Snapshot` with one
 assignment on the loop. Runtime suspend/resume and removals go through the same door
 (`_publish`), under the same lock as passes: nothing else writes what the loop's readers read.
+
+A pass that cannot store its result (the store is unavailable) publishes nothing, and is made
+again after a backoff rather than at the next periodic pass: the files are the truth, and a
+pass that stores nothing changes nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from reconciler.manifests.validate import TreeValidator
 from reconciler.reconcile.converge import Inputs, PassPlan, compute_pass
 from reconciler.reconcile.desired import git_commit, resolve_secrets
 from reconciler.registry import AppliedIntegration, PassResult, Snapshot, frozen
-from reconciler.store import AsyncStore, AuditEntry, IntegrationRecord, Override, Store
+from reconciler.store import AsyncStore, AuditEntry, IntegrationRecord, Outage, Override, Store, StoreUnavailable
 
 log = logging.getLogger("reconciler.reconcile")
 
@@ -65,6 +69,7 @@ class Reconciler:
         self._last_inputs: dict[str, Inputs] = {}
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._outage = Outage("reconcile")
         # passes are CPU work (parsing, validation): one thread of their own, apart from the
         # store's threads, which intake and delivery need meanwhile
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="reconcile")
@@ -92,18 +97,24 @@ class Reconciler:
         try:
             while not stop.is_set():
                 self._wake.clear()
+                wait = self.resync_seconds
                 try:
                     await self.reconcile_once(trigger)
+                except StoreUnavailable as exc:  # the pass again, soon: nothing of it was published
+                    wait = self._outage.failed(exc)
                 except Exception:  # a pass must never take the daemon down
                     log.exception("reconcile pass failed")
+                else:
+                    self._outage.recovered()
                 stopping = asyncio.create_task(stop.wait())
                 woken = asyncio.create_task(self._wake.wait())
-                done, pending = await asyncio.wait(
-                    {stopping, woken}, timeout=self.resync_seconds, return_when=asyncio.FIRST_COMPLETED
-                )
+                done, pending = await asyncio.wait({stopping, woken}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                 for task in pending:
                     task.cancel()
-                trigger = "watch" if woken in done else "resync"
+                if woken in done:
+                    trigger = "watch"
+                elif not self._outage.active:
+                    trigger = "resync"  # a retried pass keeps the trigger that asked for it
         finally:
             self._worker.shutdown(wait=False)
 
@@ -112,7 +123,13 @@ class Reconciler:
         async with self._lock:
             if self._restored:
                 return
-            registry, overrides, applied, in_git = await self._off_loop(self._load)
+            try:
+                registry, overrides, applied, in_git = await self._off_loop(self._load)
+            except Exception as exc:  # read on the reconcile thread, not through AsyncStore: classified here
+                unavailable = StoreUnavailable.of(exc, self.store.sync.url)
+                if unavailable is None or unavailable is exc:
+                    raise
+                raise unavailable from exc
             self._in_git = in_git
             self._publish(registry=registry, overrides=overrides, applied=applied)
             self._restored = True

@@ -7,9 +7,9 @@ from reconciler.store.base import (
     IntegrationRecord,
     Override,
     Store,
-    StoreError,
     open_store,
 )
+from reconciler.store.errors import Outage, StoreError, StoreUnavailable
 from reconciler.store.facade import AsyncStore, StoreOnLoop
 from reconciler.store.records import Attempt, DueDelivery, NewDelivery, NewEvent, Outcome
 
@@ -21,10 +21,12 @@ __all__ = [
     "IntegrationRecord",
     "NewDelivery",
     "NewEvent",
+    "Outage",
     "Outcome",
     "Override",
     "Store",
     "StoreError",
     "StoreOnLoop",
+    "StoreUnavailable",
     "open_store",
 ]

@@ -11,17 +11,13 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
 from reconciler.store import schema as t
+from reconciler.store.errors import StoreError, redact_url
 from reconciler.store.history import History
 from reconciler.store.outbox import Outbox
-
-
-class StoreError(RuntimeError):
-    """The store cannot be opened or used; the message names the URL (without password) and the fix."""
 
 
 @dataclass
@@ -113,6 +109,11 @@ class Store(Outbox, History):
     def describe(self) -> str:
         """The URL without its password, for logs and errors."""
         return redact_url(self.url)
+
+    def ping(self) -> None:
+        """One round trip to the database: raises when it cannot be reached (readiness)."""
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
 
     # --- registry -----------------------------------------------------------------------
 
@@ -225,14 +226,6 @@ class Store(Outbox, History):
         statement = self._insert(table)
         updates = {name: statement.excluded[name] for name in rows[0] if name not in key}
         connection.execute(statement.on_conflict_do_update(index_elements=key, set_=updates), rows)
-
-
-def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
 
 
 def open_store(url: str) -> Store:

@@ -9,6 +9,10 @@ threads, and the number of database connections in use stays bounded.
 Once a store is wrapped, a synchronous call made on the event loop's thread raises
 `StoreOnLoop` (checked when a connection is taken from the pool): the promise that the loop
 never waits on disk is enforced, not hoped for.
+
+A driver's error that means the store is unavailable (unreachable, failing over, disk full,
+locked too long) leaves the store's threads as `StoreUnavailable` (reconciler.store.errors):
+the stages back off and retry on that one type, and every other error stays a bug.
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ from typing import Any, ParamSpec, TypeVar
 import sqlalchemy as sa
 
 from reconciler.store.base import AuditEntry, IntegrationRecord, Override, Store
+from reconciler.store.errors import StoreUnavailable
 from reconciler.store.history import LogFilter
 from reconciler.store.records import Attempt, DueDelivery, NewDelivery, NewEvent, Outcome
 
 STORE_THREADS = 8  # calls in flight at once; the connection pools allow more, the disk gains nothing
+PING_TIMEOUT_SECONDS = 5.0  # a readiness probe that waits longer than this says not ready
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -57,11 +63,21 @@ class AsyncStore:
         return existing
 
     def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[T]:
-        """Run `fn` (a store method, or a function of several store calls) on the store's threads."""
-        return asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        """Run `fn` (a store method, or a function of several store calls) on the store's
+        threads; an error that means the store is unavailable is raised as StoreUnavailable."""
+        return asyncio.get_running_loop().run_in_executor(
+            self._pool, functools.partial(_classified, self.sync.url, fn, *args, **kwargs)
+        )
 
     def describe(self) -> str:
         return self.sync.describe()
+
+    async def ping(self, timeout: float = PING_TIMEOUT_SECONDS) -> None:
+        """Raise StoreUnavailable unless the database answers a round trip within `timeout`."""
+        try:
+            await asyncio.wait_for(self.call(self.sync.ping), timeout)
+        except TimeoutError:
+            raise StoreUnavailable(self.describe(), f"no answer within {timeout:g} s") from None
 
     async def close(self) -> None:
         await self.call(self.sync.close)
@@ -162,6 +178,18 @@ class AsyncStore:
 
     async def delivery_integration(self, delivery_id: str) -> str | None:
         return await self.call(self.sync.delivery_integration, delivery_id)
+
+
+def _classified(url: str, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """`fn(*args, **kwargs)`, with an error that means "unavailable, retry later" raised as
+    StoreUnavailable (the driver's error as its cause); a bug is raised as it is."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:
+        unavailable = StoreUnavailable.of(exc, url)
+        if unavailable is None or unavailable is exc:
+            raise
+        raise unavailable from exc
 
 
 def forbid_loop_calls(store: Store) -> None:

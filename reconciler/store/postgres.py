@@ -16,6 +16,7 @@ from reconciler.store.base import Store
 MIGRATION_LOCK_KEY = 0x5245434F4E  # "RECON"
 # pg_try_advisory_lock key held for as long as a replica leads (its connection stays open).
 LEADER_LOCK_KEY = 0x5245434F4F  # "RECOO"
+CONNECT_TIMEOUT_SECONDS = 5  # unless the URL says connect_timeout=
 
 
 class PostgresStore(Store):
@@ -28,7 +29,16 @@ class PostgresStore(Store):
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
         _scheme, rest = url.split("://", 1)
-        engine = sa.create_engine(f"postgresql+psycopg://{rest}", pool_pre_ping=True, pool_size=5, max_overflow=5)
+        # a host that stops answering (a failover, a partition) fails a connection attempt in
+        # seconds rather than the kernel's minutes, so the roles back off and try again
+        connect_args = {} if "connect_timeout=" in rest else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+        engine = sa.create_engine(
+            f"postgresql+psycopg://{rest}",
+            pool_pre_ping=True,
+            pool_size=5,
+            max_overflow=5,
+            connect_args=connect_args,
+        )
         return cls(url, engine)
 
     _leader_connection: Any = None
@@ -36,7 +46,8 @@ class PostgresStore(Store):
 
     def is_leader(self) -> bool:
         """Try for the lock, or check that the connection holding it is still alive (if it
-        dropped, the lock went with it and another replica may lead now)."""
+        dropped, the lock went with it and another replica may lead now). Raises when the
+        database cannot be reached: the caller cannot lead then, and says so."""
         with self._leader_guard:
             if self._leader_connection is not None:
                 try:
@@ -45,18 +56,24 @@ class PostgresStore(Store):
                     cursor.fetchone()
                     return True
                 except Exception:
+                    # dropped, not closed: a close would first try to roll back on the dead
+                    # connection, and log that failure as an error
                     with contextlib.suppress(Exception):
-                        self._leader_connection.close()
+                        self._leader_connection.invalidate()
                     self._leader_connection = None
-            connection = self.engine.raw_connection()
+            connection = None
             try:
+                # inside the try: an unreachable database must not leave a half-open connection
+                connection = self.engine.raw_connection()
                 cursor = connection.cursor()
                 cursor.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,))
                 row = cursor.fetchone()
                 connection.commit()
             except Exception:
-                connection.close()
-                return False
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        connection.invalidate()
+                raise
             if not (row and row[0]):
                 connection.close()
                 return False

@@ -13,7 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert
 
-from reconciler.store.base import Store, StoreError
+from reconciler.store.base import Store
+from reconciler.store.errors import StoreError
 from reconciler.store.outbox import IN_CHUNK
 from reconciler.store.records import DueDelivery
 

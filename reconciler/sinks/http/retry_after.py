@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import re
 import time
 from email.utils import parsedate_to_datetime
 
 MAX_RETRY_AFTER_SECONDS = 86400.0  # a partner asking for more than a day is capped at a day
+# RFC 9110 delta-seconds: ASCII digits only. str.isdigit() also says yes to "²" or "٣", which
+# float() then refuses (or reads): such a header is treated as absent, like any other we cannot read.
+_DELTA_SECONDS = re.compile(r"[0-9]+", re.ASCII)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), capped at a day."""
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), capped at a day; None
+    when the header is absent or cannot be read (the retry policy decides then)."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _DELTA_SECONDS.fullmatch(value):
         return min(float(value), MAX_RETRY_AFTER_SECONDS)
     try:
         moment = parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return min(max(0.0, moment - (now if now is not None else time.time())), MAX_RETRY_AFTER_SECONDS)
