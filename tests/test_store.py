@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -152,6 +153,26 @@ def test_one_postgresql_replica_leads_at_a_time(postgres_url):
         assert second.is_leader(), "the lock passes on when the leader goes"
     finally:
         second.close()
+
+
+def test_stores_in_two_schemas_of_one_database_lead_apart(postgres_url):
+    """Leadership is per store: a store in another schema of the same database has its own leader."""
+    import sqlalchemy as sa
+
+    other_schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = sa.create_engine(postgres_url.split("?")[0].replace("postgresql://", "postgresql+psycopg://", 1))
+    with admin.begin() as connection:
+        connection.execute(sa.text(f"CREATE SCHEMA {other_schema}"))
+    first = open_store(postgres_url)
+    other = open_store(postgres_url.split("?")[0] + f"?options=-csearch_path%3D{other_schema}")
+    try:
+        assert first.is_leader() and other.is_leader()
+    finally:
+        first.close()
+        other.close()
+        with admin.begin() as connection:
+            connection.execute(sa.text(f"DROP SCHEMA {other_schema} CASCADE"))
+        admin.dispose()
 
 
 def test_claims_in_one_round_return_only_their_own_integrations_rows(store):

@@ -13,9 +13,11 @@ from sqlalchemy.dialects.postgresql import insert
 from reconciler.store.base import Store
 
 # pg_advisory_xact_lock key for migrations: replicas starting together migrate once.
-MIGRATION_LOCK_KEY = 0x5245434F4E  # "RECON"
-# pg_try_advisory_lock key held for as long as a replica leads (its connection stays open).
-LEADER_LOCK_KEY = 0x5245434F4F  # "RECOO"
+# Advisory locks are per database, and one database may hold several stores (one schema each,
+# chosen by the URL's search_path): each lock is the pair (class, hash of the store's schema),
+# so replicas of one store contend and other stores in the same database do not.
+MIGRATION_LOCK_CLASS = 0x5245434D  # "RECM": held while migrating
+LEADER_LOCK_CLASS = 0x5245434C  # "RECL": held for as long as a replica leads (its connection stays open)
 CONNECT_TIMEOUT_SECONDS = 5  # unless the URL says connect_timeout=
 
 
@@ -66,7 +68,7 @@ class PostgresStore(Store):
                 # inside the try: an unreachable database must not leave a half-open connection
                 connection = self.engine.raw_connection()
                 cursor = connection.cursor()
-                cursor.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,))
+                cursor.execute("SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))", (LEADER_LOCK_CLASS,))
                 row = cursor.fetchone()
                 connection.commit()
             except Exception:
@@ -98,4 +100,6 @@ class PostgresStore(Store):
         return query.with_for_update(skip_locked=True)
 
     def _lock_for_migration(self, connection: sa.Connection) -> None:
-        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        connection.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:key, hashtext(current_schema()))"), {"key": MIGRATION_LOCK_CLASS}
+        )
