@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.manifests.models import INTEGRATION_MODELS
-from reconciler.manifests.validate import TreeValidator
+from reconciler.manifests.validate import TreeValidator, paused_gc
 from reconciler.reconcile.converge import Inputs, PassPlan, compute_pass
 from reconciler.reconcile.desired import git_commit, resolve_secrets
 from reconciler.registry import AppliedIntegration, PassResult, Snapshot, frozen
@@ -173,7 +173,7 @@ class Reconciler:
             assert entry.integration_id is not None
             await self.store.clear_override(entry.integration_id, entry)
         if plan.changed or plan.audit:
-            await self.store.save(plan.changed, plan.audit)
+            await self.store.call(_save_without_gc, self.store.sync, plan.changed, plan.audit)
 
     def _off_loop(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().run_in_executor(self._worker, lambda: fn(*args, **kwargs))
@@ -277,6 +277,13 @@ class Reconciler:
             applied[record.id] = AppliedIntegration(record.id, record.generation, spec, resolved, suspended)
         in_git = git_commit(self.config_dir) is not None if self.config_dir.is_dir() else False
         return registry, overrides, applied, in_git
+
+
+def _save_without_gc(store: Store, records: list[IntegrationRecord], audit: list[AuditEntry]) -> None:
+    """A first pass saves thousands of rows while the heap holds every document it parsed: with
+    the collector running, its full collections rescan that heap again and again."""
+    with paused_gc():
+        store.save(records, audit)
 
 
 def _without(mapping: Mapping[str, Any], key: str) -> dict[str, Any]:
