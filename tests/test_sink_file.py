@@ -98,6 +98,10 @@ def s3_spec(endpoint: str, name: str, config: str = "", extra: str = "", events:
     )
 
 
+def without_private_network(text: str) -> str:
+    return text.replace("  allowPrivateNetwork: true  # moto's server is on loopback\n", "")
+
+
 def local_spec(root: Path, config: str = "", extra: str = "", events: str = '["*"]') -> str:
     lines = "".join(f"  {line}\n" for line in config.strip().splitlines())
     head = integration(f"""
@@ -335,9 +339,10 @@ def test_check_reports_a_missing_bucket_without_creating_it(s3, tmp_path):
 def test_a_storage_endpoint_on_a_private_address_is_refused_unless_allowed(s3, tmp_path):
     """storageOptions.endpoint_url comes from a pull request like any URL: loopback, private and
     link-local endpoints are refused (SSRF) unless allowPrivateNetwork says otherwise."""
+    # validation refuses a literal loopback endpoint; one behind a reference reaches the sink
     refused = applied(
-        s3_spec(s3, "exports").replace("  allowPrivateNetwork: true  # moto's server is on loopback\n", ""),
-        environ=CREDENTIALS,
+        without_private_network(s3_spec(s3, "exports")).replace(f"endpoint_url: {s3}", "endpoint_url: ${env:S3}"),
+        environ={**CREDENTIALS, "S3": s3},
     )
     allowed = applied(s3_spec(s3, "exports"), environ=CREDENTIALS)
     client(s3).create_bucket(Bucket="exports")

@@ -19,7 +19,8 @@ from reconciler.manifests.models import OAuth2Auth
 from reconciler.registry import Resolved
 from reconciler.sinks.http import HttpSink
 from reconciler.sinks.ssrf import is_public
-from tests.peers import DISGUISED_LOOPBACK, Peer, Reply
+from tests.conftest import HEADER
+from tests.peers import DISGUISED_LOOPBACK, Peer, Reply, circled, fullwidth, ideographic
 from tests.pipeline import Pipeline, integration
 
 
@@ -63,6 +64,147 @@ def test_non_public_addresses(address):
 @pytest.mark.parametrize("address", ["93.184.215.14", "2606:4700::1111", "::ffff:93.184.215.14", "64:ff9b::808:808"])
 def test_public_addresses(address):
     assert is_public(address)
+
+
+# --- validation ------------------------------------------------------------------------------------
+
+
+def _api(endpoint: str, extra_config: str = "", auth: str = "") -> str:
+    return (
+        HEADER
+        + f"name: SIS\ntype: api\n{auth}config:\n  endpoint: {endpoint}\n{extra_config}"
+        + "webhooks:\n  - events: [user.registered]\n"
+    )
+
+
+OAUTH = "authType: oauth2\nauthConfig:\n  tokenUrl: {url}\n  clientId: c\n  clientSecret: ${{env:SECRET}}\n"
+
+
+@pytest.mark.parametrize("form", [*DISGUISED_LOOPBACK, "127.0.0.1", "[::1]", fullwidth("localhost"), "2130706433"])
+@pytest.mark.parametrize(
+    "field, text, line",
+    [
+        ("config.endpoint", _api("https://{host}:8443/hook"), 6),
+        ("config.syncEndpoint", _api("https://sis.example.edu/x", "  syncEndpoint: https://{host}/changes\n"), 7),
+        ("authConfig.tokenUrl", _api("https://sis.example.edu/x", auth=OAUTH.format(url="https://{host}/token")), 7),
+        (
+            "storageOptions.endpoint_url",
+            HEADER + "name: E\ntype: file\nconfig:\n  url: s3://bucket/x\n"
+            "  storageOptions:\n    endpoint_url: https://{host}:9000\n",
+            8,
+        ),
+        ("config.url", HEADER + "name: E\ntype: file\nconfig:\n  url: https://{host}/exports\n", 6),
+    ],
+    ids=["endpoint", "syncEndpoint", "tokenUrl", "endpoint_url", "file-url"],
+)
+def test_validate_refuses_loopback_however_it_is_written(write, validate, form, field, text, line):
+    write("a.yaml", text.replace("{host}", form))
+    result = validate()
+    assert [(d.file, d.line) for d in result.diagnostics] == [("a.yaml", line)], [
+        d.as_text() for d in result.diagnostics
+    ]
+    [diagnostic] = result.diagnostics
+    assert field in diagnostic.message and "loopback" in diagnostic.message, diagnostic.as_text()
+    assert "allowPrivateNetwork: true" in diagnostic.hint
+
+
+@pytest.mark.parametrize(
+    "host, kind",
+    [
+        ("169.254.169.254", "link-local"),
+        ("[::ffff:169.254.169.254]", "link-local"),
+        (fullwidth("169.254.169.254"), "link-local"),
+        ("10.0.0.8", "private"),
+        ("100.64.0.1", "private"),
+        ("[fd00::1]", "private"),
+    ],
+)
+def test_validate_refuses_private_and_metadata_addresses(write, validate, host, kind):
+    write("a.yaml", _api(f"https://{host}/hook"))
+    [diagnostic] = validate().diagnostics
+    assert diagnostic.line == 6 and kind in diagnostic.message, diagnostic.as_text()
+
+
+def test_allow_private_network_lets_validation_pass(write, validate):
+    write("a.yaml", _api(f"http://{ideographic('127.0.0.1')}:8080/hook", "  allowPrivateNetwork: true\n"))
+    assert validate().diagnostics == []
+    write("b.yaml", _api("https://hooks.example.org/x", "  syncEndpoint: https://93.184.215.14/changes\n"))
+    assert validate().diagnostics == []
+
+
+def test_validate_check_env_judges_resolved_urls(write, validate):
+    """With --check-env a reference is resolved: its host is judged too, without echoing it."""
+    write("a.yaml", _api("${env:HOOK_URL}"))
+    environ = {"HOOK_URL": f"https://{ideographic('127.0.0.1')}/hook"}
+    [diagnostic] = validate(check_env=True, environ=environ).diagnostics
+    assert diagnostic.line == 6 and "config.endpoint (resolved)" in diagnostic.message, diagnostic.as_text()
+    assert "127" not in diagnostic.message, "the resolved value is a secret: not echoed"
+    write("a.yaml", _api("https://sis.example.edu/x", auth=OAUTH.format(url="${env:TOKEN_URL}")))
+    environ = {"SECRET": "s", "TOKEN_URL": "https://169.254.169.254/token"}
+    [diagnostic] = validate(check_env=True, environ=environ).diagnostics
+    assert diagnostic.line == 7 and "authConfig.tokenUrl (resolved)" in diagnostic.message, diagnostic.as_text()
+
+
+# --- storage options -------------------------------------------------------------------------------
+
+
+def _file(options: str, extra: str = "") -> str:
+    return HEADER + f"name: E\ntype: file\nconfig:\n  url: s3://bucket/x\n{extra}  storageOptions:\n{options}"
+
+
+@pytest.mark.parametrize(
+    "options, key, line",
+    [
+        ("    config_kwargs:\n      proxies: {https: 'http://10.0.0.1:3128'}\n", "config_kwargs.proxies", 9),
+        ("    client_kwargs:\n      proxies: {https: 'http://10.0.0.1:3128'}\n", "client_kwargs.proxies", 9),
+        ("    config_kwargs:\n      connector_args: {force_close: true}\n", "config_kwargs.connector_args", 9),
+        ("    skip_instance_cache: false\n", "skip_instance_cache", 8),
+        ("    proxy: http://10.0.0.1:3128\n", "proxy", 8),
+    ],
+)
+def test_storage_options_outside_the_allow_list_are_refused(write, validate, options, key, line):
+    write("f.yaml", _file(options))
+    [diagnostic] = validate().diagnostics
+    assert f"storageOptions.{key} is not a supported storage option" in diagnostic.message, diagnostic.as_text()
+    assert "endpoint_url" in diagnostic.hint and "client_kwargs.region_name" in diagnostic.hint
+    assert (diagnostic.file, diagnostic.line) == ("f.yaml", line)
+
+
+def test_supported_storage_options_pass(write, validate):
+    write(
+        "f.yaml",
+        _file(
+            "    key: ${env:KEY}\n    secret: ${env:SECRET}\n    token: ${env:TOKEN}\n"
+            "    endpoint_url: https://minio.example.org:9000\n"
+            "    client_kwargs: {region_name: eu-west-1}\n"
+            "    config_kwargs: {connect_timeout: 5, read_timeout: 20, retries: {max_attempts: 3},"
+            " signature_version: s3v4, s3: {addressing_style: path}}\n"
+            "    s3_additional_kwargs: {ServerSideEncryption: 'aws:kms'}\n"
+        ),
+    )
+    assert validate().diagnostics == []
+    write("f.yaml", _file("    anon: true\n"))
+    assert validate().diagnostics == []
+
+
+def test_client_kwargs_endpoint_url_is_checked_like_an_endpoint(write, validate):
+    write("f.yaml", _file(f"    client_kwargs:\n      endpoint_url: http://{circled('127.0.0.1')}:9000\n"))
+    [diagnostic] = validate().diagnostics
+    assert "client_kwargs.endpoint_url" in diagnostic.message and "loopback" in diagnostic.message
+    write(
+        "f.yaml",
+        _file("    client_kwargs:\n      endpoint_url: http://127.0.0.1:9000\n", "  allowPrivateNetwork: true\n"),
+    )
+    assert validate().diagnostics == []
+
+
+def test_a_file_source_must_stay_under_the_target(write, validate):
+    write(
+        "f.yaml",
+        HEADER + "name: E\ntype: file\nconfig:\n  url: s3://bucket/x\n  source: http://127.0.0.1:9/inbox\n",
+    )
+    [diagnostic] = validate().diagnostics
+    assert "source must be a prefix under the target URL" in diagnostic.message
 
 
 # --- at connect time: the HTTP sink, syncs, token endpoints ---------------------------------------
