@@ -145,3 +145,25 @@ class Peer:
     def requests(self, path: str | None = None) -> list[Seen]:
         with self._lock:
             return [s for s in self.seen if path is None or s.path == path]
+
+
+# --- loopback in disguise ------------------------------------------------------------------------
+
+
+def fullwidth(text: str) -> str:
+    """127.0.0.1 in fullwidth digits and full stops: ASCII shifted to the fullwidth forms block."""
+    return "".join(chr(ord(c) + 0xFEE0) for c in text)
+
+
+def circled(text: str) -> str:
+    """`①②⑦.⓪.⓪.①`: digits as circled numbers (NFKC folds them back)."""
+    return "".join("\u24ea" if c == "0" else chr(0x2460 + int(c) - 1) if c.isdigit() else c for c in text)
+
+
+def ideographic(text: str) -> str:
+    """`127。0。0。1`: ideographic full stops, which IDNA reads as dots."""
+    return text.replace(".", "\u3002")
+
+
+# 127.0.0.1 as yarl (and so aiohttp) reads each of these
+DISGUISED_LOOPBACK = [ideographic("127.0.0.1"), fullwidth("127.0.0.1"), circled("127.0.0.1")]

@@ -576,8 +576,10 @@ def test_replay_everything_failed_since_a_time(tmp_path, peer):
 
 def test_private_addresses_are_refused_unless_allowed(tmp_path, peer):
     async def scenario() -> None:
+        # validation refuses a literal loopback endpoint; one behind a reference reaches the sink
         spec = hook(peer, extra="retry: {maxAttempts: 1}").replace("  allowPrivateNetwork: true\n", "")
-        async with Pipeline(tmp_path, {"t.yaml": spec}) as p:
+        spec = spec.replace(f"endpoint: {peer.url}/hook", "endpoint: ${env:HOOK_URL}")
+        async with Pipeline(tmp_path, {"t.yaml": spec}, environ={"HOOK_URL": f"{peer.url}/hook"}) as p:
             await p.emit("user.login", {"userId": 1})
             await p.until(lambda: p.statuses("t") == {"dead": 1})
             assert "allowPrivateNetwork" in p.store.attempts("t")[0]["error"]
@@ -706,9 +708,12 @@ def test_token_endpoint_on_a_private_address_is_refused_unless_allowed(tmp_path,
     async def scenario() -> None:
         spec = hook(peer, auth=oauth(peer, "client_credentials"), extra="retry: {maxAttempts: 1}").replace(
             "  endpoint: " + peer.url + "/hook\n  allowPrivateNetwork: true\n",
-            "  endpoint: https://93.184.215.14/hook\n",
+            "  endpoint: https://93.184.215.14/hook\n",  # never contacted: the token is refused first
         )
-        async with Pipeline(tmp_path, {"t.yaml": spec}, environ={"CLIENT_SECRET": "client-secret"}) as p:
+        # validation refuses a literal loopback tokenUrl; one behind a reference reaches the sink
+        spec = spec.replace(f"tokenUrl: {peer.url}/token", "tokenUrl: ${env:TOKEN_URL}")
+        environ = {"CLIENT_SECRET": "client-secret", "TOKEN_URL": f"{peer.url}/token"}
+        async with Pipeline(tmp_path, {"t.yaml": spec}, environ=environ) as p:
             await p.emit("user.login", {"userId": 1})
             await p.until(lambda: p.statuses("t") == {"dead": 1})
             assert "allowPrivateNetwork" in p.store.attempts("t")[0]["error"]

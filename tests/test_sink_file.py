@@ -26,7 +26,7 @@ from reconciler.reconcile.loop import AppliedIntegration
 from reconciler.registry import Resolved
 from reconciler.sinks.files import FileSink
 from tests.conftest import ROOT
-from tests.peers import Peer, Reply
+from tests.peers import DISGUISED_LOOPBACK, Peer, Reply
 from tests.pipeline import Pipeline, integration
 
 KEY, SECRET = "AKIDTESTFILESINK", "file-sink-test-secret-value"
@@ -96,6 +96,10 @@ def s3_spec(endpoint: str, name: str, config: str = "", extra: str = "", events:
         + extra
         + f"webhooks:\n  - events: {events}\n"
     )
+
+
+def without_private_network(text: str) -> str:
+    return text.replace("  allowPrivateNetwork: true  # moto's server is on loopback\n", "")
 
 
 def local_spec(root: Path, config: str = "", extra: str = "", events: str = '["*"]') -> str:
@@ -335,9 +339,10 @@ def test_check_reports_a_missing_bucket_without_creating_it(s3, tmp_path):
 def test_a_storage_endpoint_on_a_private_address_is_refused_unless_allowed(s3, tmp_path):
     """storageOptions.endpoint_url comes from a pull request like any URL: loopback, private and
     link-local endpoints are refused (SSRF) unless allowPrivateNetwork says otherwise."""
+    # validation refuses a literal loopback endpoint; one behind a reference reaches the sink
     refused = applied(
-        s3_spec(s3, "exports").replace("  allowPrivateNetwork: true  # moto's server is on loopback\n", ""),
-        environ=CREDENTIALS,
+        without_private_network(s3_spec(s3, "exports")).replace(f"endpoint_url: {s3}", "endpoint_url: ${env:S3}"),
+        environ={**CREDENTIALS, "S3": s3},
     )
     allowed = applied(s3_spec(s3, "exports"), environ=CREDENTIALS)
     client(s3).create_bucket(Bucket="exports")
@@ -355,6 +360,66 @@ def test_a_storage_endpoint_on_a_private_address_is_refused_unless_allowed(s3, t
 
     run(scenario)
     assert len(client(s3).list_objects_v2(Bucket="exports").get("Contents", [])) == 1
+
+
+def test_a_storage_endpoint_that_turns_private_after_the_check_is_refused_when_connecting(s3, monkeypatch):
+    """DNS rebinding: the endpoint's name was public when the storage was opened, and is
+    loopback when the client connects. The storage client's own connections are checked,
+    so the write is refused and moto's server on loopback is never reached."""
+    from reconciler.sinks.files import target
+
+    monkeypatch.setattr(target, "_require_public", lambda *args, **kwargs: None)  # the open-time check passed
+    spec = without_private_network(s3_spec(s3, "rebound")).replace(f"endpoint_url: {s3}", "endpoint_url: ${env:S3}")
+    rebound = applied(spec, environ={**CREDENTIALS, "S3": s3})
+    client(s3).create_bucket(Bucket="rebound")
+
+    async def scenario() -> None:
+        sink = FileSink()
+        try:
+            result = await sink.write(rebound, [envelope(1)], "evt_1")
+            assert not result.ok and "allowPrivateNetwork" in (result.error or ""), result
+            assert not result.endpoint_failure, "our config's problem, not the storage's"
+        finally:
+            await sink.close()
+
+    run(scenario)
+    assert not client(s3).list_objects_v2(Bucket="rebound").get("Contents")
+
+
+def test_a_storage_endpoint_that_does_not_resolve_is_not_waved_through(monkeypatch):
+    """An endpoint_url whose name does not resolve cannot be checked: opening the storage fails
+    instead of leaving the check to a later lookup that may answer differently."""
+    from reconciler.sinks.files.target import open_target
+
+    def no_such_name(*args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_name)  # no lookup leaves the machine
+    spec = without_private_network(s3_spec("https://minio.invalid:9000", "exports"))
+    integration = applied(spec, environ=CREDENTIALS)
+    resolved = integration.resolved
+    with pytest.raises(OSError, match="does not resolve"):
+        open_target(integration.spec.config, resolved, 5.0)
+
+
+@pytest.mark.parametrize("form", ["127.0.0.1", *DISGUISED_LOOPBACK])
+def test_an_http_storage_url_on_loopback_is_refused(tmp_path, peer, form):
+    """An http(s):// file URL is an outbound request like any other. Validation refuses this
+    one; the sink refuses it too when it gets there another way (here: the model, bypassed)."""
+    base = applied(local_spec(tmp_path / "exports"))
+    config = base.spec.config.model_copy(update={"url": f"http://{form}:{peer.port}/exports"})
+    integration = AppliedIntegration("t", 1, base.spec.model_copy(update={"config": config}), base.resolved)
+
+    async def scenario() -> None:
+        sink = FileSink()
+        try:
+            for result in (await sink.check(integration), await sink.write(integration, [envelope(1)], "evt_1")):
+                assert not result.ok and "allowPrivateNetwork" in (result.error or ""), result
+        finally:
+            await sink.close()
+
+    run(scenario)
+    assert not peer.seen
 
 
 class Proxy:
@@ -580,8 +645,13 @@ def test_bundled_local_export_writes_under_the_daemons_directory(tmp_path, monke
 
 def test_bundled_s3_export_delivers_to_s3(tmp_path, s3, monkeypatch):
     name = bucket(s3)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3)  # the SDK's own setting: the example stays as shipped
-    text = (ROOT / "integrations.d" / "s3-export.yaml").read_text()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3)  # the SDK's own setting: the example's storage options stay
+    # an endpoint from the daemon's environment is connected to under the same guard: moto is on loopback
+    text = (
+        (ROOT / "integrations.d" / "s3-export.yaml")
+        .read_text()
+        .replace("config:\n", "config:\n  allowPrivateNetwork: true\n")
+    )
     environ = {**CREDENTIALS, "EXPORT_BUCKET": name}
 
     async def scenario() -> None:

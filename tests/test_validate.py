@@ -222,8 +222,13 @@ def test_plain_http_to_a_remote_host_needs_an_opt_in(write, validate):
 
 @pytest.mark.parametrize("host", ["localhost:8080", "127.0.0.1", "127.1.2.3:9000", "[::1]:80"])
 def test_plain_http_to_a_local_host_is_allowed(write, validate, host):
-    write("a.yaml", VALID_API.replace("https://sis.example.edu", f"http://{host}"))
+    # a local host is loopback: allowPrivateNetwork lets it be reached, plain http needs no more
+    local = VALID_API.replace("https://sis.example.edu", f"http://{host}")
+    write("a.yaml", local.replace("config:\n", "config:\n  allowPrivateNetwork: true\n"))
     assert validate().diagnostics == []
+    write("a.yaml", local)
+    [refused] = validate().diagnostics
+    assert "loopback" in refused.message and "allowPrivateNetwork: true" in refused.hint
 
 
 def test_unreplaced_placeholder_is_refused(write, validate):

@@ -31,9 +31,9 @@ from reconciler.events.templates import (
 )
 from reconciler.manifests import secrets
 from reconciler.manifests.diagnostics import Diagnostic, pointer_of
-from reconciler.manifests.fields import FieldProblem, check_url, walk_strings
+from reconciler.manifests.fields import FieldProblem, check_public_host, check_url, walk_strings
 from reconciler.manifests.loader import Document
-from reconciler.manifests.models import DATABASE_SCHEMES, DatabaseConfig, HttpConfig
+from reconciler.manifests.models import DATABASE_SCHEMES, HOST_PROTOCOLS, DatabaseConfig, FileConfig, HttpConfig
 
 if TYPE_CHECKING:
     from reconciler.manifests.validate import ValidationResult, ValidIntegration
@@ -323,6 +323,22 @@ def _render_problem(compiled: CompiledTemplate, event: EventType, batched: bool)
     return None
 
 
+def _outbound(item: ValidIntegration, loc: tuple[str | int, ...], value: str) -> bool:
+    """Whether the field at `loc` is a URL the daemon connects to (besides the HTTP endpoints):
+    a token endpoint, a storage URL that names a host, a storage endpoint_url."""
+    config = item.spec.config
+    if isinstance(config, HttpConfig):
+        return loc == ("authConfig", "tokenUrl")
+    if isinstance(config, FileConfig):
+        if loc == ("config", "url"):
+            return value.split("://", 1)[0].lower() in HOST_PROTOCOLS
+        return loc in (
+            ("config", "storageOptions", "endpoint_url"),
+            ("config", "storageOptions", "client_kwargs", "endpoint_url"),
+        )
+    return False
+
+
 def _resolve_references(item: ValidIntegration, environ: Mapping[str, str] | None) -> Iterator[Diagnostic]:
     """--check-env: every reference resolves; URLs that were whole references are checked again."""
     for loc, text in walk_strings(item.doc.data):
@@ -339,9 +355,17 @@ def _resolve_references(item: ValidIntegration, environ: Mapping[str, str] | Non
                     value,
                     schemes=("https", "http"),
                     allow_insecure_http=item.spec.config.allowInsecureHttp,
+                    allow_private_network=item.spec.config.allowPrivateNetwork,
                     what=f"config.{loc[-1]} (resolved)",
                     echo=False,  # the value is a secret now
                 )
+            except FieldProblem as problem:
+                yield item.doc.diagnostic(loc, problem.message, problem.hint, "invalid")
+        # other URLs the daemon connects to, under the same private-network rule
+        if _outbound(item, loc, value) and not getattr(item.spec.config, "allowPrivateNetwork", True):
+            where = ".".join(map(str, loc[1:] if loc[0] == "config" else loc))
+            try:
+                check_public_host(value, f"{where} (resolved)", echo=False)
             except FieldProblem as problem:
                 yield item.doc.diagnostic(loc, problem.message, problem.hint, "invalid")
         # the resolved value may carry its password: only its scheme is checked, and never echoed

@@ -6,7 +6,6 @@ location) with a message and a hint at the fix.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -16,6 +15,7 @@ from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from reconciler.manifests import secrets
+from reconciler.manifests.addresses import address_of, is_local_name, non_public_host, url_host
 
 
 class FieldProblem(ValueError):
@@ -52,7 +52,9 @@ _CREDENTIAL_NAME = re.compile(
 )
 # An unreplaced `{placeholder}` such as the integration guide's `{spreadsheetId}`.
 _PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_LOCAL_HOSTS = {"localhost", "localhost.localdomain", "ip6-localhost"}
+PRIVATE_NETWORK_HINT = (
+    "set config.allowPrivateNetwork: true if the integration must reach this machine or the private network"
+)
 
 
 def looks_like_credential_name(name: str) -> bool:
@@ -60,14 +62,28 @@ def looks_like_credential_name(name: str) -> bool:
 
 
 def is_local_host(host: str) -> bool:
-    """localhost, 127.0.0.0/8 and ::1: the hosts plain http:// may reach without opt-in."""
-    host = host.strip("[]").lower()
-    if host in _LOCAL_HOSTS or host.endswith(".localhost"):
+    """localhost, 127.0.0.0/8 and ::1: the hosts plain http:// may reach without opt-in.
+    `host` as the HTTP client reads it (`addresses.url_host`)."""
+    if is_local_name(host):
         return True
+    address = address_of(host)
+    return address is not None and address.is_loopback
+
+
+def check_public_host(url: str, what: str, *, echo: bool = True) -> None:
+    """Refuse a URL whose host, read as the HTTP client reads it (so `127。0。0。1` is
+    127.0.0.1), is a private, loopback or link-local address or a loopback name: delivery
+    would refuse it unless `allowPrivateNetwork`. Names are not looked up (CI's DNS is not
+    production's); hosts hidden in a secret reference are checked when connecting."""
+    if secrets.is_single_reference(url):
+        return
     try:
-        return ipaddress.ip_address(host).is_loopback
+        reason = non_public_host(secrets.mask_references(url))
     except ValueError:
-        return False
+        return  # no host the client could use: the URL's own checks say so
+    if reason is not None:
+        shown = reason if echo else "its host is private, loopback or link-local"
+        raise FieldProblem(f"{what}: {shown}, which integrations may not reach by default", PRIVATE_NETWORK_HINT)
 
 
 def require_reference(value: str, what: str) -> str:
@@ -85,6 +101,7 @@ def check_url(
     *,
     schemes: Iterable[str],
     allow_insecure_http: bool = False,
+    allow_private_network: bool = True,
     what: str = "the URL",
     echo: bool = True,
 ) -> None:
@@ -92,6 +109,7 @@ def check_url(
 
     A URL that is one whole reference can only be checked once resolved (at apply time,
     or with `validate --check-env`); then `echo=False` keeps its parts out of messages.
+    Hosts are judged as the HTTP client reads them (yarl's IDNA/NFKC reading), not as written.
     """
     if secrets.is_single_reference(url):
         return
@@ -119,6 +137,16 @@ def check_url(
         )
     if parts.scheme in ("http", "https") and not host:
         raise FieldProblem(f"{what} has no host", "write a full URL such as https://example.org/hook")
+    if parts.scheme in ("http", "https"):
+        try:
+            host = url_host(masked)  # what aiohttp connects to: 127。0。0。1 is 127.0.0.1
+        except ValueError as exc:
+            raise FieldProblem(
+                f"{what} is not a URL the HTTP client can use" + (f": {exc}" if echo else ""),
+                "check the host (plain ASCII, or its xn-- form) and the port",
+            ) from None
+        if not allow_private_network:
+            check_public_host(url, what, echo=echo)
     userinfo = url.split("://", 1)[-1].split("/", 1)[0].rpartition("@")[0]
     if parts.scheme in ("http", "https") and userinfo and ":" not in userinfo and not secrets.has_reference(userinfo):
         # https://TOKEN@host is how many APIs take a token: a user name alone is a credential

@@ -41,14 +41,18 @@ from reconciler.manifests.models.common import (
 from reconciler.manifests.models.configs import (
     DATABASE_SCHEMES,
     FIELD_PATH,
+    HOST_PROTOCOLS,
     MAX_TIMEOUT_SECONDS,
     PATH_PARTS,
     SIZE_PATTERN,
     SQL_IDENTIFIER,
+    STORAGE_OPTIONS,
     DatabaseConfig,
     FileConfig,
     HttpConfig,
+    chains_file_systems,
     parse_size,
+    supported_storage_options,
 )
 from reconciler.manifests.models.delivery import (
     MAX_BATCH_DELAY_MS,
@@ -86,6 +90,7 @@ __all__ = [
     "DURATION_FIELD",
     "FIELD_PATH",
     "HEADER_NAME",
+    "HOST_PROTOCOLS",
     "ID_PATTERN",
     "INTEGRATION_MODELS",
     "KINDS",
@@ -98,6 +103,7 @@ __all__ = [
     "RESERVED_IDS",
     "SIZE_PATTERN",
     "SQL_IDENTIFIER",
+    "STORAGE_OPTIONS",
     "AnyIntegration",
     "ApiIntegration",
     "ApiKeyAuth",
@@ -128,6 +134,8 @@ __all__ = [
     "VerifyConfig",
     "WebhookIntegration",
     "bounded_duration",
+    "chains_file_systems",
     "check_credential",
     "parse_size",
+    "supported_storage_options",
 ]

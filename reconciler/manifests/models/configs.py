@@ -13,6 +13,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from reconciler.manifests.fields import (
     FieldProblem,
+    check_public_host,
     check_url,
     looks_like_credential_name,
     problems_at,
@@ -91,6 +92,7 @@ class HttpConfig(Strict):
                 value,
                 schemes=("https", "http"),
                 allow_insecure_http=bool(info.data.get("allowInsecureHttp")),
+                allow_private_network=bool(info.data.get("allowPrivateNetwork")),
                 what=f"config.{info.field_name}",
             )
         return value
@@ -207,10 +209,11 @@ DATABASE_SCHEMES = (
 class FileConfig(Strict):
     """`config` of `file` integrations: events as JSONL or CSV objects in fsspec storage."""
 
+    # first: the URL and storage option checks below read it (fields validate in declaration order)
     allowPrivateNetwork: bool = Field(
         False,
-        description="lets attachment URLs (copyAttachments) and a storage endpoint_url reach loopback or "
-        "private addresses",
+        description="lets the storage URL, a storage endpoint_url and attachment URLs (copyAttachments) "
+        "reach loopback or private addresses",
     )
     url: str = Field(description="fsspec URL of the target: file://, s3://, gs://, ...")
     storageOptions: dict[str, Any] = Field(default_factory=dict)
@@ -236,13 +239,22 @@ class FileConfig(Strict):
 
     @field_validator("url")
     @classmethod
-    def _url(cls, value: str) -> str:
+    def _url(cls, value: str, info: ValidationInfo) -> str:
         if "://" not in mask_references(value):
             raise FieldProblem(
                 "config.url has no scheme",
                 "write an fsspec URL such as file://state/exports or s3://bucket/prefix",
             )
+        if chains_file_systems(value):
+            # each link of a chain (simplecache::https://..., zip://x::https://...) is opened by
+            # fsspec itself, outside the checks the storage client's connections get
+            raise FieldProblem(
+                "config.url chains file systems with ::, which file integrations do not support",
+                "write a single fsspec URL such as s3://bucket/prefix",
+            )
         check_url(value, schemes=_any_scheme(value), what="config.url")
+        if _any_scheme(value)[0].lower() in HOST_PROTOCOLS and not info.data.get("allowPrivateNetwork"):
+            check_public_host(value, "config.url")
         return value
 
     @field_validator("path")
@@ -261,7 +273,7 @@ class FileConfig(Strict):
     @field_validator("source")
     @classmethod
     def _source(cls, value: str | None) -> str | None:
-        if value is not None and (value.startswith("/") or ".." in value.split("/") or "{" in value):
+        if value is not None and (value.startswith("/") or ".." in value.split("/") or "{" in value or "://" in value):
             raise FieldProblem(
                 "source must be a prefix under the target URL", "write a relative prefix such as incoming/"
             )
@@ -300,8 +312,108 @@ class FileConfig(Strict):
                 )
         return value
 
+    @model_validator(mode="after")
+    def _supported_storage_options(self) -> FileConfig:
+        """Only the storage options the product supports, each at its own location: fsspec hands
+        unknown options on to the storage client, and some route traffic (proxies, a session or
+        connector of one's own, an HTTP proxy per request) around the private-network rule."""
+        problems = [
+            (("storageOptions", *loc), problem) for loc, problem in _storage_option_problems(self.storageOptions)
+        ]
+        for loc in (("endpoint_url",), ("client_kwargs", "endpoint_url")):
+            endpoint = _at(self.storageOptions, loc)
+            if isinstance(endpoint, str):
+                try:
+                    check_url(
+                        endpoint,
+                        schemes=("https", "http"),
+                        allow_insecure_http=True,  # S3-compatible services inside a network often have no TLS
+                        allow_private_network=self.allowPrivateNetwork,
+                        what="storageOptions." + ".".join(loc),
+                    )
+                except FieldProblem as problem:
+                    problems.append((("storageOptions", *loc), problem))
+        problems_at("FileConfig", problems)
+        return self
+
 
 PATH_PARTS = frozenset({"event", "date", "year", "month", "day", "hour", "id", "integration"})
+
+# fsspec protocols whose URL names a network host (for s3://, gs://, az:// it names a bucket or
+# container): the private-network rule applies to that host.
+HOST_PROTOCOLS = frozenset({"http", "https", "ftp", "sftp", "ssh", "smb", "webhdfs", "hdfs"})
+
+StorageKeys = dict[str, "StorageKeys | None"]
+# The storage options file integrations support (docs/file-format.md): a key maps to None (any
+# value) or to the keys allowed inside it. They cover S3 and S3-compatible services (credentials,
+# region, endpoint, timeouts and retries, addressing style, server-side encryption) and GCS
+# credentials; everything else is refused at validation, naming the key.
+STORAGE_OPTIONS: StorageKeys = {
+    "key": None,
+    "secret": None,
+    "token": None,
+    "anon": None,
+    "endpoint_url": None,  # checked like an HTTP endpoint
+    "client_kwargs": {"region_name": None, "endpoint_url": None},
+    "config_kwargs": {
+        "connect_timeout": None,
+        "read_timeout": None,
+        "retries": None,
+        "signature_version": None,
+        "s3": {"addressing_style": None},
+    },
+    "s3_additional_kwargs": {"ServerSideEncryption": None, "SSEKMSKeyId": None},
+}
+
+
+def supported_storage_options(keys: StorageKeys = STORAGE_OPTIONS, prefix: str = "") -> list[str]:
+    """The supported options as dotted paths: key, secret, ..., client_kwargs.region_name, ..."""
+    found: list[str] = []
+    for name, inner in keys.items():
+        found += supported_storage_options(inner, f"{prefix}{name}.") if inner else [prefix + name]
+    return found
+
+
+def _storage_option_problems(
+    value: dict[str, Any], keys: StorageKeys = STORAGE_OPTIONS, loc: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], FieldProblem]]:
+    problems: list[tuple[tuple[str, ...], FieldProblem]] = []
+    for name, item in value.items():
+        path = (*loc, str(name))
+        dotted = ".".join(path)
+        if name not in keys:
+            problems.append(
+                (
+                    path,
+                    FieldProblem(
+                        f"storageOptions.{dotted} is not a supported storage option",
+                        "supported: " + ", ".join(supported_storage_options()) + " (see docs/file-format.md)",
+                    ),
+                )
+            )
+            continue
+        inner = keys[name]
+        if inner is None:
+            continue
+        if not isinstance(item, dict):
+            problems.append(
+                (path, FieldProblem(f"storageOptions.{dotted} must be a mapping", f"write {name}: {{...}}"))
+            )
+            continue
+        problems += _storage_option_problems(item, inner, path)
+    return problems
+
+
+def _at(value: Any, loc: tuple[str, ...]) -> Any:
+    """The value at a path of nested mappings, or None."""
+    for name in loc:
+        value = value.get(name) if isinstance(value, dict) else None
+    return value
+
+
+def chains_file_systems(url: str) -> bool:
+    """fsspec's URL chaining (`simplecache::s3://...`): `::` outside an IPv6 literal's brackets."""
+    return "::" in re.sub(r"\[[^\]]*\]", "", mask_references(url))
 
 
 def _any_scheme(url: str) -> tuple[str, ...]:

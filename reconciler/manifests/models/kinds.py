@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from reconciler.events.patterns import EVENT_NAME
-from reconciler.manifests.fields import FieldProblem, problems_at
-from reconciler.manifests.models.auth import AUTH_HINTS, AUTH_MODELS, AuthConfig, AuthType
+from reconciler.manifests.fields import FieldProblem, check_public_host, problems_at
+from reconciler.manifests.models.auth import AUTH_HINTS, AUTH_MODELS, AuthConfig, AuthType, OAuth2Auth
 from reconciler.manifests.models.common import Strict
 from reconciler.manifests.models.configs import DatabaseConfig, FileConfig, HttpConfig
 from reconciler.manifests.models.delivery import Retry, Subscription
@@ -87,6 +87,16 @@ class IntegrationBase(Strict):
         return self
 
 
+def _token_url_is_public(auth: AuthConfig | None, config: HttpConfig) -> None:
+    """An OAuth2 token endpoint is requested on the delivery's session: the private-network rule
+    of `config` applies to it too (authConfig cannot see config, so the integration checks)."""
+    if isinstance(auth, OAuth2Auth) and not config.allowPrivateNetwork:
+        try:
+            check_public_host(auth.tokenUrl, "authConfig.tokenUrl")
+        except FieldProblem as problem:
+            problems_at("Integration", [(("authConfig", "tokenUrl"), problem)])
+
+
 def _require_endpoint(config: HttpConfig, why: str) -> None:
     if not config.endpoint:
         problems_at(
@@ -109,6 +119,7 @@ class ApiIntegration(IntegrationBase):
     @model_validator(mode="after")
     def _endpoint(self) -> ApiIntegration:
         _require_endpoint(self.config, "for type api")
+        _token_url_is_public(self.authConfig, self.config)
         return self
 
 
@@ -125,6 +136,7 @@ class WebhookIntegration(IntegrationBase):
             _require_endpoint(
                 self.config, "to deliver events" if self.receive else "for type webhook without a receive: block"
             )
+        _token_url_is_public(self.authConfig, self.config)
         return self
 
 

@@ -1,9 +1,10 @@
 """Attachments: the file of a `note.uploaded` event, copied next to its record (`copyAttachments`).
 
 The file is fetched over HTTP(S) with the SSRF rules of the HTTP sink (reconciler/sinks/ssrf.py):
-unless `allowPrivateNetwork` is set, a literal private address is refused before connecting and
-names resolve only to public addresses; redirects are followed by hand so each hop is vetted.
-The body is capped at `maxAttachmentSize`.
+unless `allowPrivateNetwork` is set, each hop's URL is checked as aiohttp reads its host (so
+`127。0。0。1` is loopback), and the connector refuses every connection to a non-public address;
+redirects are followed by hand so each hop is vetted with a clear message. The body is capped at
+`maxAttachmentSize`.
 """
 
 from __future__ import annotations
@@ -15,18 +16,19 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from reconciler.manifests.models import FileConfig, parse_size
+from reconciler.sinks import ssrf
 from reconciler.sinks.files.errors import AttachmentError
 from reconciler.sinks.files.naming import UNSAFE_NAME, expand, safe
 from reconciler.sinks.files.target import Target
-from reconciler.sinks.ssrf import BlockedAddress, PublicOnlyResolver, check_literal_host
+from reconciler.sinks.ssrf import BlockedAddress
 
 MAX_REDIRECTS = 5
 ATTACHMENTS_DIR = "attachments"
 
 
 class Attachments:
-    """Fetches attachments for the file sink, over two connection pools: one whose resolver
-    drops non-public addresses, one without that filter (for `allowPrivateNetwork: true`)."""
+    """Fetches attachments for the file sink, over two connection pools: one that connects only
+    to public addresses, one without that rule (for `allowPrivateNetwork: true`)."""
 
     def __init__(self) -> None:
         self._public: aiohttp.ClientSession | None = None
@@ -71,7 +73,7 @@ class Attachments:
                 raise AttachmentError("the attachment's fileUrl is not an absolute http(s) URL")
             try:
                 if not allow_private:
-                    check_literal_host(host)
+                    ssrf.check_url(url)
                 async with session.get(
                     url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=timeout)
                 ) as response:
@@ -96,25 +98,20 @@ class Attachments:
             except TimeoutError:
                 raise AttachmentError(f"fetching the attachment from {host} timed out") from None
             except aiohttp.ClientError as exc:
-                cause = exc.__cause__ or getattr(exc, "os_error", None)
-                if isinstance(cause, BlockedAddress):
-                    raise AttachmentError(f"the attachment was not fetched: {cause}") from None
+                blocked = ssrf.blocked_cause(exc)
+                if blocked is not None:
+                    raise AttachmentError(f"the attachment was not fetched: {blocked}") from None
                 raise AttachmentError(f"fetching the attachment from {host} failed: {type(exc).__name__}") from None
         raise AttachmentError(f"the attachment's URL redirected more than {MAX_REDIRECTS} times")
 
     def _session(self, allow_private: bool) -> aiohttp.ClientSession:
         if allow_private:
             if self._private is None:
-                self._private = _client(None)
+                self._private = ssrf.session(True, limit=32, ttl_dns_cache=60)
             return self._private
         if self._public is None:
-            self._public = _client(PublicOnlyResolver())
+            self._public = ssrf.session(False, limit=32, ttl_dns_cache=60)
         return self._public
-
-
-def _client(resolver: PublicOnlyResolver | None) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=32, resolver=resolver, ttl_dns_cache=60)
-    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
 
 
 def _too_large(length: int | None, cap: int) -> str:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from reconciler.manifests.durations import parse_duration
 from reconciler.manifests.models import FileConfig
 from reconciler.registry import AppliedIntegration
-from reconciler.sinks import RecordSink, SinkResult, config_of
+from reconciler.sinks import RecordSink, SinkResult, config_of, ssrf
 from reconciler.sinks.files.attachments import Attachments
 from reconciler.sinks.files.errors import FileSinkError
 from reconciler.sinks.files.formats import plan
@@ -125,7 +125,11 @@ def _failure(exc: Exception, target: Target | None, config: FileConfig, started:
     """The failed result: a message without secrets, counted against the storage only when it is
     the storage's (not our config's or data's)."""
     endpoint_failure = True
-    if isinstance(exc, FileSinkError):
+    blocked = ssrf.blocked_cause(exc)
+    if blocked is not None:
+        # the SSRF guard refused a connection the storage client made: our config's doing
+        message, endpoint_failure = f"the storage was not reached: {blocked}", False
+    elif isinstance(exc, FileSinkError):
         message, endpoint_failure = str(exc), False
     elif isinstance(exc, TimeoutError):
         message = f"the storage did not answer within {config.timeout}"

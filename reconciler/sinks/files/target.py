@@ -1,7 +1,10 @@
 """The storage a file integration writes to: opening it (fsspec), and putting objects atomically.
 
-Opening resolves the URL and storage options, checks the endpoints an integration names itself
-against the private-network rule, and bounds S3's own retries by the integration's timeout.
+Opening resolves the URL and storage options, checks the hosts an integration names itself (an
+http(s)/ftp/sftp URL, `endpoint_url`) against the private-network rule, puts the SSRF guard
+(reconciler/sinks/ssrf.py) into the storage client's own connections where the client lets us
+(s3fs and fsspec's HTTP file system both connect through aiohttp), and bounds S3's own retries
+by the integration's timeout.
 Objects are published whole: object stores (S3, GCS, Azure) do that when an upload completes;
 on file systems the object is written under a hidden temporary name in the same directory,
 synced, then renamed. Everything here is blocking: FileSink runs it on its own threads.
@@ -10,19 +13,22 @@ synced, then renamed. Everything here is blocking: FileSink runs it on its own t
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import tempfile
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
+import aiohttp
 import fsspec
 
-from reconciler.manifests.models import FileConfig
+from reconciler.manifests.addresses import address_of, url_host
+from reconciler.manifests.models import HOST_PROTOCOLS, FileConfig, chains_file_systems
 from reconciler.registry import Resolved, substitute
+from reconciler.sinks import ssrf
 from reconciler.sinks.files.errors import FileSinkError
-from reconciler.sinks.ssrf import is_public
 
 # Object stores publish an upload whole; other file systems get a temporary name and a rename.
 ATOMIC_PUT_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "memory"})
@@ -60,18 +66,32 @@ def open_target(config: FileConfig, resolved: Resolved | None, timeout: float) -
     """The integration's filesystem, from its resolved URL and storage options."""
     url = substitute(config.url, resolved)
     options = _substituted(config.storageOptions, resolved)
-    protocol = url.split("://", 1)[0]
+    if chains_file_systems(url):
+        # a reference may resolve to what validation refuses: fsspec would open each link itself
+        raise FileSinkError("config.url (resolved) chains file systems with ::; write a single fsspec URL")
+    protocol = url.split("://", 1)[0].lower()
+    guard = not config.allowPrivateNetwork
+    if guard:
+        for what, endpoint in _endpoints(options):
+            _require_public(endpoint, what)
+        if protocol in HOST_PROTOCOLS:
+            _require_public(url, "config.url")
     if protocol in ("s3", "s3a"):
         # fail within the integration's timeout rather than botocore's minutes of retries
         config_kwargs = dict(options.get("config_kwargs") or {})
         config_kwargs.setdefault("connect_timeout", min(timeout, 10.0))
         config_kwargs.setdefault("read_timeout", timeout)
         config_kwargs.setdefault("retries", {"max_attempts": 2})
+        if guard:
+            # aiobotocore's aiohttp connector gets the guard: each connection S3 makes is
+            # checked, by the resolver for names and by the socket factory for every address
+            config_kwargs["connector_args"] = _s3_connector_args()
         options["config_kwargs"] = config_kwargs
-    options.setdefault("skip_instance_cache", True)  # one filesystem per integration generation
-    if not config.allowPrivateNetwork:
-        for endpoint in _endpoints(options):
-            _require_public(endpoint)
+    if protocol in ("http", "https"):
+        # fsspec's HTTP file system asks this for its session, redirects included
+        options["get_client"] = _http_client(config.allowPrivateNetwork)
+    # one filesystem per integration generation: a cached one may carry another's guard
+    options["skip_instance_cache"] = True
     fs, root = fsspec.core.url_to_fs(url, **options)
     if protocol in ("s3", "s3a") and hasattr(fs, "retries"):
         fs.retries = 2  # s3fs's own retries of a failed call, on top of botocore's
@@ -87,28 +107,78 @@ def open_target(config: FileConfig, resolved: Resolved | None, timeout: float) -
     )
 
 
-def _endpoints(options: dict[str, Any]) -> list[str]:
-    """Storage endpoints an integration names itself (S3-compatible services): outbound
-    requests like any other, so the private-address rule applies to them."""
+def _endpoints(options: dict[str, Any]) -> list[tuple[str, str]]:
+    """Storage endpoints an integration names itself (S3-compatible services), with where they
+    were written: outbound requests like any other, so the private-address rule applies."""
     client_kwargs = options.get("client_kwargs")
+    nested = client_kwargs.get("endpoint_url") if isinstance(client_kwargs, dict) else None
     found = [
-        options.get("endpoint_url"),
-        client_kwargs.get("endpoint_url") if isinstance(client_kwargs, dict) else None,
+        ("storageOptions.endpoint_url", options.get("endpoint_url")),
+        ("storageOptions.client_kwargs.endpoint_url", nested),
     ]
-    return [value for value in found if isinstance(value, str) and value]
+    return [(what, value) for what, value in found if isinstance(value, str) and value]
 
 
-def _require_public(endpoint: str) -> None:
-    host = urlsplit(endpoint).hostname or ""
+def _require_public(url: str, what: str) -> None:
+    """The open-time check of a URL the storage client will connect to: its host as the client
+    reads it, then every address its name resolves to, all of which must be public.
+
+    A name that does not resolve is refused, not waved through: it cannot be checked, and the
+    lookup the client makes later may answer differently. This check is the early, clear one;
+    the connections themselves are checked again where the client allows it (S3, HTTP)."""
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)} if host else set()
-    except OSError:
-        return  # unresolvable: the storage call fails with its own error
-    if any(not is_public(str(address)) for address in addresses):
-        raise FileSinkError(
-            "storageOptions.endpoint_url resolves to a private, loopback or link-local address; "
-            "set config.allowPrivateNetwork: true to allow it"
-        )
+        ssrf.check_url(url)
+        host = url_host(url)
+    except ssrf.BlockedAddress as exc:
+        raise FileSinkError(f"{what}: {exc}") from None
+    if address_of(host) is not None:
+        return  # a public literal: nothing to resolve
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ConnectionError(
+            f"{what}: {host} does not resolve ({exc.strerror or exc}), so it cannot be checked against "
+            "the private-network rule; fix the name or the daemon's resolver"
+        ) from None
+    for address in sorted({str(info[4][0]) for info in infos}):
+        if not ssrf.is_public(address):
+            raise FileSinkError(
+                f"{what}: {host} resolves to {address}, a private, loopback or link-local address; {ssrf.ALLOW_HINT}"
+            )
+
+
+@functools.cache
+def _aiobotocore_takes_socket_factory() -> bool:
+    """Whether the installed aiobotocore passes `socket_factory` on to its connector (recent
+    releases do; older ones refuse an argument they do not know)."""
+    from aiobotocore.config import AioConfig
+
+    try:
+        AioConfig(connector_args={"socket_factory": None})
+    except Exception:
+        return False
+    return True
+
+
+def _s3_connector_args() -> dict[str, Any]:
+    """The guard's connector arguments as the installed aiobotocore takes them: `resolver` always,
+    `socket_factory` (the check of IP literals at connect time) where it is supported. A fresh
+    resolver per filesystem: it binds the event loop the filesystem runs on."""
+    args = ssrf.connector_args(False)
+    if not _aiobotocore_takes_socket_factory():
+        args.pop("socket_factory")
+    return args
+
+
+def _http_client(allow_private: bool) -> Callable[..., Awaitable[aiohttp.ClientSession]]:
+    """fsspec's `get_client` for http(s) targets: our session, so that every connection it
+    makes (each redirect hop too) goes through the SSRF guard unless private targets are allowed."""
+
+    async def get_client(**_fsspec_kwargs: Any) -> aiohttp.ClientSession:
+        # fsspec passes its loop and client_kwargs; the session is made on that loop, ours
+        return ssrf.session(allow_private)
+
+    return get_client
 
 
 def _substituted(value: Any, resolved: Resolved | None) -> Any:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from reconciler.manifests.models import ApiKeyAuth, BasicAuth, BearerAuth, OAuth2Auth
 from reconciler.registry import Resolved, substitute
+from reconciler.sinks.ssrf import blocked_cause
 
 if TYPE_CHECKING:
     import aiohttp
@@ -68,7 +70,7 @@ class Authenticator:
         url: str,
         headers: dict[str, str],
         session: aiohttp.ClientSession,
-        check_host: Any = None,
+        check_host: Callable[[str], None] | None = None,
     ) -> str:
         """Set auth headers in place; return the URL (api_key may add a query parameter).
         `check_host(url)` vets the token endpoint as the target is vetted (SSRF)."""
@@ -100,7 +102,7 @@ class Authenticator:
         auth: OAuth2Auth,
         resolved: Resolved | None,
         session: aiohttp.ClientSession,
-        check_host: Any = None,
+        check_host: Callable[[str], None] | None = None,
     ) -> Token:
         current = self._tokens.get(key)
         if current is not None and current.fresh(time.time()):
@@ -120,7 +122,7 @@ class Authenticator:
         auth: OAuth2Auth,
         resolved: Resolved | None,
         session: aiohttp.ClientSession,
-        check_host: Any = None,
+        check_host: Callable[[str], None] | None = None,
     ) -> Token:
         import json
 
@@ -156,6 +158,9 @@ class Authenticator:
                 raise AuthError(f"token endpoint answered {r.status}: {_oauth_error(text)}")
             body = json.loads(text)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            blocked = blocked_cause(exc)  # the session's connector refused the address: say why
+            if blocked is not None:
+                raise AuthError(f"token endpoint refused: {blocked}") from None
             raise AuthError(f"token endpoint failed: {type(exc).__name__}") from None
         access = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(access, str) or not access:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -18,11 +17,11 @@ from reconciler import __version__
 from reconciler.manifests.durations import parse_duration
 from reconciler.manifests.models import HttpConfig, OAuth2Auth
 from reconciler.registry import AppliedIntegration, substitute
-from reconciler.sinks import Sink, SinkResult, config_of
+from reconciler.sinks import Sink, SinkResult, config_of, ssrf
 from reconciler.sinks.http.auth import Authenticator, AuthError
 from reconciler.sinks.http.retry_after import parse_retry_after
 from reconciler.sinks.http.signing import SigningError, decode_secrets, signature_headers
-from reconciler.sinks.ssrf import BlockedAddress, PublicOnlyResolver, check_literal_host
+from reconciler.sinks.ssrf import BlockedAddress
 
 RESPONSE_EXCERPT_BYTES = 1024
 USER_AGENT = f"cms-integrations-reconciler/{__version__}"
@@ -43,13 +42,14 @@ class HttpSink(Sink):
         self._cache: dict[tuple[str, int, int], _Prepared] = {}
 
     def session(self, allow_private: bool) -> aiohttp.ClientSession:
-        """Two pools: one whose resolver drops non-public addresses, one without that filter."""
+        """Two pools: one whose every connection must reach a public address (the SSRF guard of
+        reconciler/sinks/ssrf.py, IP literals included), one without that rule."""
         if allow_private:
             if self._private is None:
-                self._private = _session(None)
+                self._private = _session(True)
             return self._private
         if self._public is None:
-            self._public = _session(PublicOnlyResolver())
+            self._public = _session(False)
         return self._public
 
     async def close(self) -> None:
@@ -96,9 +96,10 @@ class HttpSink(Sink):
         if prepared.signing_problem:
             return SinkResult.failure(prepared.signing_problem, started, endpoint_failure=False)
         try:
+            # before credentials are fetched or added: the host as aiohttp will read it
             if not config.allowPrivateNetwork:
-                check_literal_host(urlsplit(target).hostname or "")
-            check = None if config.allowPrivateNetwork else _check_url_host
+                ssrf.check_url(target)
+            check = None if config.allowPrivateNetwork else ssrf.check_url
             if auth is not None:
                 target = await self.auth.apply(
                     _key(integration), auth, integration.resolved, target, headers, session, check
@@ -131,7 +132,9 @@ class HttpSink(Sink):
         except TimeoutError:
             return SinkResult.failure(f"timed out after {config.timeout}", started)
         except aiohttp.ClientError as exc:
-            return SinkResult.failure(_client_error(exc), started)
+            # refused by the connector: our config's doing, not the endpoint's failure
+            blocked = ssrf.blocked_cause(exc) is not None
+            return SinkResult.failure(_client_error(exc), started, endpoint_failure=not blocked)
 
     def _prepared(self, integration: AppliedIntegration, config: HttpConfig) -> _Prepared:
         """What every request of one applied generation shares, worked out once."""
@@ -175,29 +178,21 @@ def _key(integration: AppliedIntegration) -> tuple[str, int]:
     return (integration.id, integration.generation)
 
 
-def _session(resolver: PublicOnlyResolver | None) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(
-        limit=CONNECTIONS_TOTAL, limit_per_host=CONNECTIONS_PER_HOST, resolver=resolver, ttl_dns_cache=60
-    )
-    # no cookies: each delivery stands alone; no proxies from the environment by surprise
-    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
+def _session(allow_private: bool) -> aiohttp.ClientSession:
+    return ssrf.session(allow_private, limit=CONNECTIONS_TOTAL, limit_per_host=CONNECTIONS_PER_HOST, ttl_dns_cache=60)
 
 
 def _client_error(exc: aiohttp.ClientError) -> str:
     """What went wrong, without the URL: it may hold a secret (a token in the query, a webhook
     URL that is itself the credential)."""
-    cause = exc.__cause__ or getattr(exc, "os_error", None)
-    if isinstance(cause, BlockedAddress):
-        return str(cause)
+    blocked = ssrf.blocked_cause(exc)
+    if blocked is not None:
+        return str(blocked)
     if isinstance(exc, aiohttp.ClientResponseError):
         return f"{type(exc).__name__}: {exc.status} {exc.message}"[:300]
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"{type(exc).__name__}: cannot connect to {exc.host}:{exc.port} ({exc.strerror})"[:300]
     return type(exc).__name__
-
-
-def _check_url_host(url: str) -> None:
-    check_literal_host(urlsplit(url).hostname or "")
 
 
 async def _read_up_to(stream: aiohttp.StreamReader, limit: int) -> bytes:
