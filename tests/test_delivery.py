@@ -706,18 +706,20 @@ def test_a_trial_request_that_says_nothing_about_the_endpoint_does_not_stall_the
 
 def test_token_endpoint_on_a_private_address_is_refused_unless_allowed(tmp_path, peer):
     async def scenario() -> None:
+        # Both on loopback behind references (validation refuses literal loopback URLs), with no
+        # allowPrivateNetwork: the token request is refused first, and nothing reaches the peer.
         spec = hook(peer, auth=oauth(peer, "client_credentials"), extra="retry: {maxAttempts: 1}").replace(
             "  endpoint: " + peer.url + "/hook\n  allowPrivateNetwork: true\n",
-            "  endpoint: https://93.184.215.14/hook\n",  # never contacted: the token is refused first
+            "  endpoint: ${env:HOOK_URL}\n",
         )
-        # validation refuses a literal loopback tokenUrl; one behind a reference reaches the sink
         spec = spec.replace(f"tokenUrl: {peer.url}/token", "tokenUrl: ${env:TOKEN_URL}")
-        environ = {"CLIENT_SECRET": "client-secret", "TOKEN_URL": f"{peer.url}/token"}
+        environ = {"CLIENT_SECRET": "client-secret", "TOKEN_URL": f"{peer.url}/token", "HOOK_URL": f"{peer.url}/hook"}
         async with Pipeline(tmp_path, {"t.yaml": spec}, environ=environ) as p:
             await p.emit("user.login", {"userId": 1})
             await p.until(lambda: p.statuses("t") == {"dead": 1})
             assert "allowPrivateNetwork" in p.store.attempts("t")[0]["error"]
             assert not peer.token_requests, "the token endpoint on loopback was never called"
+            assert not peer.requests("/hook")
 
     run(scenario)
 
