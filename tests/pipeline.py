@@ -25,6 +25,33 @@ def integration(body: str) -> str:
     return "apiVersion: cms.integrations/v1\nkind: Integration\n" + textwrap.dedent(body).lstrip("\n")
 
 
+def webhook_to(url: str, *, retry: str = "retry: {schedule: [1s], maxAttempts: 1}", events: str = '["user.*"]') -> str:
+    """The webhook integration `hook`, posting to a loopback `url`/hook."""
+    return integration(f"""
+        id: hook
+        name: Hook
+        type: webhook
+        config:
+          endpoint: {url}/hook
+          allowPrivateNetwork: true
+        {retry}
+        webhooks:
+          - events: {events}
+        """)
+
+
+def partner_receiver(secret_variable: str = "PARTNER_PATH") -> str:
+    """The inbound integration `partner`: receipts at its path secret emit custom.partner.pushed."""
+    return integration(f"""
+        id: partner
+        name: Partner
+        type: webhook
+        receive:
+          secret: ${{env:{secret_variable}}}
+          event: custom.partner.pushed
+        """)
+
+
 class Pipeline:
     def __init__(
         self, tmp: Path, files: dict[str, str], environ: dict[str, str] | None = None, store_url: str | None = None

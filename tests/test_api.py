@@ -13,7 +13,7 @@ import yaml
 from reconciler.manifests.validate import validate_paths
 from tests.api_server import OPEN_ROUTES, SECRET, admin_routes, app_routes, serve
 from tests.peers import Peer, Reply
-from tests.pipeline import Pipeline, integration
+from tests.pipeline import Pipeline, integration, webhook_to
 
 USER = {"userId": 7, "email": "ada@example.edu", "name": "Ada"}
 
@@ -23,17 +23,7 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
 
 
 def hook(peer: Peer, retry: str = "retry: {schedule: [1s], maxAttempts: 1}") -> str:
-    return integration(f"""
-        id: hook
-        name: Hook
-        type: webhook
-        config:
-          endpoint: {peer.url}/hook
-          allowPrivateNetwork: true
-        {retry}
-        webhooks:
-          - events: ["user.*"]
-        """)
+    return webhook_to(peer.url, retry=retry)
 
 
 def test_every_admin_route_needs_the_secret_in_a_header(tmp_path, peer):

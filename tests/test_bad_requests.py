@@ -15,7 +15,7 @@ import httpx
 from reconciler.sinks.http.retry_after import parse_retry_after
 from tests.api_server import app_routes, serve
 from tests.peers import Peer, Reply
-from tests.pipeline import Pipeline, integration
+from tests.pipeline import Pipeline, partner_receiver, webhook_to
 
 TRIGGER = "/api/integrations/webhooks/trigger"
 RECEIVE = "/api/integrations/webhook/receive/"
@@ -30,26 +30,8 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
 
 
 def files(peer: Peer) -> dict[str, str]:
-    hook = integration(f"""
-        id: hook
-        name: Hook
-        type: webhook
-        config:
-          endpoint: {peer.url}/hook
-          allowPrivateNetwork: true
-        retry: {{schedule: [1s], maxAttempts: 1}}
-        webhooks:
-          - events: ["user.*", "custom.*"]
-        """)
-    inbound = integration("""
-        id: partner
-        name: Partner
-        type: webhook
-        receive:
-          secret: ${env:PARTNER_PATH}
-          event: custom.partner.pushed
-        """)
-    return {"hook.yaml": hook, "partner.yaml": inbound}
+    hook = webhook_to(peer.url, events='["user.*", "custom.*"]')
+    return {"hook.yaml": hook, "partner.yaml": partner_receiver()}
 
 
 def pipeline(tmp_path: Path, peer: Peer) -> Pipeline:

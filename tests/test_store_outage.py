@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from reconciler.store import open_store
 from tests.api_server import serve
 from tests.peers import Peer, Reply
-from tests.pipeline import Pipeline, integration
+from tests.pipeline import Pipeline, partner_receiver, webhook_to
 from tests.tcp_proxy import TcpProxy
 from tests.test_daemon import Daemon
 
@@ -38,27 +38,10 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
 
 
 def hook(peer: Peer) -> str:
-    return integration(f"""
-        id: hook
-        name: Hook
-        type: webhook
-        config:
-          endpoint: {peer.url}/hook
-          allowPrivateNetwork: true
-        retry: {{schedule: [1s], maxAttempts: 20}}
-        webhooks:
-          - events: ["user.*", "custom.*"]
-        """)
+    return webhook_to(peer.url, retry="retry: {schedule: [1s], maxAttempts: 20}", events='["user.*", "custom.*"]')
 
 
-PARTNER = integration("""
-    id: partner
-    name: Partner
-    type: webhook
-    receive:
-      secret: ${env:PARTNER_PATH}
-      event: custom.partner.pushed
-    """)
+PARTNER = partner_receiver()
 PATH_SECRET = "in_" + "0123456789abcdef" * 3
 RECEIVE = "/api/integrations/webhook/receive/" + PATH_SECRET
 
