@@ -143,6 +143,30 @@ def test_filters_route_only_matching_events_and_inactive_integrations_get_nothin
     run(scenario)
 
 
+def test_nested_filter_on_an_event_with_many_tags_is_no_match_and_delivery_goes_on(tmp_path, peer, caplog):
+    # two nested comprehensions are within the static budget, but over 20,000 tags they would be
+    # 400 million steps in an evaluator that holds the GIL: the event's size is checked first
+    nested = hook(peer, events='["custom.tagged"]').replace(
+        'webhooks:\n  - events: ["custom.tagged"]',
+        'webhooks:\n  - events: ["custom.tagged"]\n    filter: "data.tags.exists(a, data.tags.exists(b, a * b == 6))"',
+    )
+    other = hook(peer).replace("name: Target", "name: Other").replace("/hook", "/other")
+
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"nested.yaml": nested, "other.yaml": other}) as p:
+            many = await p.emit("custom.tagged", {"tags": list(range(10, 20_010))})  # no two make 6
+            assert many.deliveries == 0
+            [why] = [r.fields["error"] for r in caplog.records if r.name == "reconciler.routing"]
+            assert "more than 316 list items" in why
+            few = await p.emit("custom.tagged", {"tags": [2, 3]})
+            assert few.deliveries == 1
+            assert (await p.emit("user.login", {"userId": 1})).deliveries == 1
+            await p.until(lambda: peer.requests("/hook") and peer.requests("/other"))
+            assert [s.json()["data"]["tags"] for s in peer.requests("/hook")] == [[2, 3]]
+
+    run(scenario)
+
+
 # --- auth -------------------------------------------------------------------------------------------
 
 

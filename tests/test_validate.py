@@ -396,6 +396,26 @@ def test_filter_reading_an_optional_field_is_fine(write, validate):
     assert validate().diagnostics == []
 
 
+def test_filter_nesting_comprehensions_three_deep_is_refused_at_its_line(write, validate):
+    # each level multiplies the work by a list's length, in an evaluator that cannot be stopped
+    nested = "[1, 2].all(a, [1, 2].exists(b, [1, 2].exists(c, a + b + c > 0)))"
+    write("a.yaml", VALID_API + f"    filter: '{nested}'\n")
+    file, line, column, message = only(validate())
+    assert (file.endswith("a.yaml"), line, column) == (True, 13, 13)
+    assert "over its cost budget" in message and "3 deep; the limit is 2" in message
+
+
+def test_filter_with_too_many_comprehensions_is_refused(write, validate):
+    many = " && ".join(["[1].exists(x, x == 1)"] * 9)
+    write("a.yaml", VALID_API + f"    filter: '{many}'\n")
+    assert "9 comprehensions; the limit is 8" in only(validate())[3]
+
+
+def test_filter_nesting_two_comprehensions_is_within_budget(write, validate):
+    write("a.yaml", VALID_API + '    filter: \'["a", ".all("].exists(a, [1].all(b, a != ""))\'\n')
+    assert validate().diagnostics == []
+
+
 # --- templates ------------------------------------------------------------------------------
 
 
