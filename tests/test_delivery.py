@@ -167,6 +167,27 @@ def test_nested_filter_on_an_event_with_many_tags_is_no_match_and_delivery_goes_
     run(scenario)
 
 
+def test_template_over_its_render_budget_fails_that_delivery_with_the_reason(tmp_path, peer):
+    # within the static budget (two loops), but a million iterations over this event's tags
+    loops = "{% for a in data.tags %}{% for b in data.tags %}{% endfor %}{% endfor %}done"
+    target = hook(peer, events='["custom.tagged"]').replace(
+        'webhooks:\n  - events: ["custom.tagged"]',
+        f"retry: {{maxAttempts: 1}}\nwebhooks:\n  - events: [custom.tagged]\n    template: {{text: '{loops}'}}",
+    )
+
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"t.yaml": target}) as p:
+            await p.emit("custom.tagged", {"tags": list(range(1000))})
+            await p.emit("custom.tagged", {"tags": [1, 2]})
+            await p.until(lambda: len(p.store.attempts("t")) == 2, "both attempts logged")
+            by_outcome = {a["outcome"]: a for a in p.store.attempts("t")}
+            assert set(by_outcome) == {"dead", "delivered"}
+            assert "over its render budget" in by_outcome["dead"]["error"]
+            assert [s.json() for s in peer.requests("/hook")] == [{"text": "done"}]
+
+    run(scenario)
+
+
 # --- auth -------------------------------------------------------------------------------------------
 
 
