@@ -143,6 +143,51 @@ def test_filters_route_only_matching_events_and_inactive_integrations_get_nothin
     run(scenario)
 
 
+def test_nested_filter_on_an_event_with_many_tags_is_no_match_and_delivery_goes_on(tmp_path, peer, caplog):
+    # two nested comprehensions are within the static budget, but over 20,000 tags they would be
+    # 400 million steps in an evaluator that holds the GIL: the event's size is checked first
+    nested = hook(peer, events='["custom.tagged"]').replace(
+        'webhooks:\n  - events: ["custom.tagged"]',
+        'webhooks:\n  - events: ["custom.tagged"]\n    filter: "data.tags.exists(a, data.tags.exists(b, a * b == 6))"',
+    )
+    other = hook(peer).replace("name: Target", "name: Other").replace("/hook", "/other")
+
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"nested.yaml": nested, "other.yaml": other}) as p:
+            many = await p.emit("custom.tagged", {"tags": list(range(10, 20_010))})  # no two make 6
+            assert many.deliveries == 0
+            [why] = [r.fields["error"] for r in caplog.records if r.name == "reconciler.routing"]
+            assert "more than 316 list items" in why
+            few = await p.emit("custom.tagged", {"tags": [2, 3]})
+            assert few.deliveries == 1
+            assert (await p.emit("user.login", {"userId": 1})).deliveries == 1
+            await p.until(lambda: peer.requests("/hook") and peer.requests("/other"))
+            assert [s.json()["data"]["tags"] for s in peer.requests("/hook")] == [[2, 3]]
+
+    run(scenario)
+
+
+def test_template_over_its_render_budget_fails_that_delivery_with_the_reason(tmp_path, peer):
+    # within the static budget (two loops), but a million iterations over this event's tags
+    loops = "{% for a in data.tags %}{% for b in data.tags %}{% endfor %}{% endfor %}done"
+    target = hook(peer, events='["custom.tagged"]').replace(
+        'webhooks:\n  - events: ["custom.tagged"]',
+        f"retry: {{maxAttempts: 1}}\nwebhooks:\n  - events: [custom.tagged]\n    template: {{text: '{loops}'}}",
+    )
+
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"t.yaml": target}) as p:
+            await p.emit("custom.tagged", {"tags": list(range(1000))})
+            await p.emit("custom.tagged", {"tags": [1, 2]})
+            await p.until(lambda: len(p.store.attempts("t")) == 2, "both attempts logged")
+            by_outcome = {a["outcome"]: a for a in p.store.attempts("t")}
+            assert set(by_outcome) == {"dead", "delivered"}
+            assert "over its render budget" in by_outcome["dead"]["error"]
+            assert [s.json() for s in peer.requests("/hook")] == [{"text": "done"}]
+
+    run(scenario)
+
+
 # --- auth -------------------------------------------------------------------------------------------
 
 

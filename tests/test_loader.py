@@ -165,3 +165,16 @@ def test_a_path_named_twice_is_read_once(tmp_path: Path):
     (tmp_path / "a.yaml").write_text("a: 1\n")
     found, _ = discover([tmp_path, tmp_path / "a.yaml", f"{tmp_path}/./a.yaml"])
     assert found == [str(tmp_path / "a.yaml")]
+
+
+def test_merge_key_bomb_is_counted_like_aliases_and_refused_at_its_line():
+    # 30 levels of `<<: [*prev x20]` over an empty mapping: 3.4 KB that merges 20**30 times
+    # without ever building a value, so only counting the merges themselves stops it
+    bomb = "l0: &l0 {}\n"
+    for level in range(1, 31):
+        bomb += f"l{level}: &l{level} {{<<: [" + ", ".join([f"*l{level - 1}"] * 20) + "]}\n"
+    assert len(bomb) < 4096
+    line, _, code, message = problem(bomb)
+    assert code == "alias-bomb"
+    assert f"{MAX_NODES_PER_FILE:,}" in message and "merge" in message
+    assert 1 <= line <= 31

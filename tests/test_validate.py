@@ -396,6 +396,26 @@ def test_filter_reading_an_optional_field_is_fine(write, validate):
     assert validate().diagnostics == []
 
 
+def test_filter_nesting_comprehensions_three_deep_is_refused_at_its_line(write, validate):
+    # each level multiplies the work by a list's length, in an evaluator that cannot be stopped
+    nested = "[1, 2].all(a, [1, 2].exists(b, [1, 2].exists(c, a + b + c > 0)))"
+    write("a.yaml", VALID_API + f"    filter: '{nested}'\n")
+    file, line, column, message = only(validate())
+    assert (file.endswith("a.yaml"), line, column) == (True, 13, 13)
+    assert "over its cost budget" in message and "3 deep; the limit is 2" in message
+
+
+def test_filter_with_too_many_comprehensions_is_refused(write, validate):
+    many = " && ".join(["[1].exists(x, x == 1)"] * 9)
+    write("a.yaml", VALID_API + f"    filter: '{many}'\n")
+    assert "9 comprehensions; the limit is 8" in only(validate())[3]
+
+
+def test_filter_nesting_two_comprehensions_is_within_budget(write, validate):
+    write("a.yaml", VALID_API + '    filter: \'["a", ".all("].exists(a, [1].all(b, a != ""))\'\n')
+    assert validate().diagnostics == []
+
+
 # --- templates ------------------------------------------------------------------------------
 
 
@@ -607,6 +627,30 @@ def test_event_type_schemas_that_would_fetch_hang_or_fail(write, validate, schem
 def test_templates_that_would_hang_or_exhaust_memory(write, validate, template, fragment):
     write("a.yaml", VALID_API + f"    template: {{text: '{template}'}}\n")
     assert fragment in only(validate())[3]
+
+
+def test_template_nesting_four_loops_is_refused_at_its_line(write, validate):
+    loops = "".join(f"{{% for {v} in events %}}" for v in "abcd") + "x" + "{% endfor %}" * 4
+    write("a.yaml", VALID_API + f"    template: {{text: '{loops}'}}\n")
+    file, line, column, message = only(validate())
+    assert (file.endswith("a.yaml"), line, column) == (True, 13, 22)
+    assert "loops nest 3 deep here; the limit is 2" in message
+
+
+def test_template_loop_nesting_is_reported_at_its_line_in_the_template(write, validate):
+    text = "|\n        {% for a in events %}\n        {% for b in events %}\n        {% for c in events %}x{% endfor %}"
+    write("a.yaml", VALID_API + "    template:\n      text: " + text + "{% endfor %}{% endfor %}\n")
+    message = only(validate())[3]
+    assert "loops nest 3 deep" in message and "(line 3 of the template)" in message
+
+
+def test_template_over_its_render_budget_on_the_sample_is_refused(write, validate):
+    # two loops are within the static budget; a million iterations are not within the runtime one
+    loops = '{% for a in "x" * 1000 %}{% for b in "x" * 1000 %}{% endfor %}{% endfor %}'
+    write("a.yaml", VALID_API + f"    template: {{text: '{loops}'}}\n")
+    file, line, column, message = only(validate())
+    assert line == 13
+    assert "over its render budget" in message and "200,000 steps" in message
 
 
 def test_dollar_brace_that_is_not_a_reference_is_text(write, validate):

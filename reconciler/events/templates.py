@@ -14,9 +14,10 @@ filter (one human line per event), `facts(data)` (name/value pairs for cards) an
 
 from __future__ import annotations
 
+import contextvars
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,9 +141,19 @@ BUILTIN_TEMPLATES: dict[str, Any] = {
 }
 
 
-# Bounds that keep a template from exhausting the daemon: templates come from pull requests.
+# Bounds that keep a template from exhausting the daemon: templates come from pull requests,
+# and bodies render on the event loop, so a render must end quickly whatever the data holds.
 MAX_ARGUMENT_INT = 10_000  # a number passed to a method or filter (widths, counts, repeats)
-MAX_RENDERED_CHARS = 1_000_000  # one rendered string
+MAX_RENDERED_CHARS = 1_000_000  # the text a body renders, all its strings together
+# The static budget, checked by `reconciler validate`: a loop in a loop in a loop over a batch's
+# events and their lists is already billions of steps.
+MAX_LOOP_DEPTH = 2  # {% for %} inside {% for %}, never a third level
+MAX_TEMPLATE_CHARS = 20_000  # one string of an inline template
+# The runtime budget of one body: loop iterations and calls (methods, macros) together, a
+# call counting as CALL_STEPS (a macro call costs some twenty times a loop iteration). The
+# worst case is about 0.1 s of rendering.
+MAX_RENDER_STEPS = 200_000
+CALL_STEPS = 10
 _SIZED_FILTERS = ("center", "indent", "wordwrap", "format", "batch", "slice")
 
 
@@ -176,7 +187,55 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         _check_arguments(args, kwargs)
+        if __obj is not _counted_iteration:
+            _current_budget().step(CALL_STEPS)  # a macro calling itself has no loop to count
         return super().call(__context, __obj, *args, **kwargs)
+
+
+class RenderBudgetExceeded(TemplateError):
+    """A render that went over its budget of steps or of rendered text."""
+
+
+class _Budget:
+    """What one body's render has spent: steps (loop iterations, calls) and rendered text."""
+
+    __slots__ = ("chars", "steps")
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.chars = 0
+
+    def step(self, steps: int = 1) -> None:
+        self.steps += steps
+        if self.steps > MAX_RENDER_STEPS:
+            raise RenderBudgetExceeded(
+                f"it took more than {MAX_RENDER_STEPS:,} steps (loop iterations and calls);"
+                " loop over fewer items, or nest fewer loops"
+            )
+
+    def text(self, chars: int) -> None:
+        self.chars += chars
+        if self.chars > MAX_RENDERED_CHARS:
+            raise RenderBudgetExceeded(f"it rendered more than {MAX_RENDERED_CHARS:,} characters")
+
+
+# the budget of the render in progress; renders are synchronous, so one per context suffices
+_BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("template_budget", default=None)
+_COUNTED = "_counted_iteration"  # the global every {% for %} iterates through
+
+
+def _current_budget() -> _Budget:
+    budget = _BUDGET.get()
+    # outside CompiledTemplate.render (never in the daemon), each loop gets a budget of its own
+    return budget if budget is not None else _Budget()
+
+
+def _counted_iteration(iterable: Iterable[Any]) -> Iterator[Any]:
+    """What a {% for %} iterates: the same items, each one a step of the render's budget."""
+    budget = _current_budget()
+    for item in iterable:
+        budget.step()
+        yield item
 
 
 def _size(value: Any) -> int:
@@ -195,8 +254,9 @@ def _environment() -> ImmutableSandboxedEnvironment:
     env = _BoundedSandbox(undefined=ChainableUndefined, autoescape=False)
     for name in _SIZED_FILTERS:
         env.filters[name] = _bounded(env.filters[name])
-    # loops run over the events and their data; range() would let a template spin for hours
-    for name in ("range", "lipsum", "cycler", "joiner"):
+    # loops run over the events and their data; range() would let a template spin for hours,
+    # and namespace() would let a loop grow one value by a copy of the data at every step
+    for name in ("range", "lipsum", "cycler", "joiner", "namespace"):
         env.globals.pop(name, None)
     env.filters["summary"] = summary
     env.globals.update(facts=facts, rows=rows, summary=summary)
@@ -205,6 +265,7 @@ def _environment() -> ImmutableSandboxedEnvironment:
 
 _ENV = _environment()
 _GLOBALS = frozenset(_ENV.globals)
+_ENV.globals[_COUNTED] = _counted_iteration  # not a name templates may use: added after _GLOBALS
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: holds dicts
@@ -215,14 +276,19 @@ class CompiledTemplate:
     _render: Callable[[dict[str, Any]], Any]
 
     def render(self, context: dict[str, Any]) -> Any:
+        token = _BUDGET.set(_Budget())
         try:
             return self._render(context)
+        except RenderBudgetExceeded as exc:
+            raise TemplateProblem(f"the template is over its render budget: {exc}") from None
         except SecurityError as exc:
             raise TemplateProblem(f"the template tried an unsafe operation: {exc}") from None
         except (RecursionError, MemoryError, OverflowError) as exc:
             raise TemplateProblem(f"the template is too large to render: {type(exc).__name__}") from None
         except TemplateError as exc:
             raise TemplateProblem(f"the template failed to render: {exc}") from None
+        finally:
+            _BUDGET.reset(token)
 
 
 def compile_template(source: Any) -> CompiledTemplate:
@@ -256,10 +322,15 @@ def _compile_leaf(text: str, where: tuple[str | int, ...]) -> Callable[[dict[str
 
 
 def _compile_leaf_unguarded(text: str, where: tuple[str | int, ...]) -> Callable[[dict[str, Any]], Any]:
+    if len(text) > MAX_TEMPLATE_CHARS:
+        raise TemplateProblem(
+            f"the template string has {len(text):,} characters; the limit is {MAX_TEMPLATE_CHARS:,}", where
+        )
     try:
         ast = _ENV.parse(text)
     except TemplateSyntaxError as exc:
         raise TemplateProblem(f"template syntax error: {exc.message}", where, exc.lineno) from None
+    _check_loops(ast, where)
     unknown = sorted(meta.find_undeclared_variables(ast) - CONTEXT_NAMES - _GLOBALS)
     if unknown:
         raise TemplateProblem(
@@ -271,15 +342,44 @@ def _compile_leaf_unguarded(text: str, where: tuple[str | int, ...]) -> Callable
     if single and _is_one_output(ast):
         expression = _ENV.compile_expression(single.group("expr"), undefined_to_none=True)
         return lambda ctx: _jsonable(expression(**ctx))
-    template = _ENV.from_string(text)
+    for loop in ast.find_all(nodes.For):
+        loop.iter = nodes.Call(nodes.Name(_COUNTED, "load"), [loop.iter], [], None, None, lineno=loop.lineno)
+    template = _ENV.from_string(ast)
 
     def render(ctx: dict[str, Any]) -> str:
-        rendered = template.render(ctx)
-        if len(rendered) > MAX_RENDERED_CHARS:
-            raise SecurityError("the rendered text is too large to send")
-        return rendered
+        # piece by piece, so that a render over the size budget stops before it is all in memory
+        budget = _current_budget()
+        pieces = []
+        for piece in template.generate(ctx):
+            budget.text(len(piece))
+            pieces.append(piece)
+        return "".join(pieces)
 
     return render
+
+
+def _check_loops(ast: nodes.Template, where: tuple[str | int, ...]) -> None:
+    """The static budget: loops nest at most MAX_LOOP_DEPTH deep, and none is recursive (a
+    recursive loop's inner calls iterate what the budget cannot see)."""
+
+    def visit(node: nodes.Node, depth: int) -> None:
+        if isinstance(node, nodes.For):
+            if node.recursive:
+                raise TemplateProblem(
+                    "recursive loops are not allowed in templates; loop over the levels you need", where, node.lineno
+                )
+            depth += 1
+            if depth > MAX_LOOP_DEPTH:
+                raise TemplateProblem(
+                    f"{{% for %}} loops nest {depth} deep here; the limit is {MAX_LOOP_DEPTH}, as each level"
+                    " multiplies the work by its list's length",
+                    where,
+                    node.lineno,
+                )
+        for child in node.iter_child_nodes():
+            visit(child, depth)
+
+    visit(ast, 0)
 
 
 def _is_one_output(ast: nodes.Template) -> bool:

@@ -327,15 +327,20 @@ class _Builder:
         self.keys: dict[str, Position] = {}
         self.count = 0
 
-    def build(self, node: yaml.Node, pointer: str, depth: int) -> Any:
+    def _count(self, node: yaml.Node) -> None:
+        """One more node built; past the budget the file is refused at this node's line."""
         self.count += 1
         if self.count > MAX_NODES_PER_FILE:
             raise _LoadProblem(
                 _start(node),
-                f"the document expands to more than {MAX_NODES_PER_FILE:,} nodes (aliases referring to aliases?)",
-                "use fewer anchors and aliases; an integration file needs none",
+                f"the document expands to more than {MAX_NODES_PER_FILE:,} nodes"
+                " (aliases or merge keys (<<) referring to others?)",
+                "use fewer anchors, aliases and <<: merges; an integration file needs none",
                 "alias-bomb",
             )
+
+    def build(self, node: yaml.Node, pointer: str, depth: int) -> Any:
+        self._count(node)
         if depth > MAX_DEPTH:
             raise _LoadProblem(
                 _start(node), f"nesting deeper than {MAX_DEPTH} levels", "flatten the structure", "too-deep"
@@ -403,6 +408,9 @@ class _Builder:
                     "write <<: *anchor where the anchor names a mapping",
                     "merge",
                 )
+            # a merge source is expanded like an alias: without this count, `<<: [*prev x20]`
+            # over empty mappings merges 20**levels times and never builds a value to count
+            self._count(source)
             merged.update(self._mapping(source, pointer, depth + 1))
         return merged
 

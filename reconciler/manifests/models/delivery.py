@@ -9,7 +9,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, field_validator
 
-from reconciler.events.filters import FilterError, compile_filter
+from reconciler.events.filters import FilterBudgetError, FilterError, compile_filter
 from reconciler.events.patterns import PATTERN
 from reconciler.manifests.fields import FieldProblem
 from reconciler.manifests.models.common import Duration, Strict, Template, bounded_duration
@@ -54,6 +54,12 @@ class Subscription(Strict):
         if value is not None:
             try:
                 compile_filter(value)
+            except FilterBudgetError as exc:
+                raise FieldProblem(
+                    f"the filter is over its cost budget: {exc}",
+                    'test membership with `in` ("x" in data.tags) rather than an inner exists(),'
+                    " or join separate comprehensions with && and ||; see docs/file-format.md",
+                ) from None
             except FilterError as exc:
                 raise FieldProblem(
                     f"the filter does not compile: {exc}",
