@@ -25,6 +25,7 @@ from reconciler.delivery.engine import DeliveryEngine
 from reconciler.delivery.sources import SourceWatcher
 from reconciler.delivery.sync import SyncScheduler
 from reconciler.intake.committer import Intake
+from reconciler.manifests.secrets import SecretScope
 from reconciler.reconcile.loop import RESYNC_SECONDS, Reconciler
 from reconciler.reconcile.watch import watch
 from reconciler.sinks.files import FileSink
@@ -50,6 +51,8 @@ class Settings:
     resync_seconds: float = RESYNC_SECONDS
     retention_seconds: float | None = 30 * 86400.0
     metrics_need_admin: bool = False
+    secrets_dirs: tuple[Path, ...] = ()  # more places ${file:...} may read, beside the defaults
+    secret_env_prefix: str | None = None  # ${env:...} only variables with this prefix
 
     @property
     def state_dir(self) -> Path:
@@ -113,7 +116,10 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
     async def drain(integration_id: str) -> None:
         await engine_holder[0].drain(integration_id)
 
-    reconciler = Reconciler(store, settings.config_dir, resync_seconds=settings.resync_seconds, on_remove=drain)
+    scope = SecretScope.beside(settings.config_dir, settings.secrets_dirs, settings.secret_env_prefix)
+    reconciler = Reconciler(
+        store, settings.config_dir, resync_seconds=settings.resync_seconds, on_remove=drain, secret_scope=scope
+    )
     engine = DeliveryEngine(store, reconciler, retention_seconds=settings.retention_seconds)
     engine_holder.append(engine)
     # what was applied before a restart runs again before the first request is taken

@@ -476,7 +476,8 @@ def test_a_commit_that_changes_no_file_rewrites_nothing(config, store_url):
 
 
 def test_a_rotated_secret_file_reaches_the_running_integration(config, store_url, tmp_path):
-    secret = tmp_path / "hook-url"
+    (tmp_path / "secrets").mkdir()  # beside the config directory: where secret files are read by default
+    secret = tmp_path / "secrets" / "hook-url"
     secret.write_text("https://hooks.example.org/one\n")
     (config / "hook.yaml").write_text(HOOK.replace("${env:HOOK_URL}", f"${{file:{secret}}}"))
 
@@ -548,5 +549,36 @@ def test_a_short_inbound_path_secret_keeps_the_integration_from_applying(config,
             )
         async with Harness(config, store_url, environ=long_enough) as h:
             assert status(h.record("partner-webhook"), ConditionType.READY) == ("True", Reason.APPLIED)
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("reference", "why"),
+    [
+        ("${env:ADMIN_SECRET}", "names one of the daemon's own settings"),
+        ("${env:RECONCILER_STORE}", "names one of the daemon's own settings"),
+        ("${file:/proc/self/environ}", "secret references never read"),
+        ("${file:OUTSIDE}", "is outside the directories secrets are read from"),
+    ],
+)
+def test_secret_references_read_only_within_their_scope(config, store_url, tmp_path, reference, why):
+    """The daemon's settings, /proc, /sys, /dev and files outside the secret directories are never
+    read, so an endpoint cannot be made to carry them out (the test endpoint would send them)."""
+    outside = tmp_path / "elsewhere" / "hook-url"
+    outside.parent.mkdir()
+    outside.write_text("https://hooks.example.org/one\n")
+    reference = reference.replace("OUTSIDE", str(outside))
+    (config / "hook.yaml").write_text(HOOK.replace("${env:HOOK_URL}", reference))
+    environ = {**HOOK_ENV, "ADMIN_SECRET": "https://hooks.example.org/x", "RECONCILER_STORE": "https://h.example.org/"}
+
+    async def scenario() -> None:
+        async with Harness(config, store_url, environ=environ) as h:
+            await h.until(lambda: h.record("hook") is not None, "hook in the registry")
+            record = h.record("hook")
+            assert record is not None and "hook" not in h.reconciler.snapshot.applied
+            assert status(record, ConditionType.READY) == ("False", Reason.SECRET_MISSING)
+            ready = next(c for c in record.conditions if c["type"] == "Ready")
+            assert why in ready["message"], ready["message"]
 
     run(scenario)

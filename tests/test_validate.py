@@ -175,11 +175,17 @@ def test_references_in_urls_are_accepted(write, validate):
     write(
         "a.yaml",
         VALID_API.replace(
-            "https://sis.example.edu/api/students",
-            "https://bot:${env:SIS_PASSWORD}@sis.example.edu/api?token=${env:SIS_TOKEN}",
+            "https://sis.example.edu/api/students", "https://bot:${env:SIS_PASSWORD}@sis.example.edu/${env:SIS_PATH}"
         ),
     )
     assert validate().diagnostics == []
+
+
+def test_a_reference_in_a_url_query_is_refused(write, validate):
+    """A query string is logged and proxied, and the test endpoint would send what it names."""
+    write("a.yaml", VALID_API.replace("/api/students", "/x?a=${env:ADMIN_SECRET}&e=${file:/proc/self/environ}"))
+    file, line, _, message = only(validate())
+    assert line == 10 and "config.endpoint has a secret reference in its query string" in message
 
 
 def test_literal_authorization_header_is_refused(write, validate):

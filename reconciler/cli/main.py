@@ -104,6 +104,20 @@ def _parser() -> argparse.ArgumentParser:
         help="require the admin secret on /metrics too (default: open, like the health probes)",
     )
     run.add_argument(
+        "--secrets-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a directory ${file:...} references may read, beside secrets/ next to the config "
+        "directory and /run/secrets (repeatable)",
+    )
+    run.add_argument(
+        "--secret-env-prefix",
+        metavar="PREFIX",
+        help="${env:...} references may read only variables starting with PREFIX (default: any "
+        "but the daemon's own settings)",
+    )
+    run.add_argument(
         "--log-format",
         choices=("auto", "json", "text"),
         default="auto",
@@ -260,6 +274,8 @@ def _run(args: argparse.Namespace) -> int:
         args.resync,
         retention_seconds=retention or None,
         metrics_need_admin=args.metrics_auth,
+        secrets_dirs=tuple(Path(d) for d in args.secrets_dir),
+        secret_env_prefix=args.secret_env_prefix,
     )
     try:
         return asyncio.run(serve(settings))

@@ -113,6 +113,15 @@ def check_url(
     """
     if secrets.is_single_reference(url):
         return
+    query = url.partition("?")[2].partition("#")[0]
+    if secrets.has_reference(query):
+        # query strings end up in access logs, proxies and error messages, and the test
+        # endpoint would send whatever a reference there names to wherever the URL points
+        raise FieldProblem(
+            f"{what} has a secret reference in its query string",
+            "send the secret in a header (authType: api_key or bearer), or make the whole URL "
+            "one reference such as ${env:HOOK_URL}",
+        )
     masked = secrets.mask_references(url)
     placeholder = _PLACEHOLDER.search(masked)
     if placeholder:

@@ -25,6 +25,14 @@ MAX_SECRET_FILE_BYTES = 64 * 1024
 
 MIN_PATH_SECRET_CHARS = 16  # an inbound path secret is a capability, like the admin secret
 
+# What a reference may never read, whoever configures what: the daemon's own settings (its
+# admin secret, anything it is configured with), and the kernel's views of processes, devices
+# and the system (`/proc/self/environ` is the whole environment).
+DAEMON_SETTINGS = frozenset({"ADMIN_SECRET"})
+DAEMON_SETTINGS_PREFIX = "RECONCILER_"
+NEVER_READ = (Path("/proc"), Path("/sys"), Path("/dev"))
+DEFAULT_SECRET_DIRS = (Path("/run/secrets"),)  # where Docker and Kubernetes mount secrets
+
 
 @dataclass(frozen=True)
 class Reference:
@@ -44,6 +52,62 @@ class ReferenceError(ValueError):
         super().__init__(message)
         self.message = message
         self.hint = hint
+
+
+@dataclass(frozen=True)
+class SecretScope:
+    """Where secret references may read from.
+
+    `${file:...}` reads only files under `file_dirs` (after following links; None: any
+    directory), `${env:...}` only variables that start with `env_prefix` (None: any); neither
+    ever reads the daemon's own settings or /proc, /sys, /dev. The daemon's scope is `beside`
+    its config directory; `reconciler validate --check-env`, which knows no deployment, uses
+    `ANYWHERE`."""
+
+    file_dirs: tuple[Path, ...] | None = None
+    env_prefix: str | None = None
+
+    @classmethod
+    def beside(cls, config_dir: Path, extra_dirs: tuple[Path, ...] = (), env_prefix: str | None = None) -> SecretScope:
+        """A `secrets/` directory beside the config directory, /run/secrets, and `extra_dirs`."""
+        dirs = (config_dir.resolve().parent / "secrets", *DEFAULT_SECRET_DIRS, *extra_dirs)
+        return cls(tuple(Path(os.path.realpath(d)) for d in dirs), env_prefix)
+
+    def check(self, ref: Reference) -> None:
+        """ReferenceError when the reference may not be read, naming the rule and the fix."""
+        if ref.scheme == "env":
+            self._check_env(ref)
+        else:
+            self._check_file(ref)
+
+    def _check_env(self, ref: Reference) -> None:
+        if ref.target in DAEMON_SETTINGS or ref.target.startswith(DAEMON_SETTINGS_PREFIX):
+            raise ReferenceError(
+                f"{ref} names one of the daemon's own settings, which integrations may not read",
+                "give the integration a variable of its own",
+            )
+        if self.env_prefix is not None and not ref.target.startswith(self.env_prefix):
+            raise ReferenceError(
+                f"{ref} does not start with {self.env_prefix!r}, the prefix the daemon allows "
+                "(run --secret-env-prefix)",
+                f"name the variable {self.env_prefix}...",
+            )
+
+    def _check_file(self, ref: Reference) -> None:
+        real = Path(os.path.realpath(ref.target))
+        if any(real == d or d in real.parents for d in NEVER_READ):
+            raise ReferenceError(
+                f"{ref} points into {', '.join(map(str, NEVER_READ))}, which secret references never read",
+                "put the secret in a file of its own under /run/secrets",
+            )
+        if self.file_dirs is not None and not any(real == d or d in real.parents for d in self.file_dirs):
+            raise ReferenceError(
+                f"{ref} is outside the directories secrets are read from ({', '.join(map(str, self.file_dirs))})",
+                "mount the secret under /run/secrets, or add its directory with run --secrets-dir",
+            )
+
+
+ANYWHERE = SecretScope()  # files anywhere and any variable, but never the daemon's settings or /proc
 
 
 def has_reference(text: str) -> bool:
@@ -93,9 +157,10 @@ def parse_references(text: str) -> list[Reference]:
     return found
 
 
-def resolve_reference(ref: Reference, environ: Mapping[str, str] | None = None) -> str:
-    """The value behind one reference; ReferenceError says which reference failed, not why
-    in terms of its value."""
+def resolve_reference(ref: Reference, environ: Mapping[str, str] | None = None, scope: SecretScope = ANYWHERE) -> str:
+    """The value behind one reference, if `scope` lets it be read; ReferenceError says which
+    reference failed, not why in terms of its value."""
+    scope.check(ref)
     env = os.environ if environ is None else environ
     if ref.scheme == "env":
         if ref.target not in env:
@@ -125,7 +190,7 @@ def resolve_reference(ref: Reference, environ: Mapping[str, str] | None = None) 
         ) from None
 
 
-def resolve_string(text: str, environ: Mapping[str, str] | None = None) -> str:
+def resolve_string(text: str, environ: Mapping[str, str] | None = None, scope: SecretScope = ANYWHERE) -> str:
     """The string with every reference replaced by its value."""
     if not has_reference(text):
         return text
@@ -133,6 +198,6 @@ def resolve_string(text: str, environ: Mapping[str, str] | None = None) -> str:
 
     def substitute(match: re.Match[str]) -> str:
         scheme, _, target = match.group(1).partition(":")
-        return resolve_reference(Reference(scheme, target), environ)
+        return resolve_reference(Reference(scheme, target), environ, scope)
 
     return _WELL_FORMED.sub(substitute, text)

@@ -24,6 +24,7 @@ from typing import Any
 from reconciler.events.catalog import EventType
 from reconciler.manifests.checks import event_catalog
 from reconciler.manifests.diagnostics import Diagnostic
+from reconciler.manifests.secrets import ANYWHERE, SecretScope
 from reconciler.manifests.validate import TreeValidator, paused_gc
 from reconciler.reconcile.conditions import ConditionType, Reason, Status, condition, same_state, set_condition
 from reconciler.reconcile.desired import (
@@ -70,17 +71,26 @@ def compute_pass(
     *,
     environ: Mapping[str, str] | None = None,
     in_git: bool = False,
+    scope: SecretScope = ANYWHERE,
 ) -> PassPlan:
-    """The next state, from the files as they are now and the snapshot `base`."""
+    """The next state, from the files as they are now and the snapshot `base`; secret
+    references are read within `scope`."""
     with paused_gc():
-        return _Pass(base, last_inputs, environ).run(validator, config_dir, trigger, in_git)
+        return _Pass(base, last_inputs, environ, scope).run(validator, config_dir, trigger, in_git)
 
 
 class _Pass:
     """Working copies of one pass: the snapshot's mappings are never touched."""
 
-    def __init__(self, base: Snapshot, last_inputs: Mapping[str, Inputs], environ: Mapping[str, str] | None) -> None:
+    def __init__(
+        self,
+        base: Snapshot,
+        last_inputs: Mapping[str, Inputs],
+        environ: Mapping[str, str] | None,
+        scope: SecretScope,
+    ) -> None:
         self.base = base
+        self.scope = scope
         self.last_inputs = last_inputs
         self.environ = environ
         self.applied = dict(base.applied)
@@ -183,7 +193,9 @@ class _Pass:
 
         The git commit is not an input: an integration's revisions name the commit at which its
         content last changed, so a commit that leaves a file alone rewrites nothing."""
-        secrets_state = secrets_fingerprint(claimant.spec, self.environ) if claimant.spec is not None else None
+        secrets_state = (
+            secrets_fingerprint(claimant.spec, self.environ, self.scope) if claimant.spec is not None else None
+        )
         override = self.overrides.get(claimant.id)
         return (
             tuple((c.source_file, c.source_document, c.content_hash) for c in claimants),
@@ -208,7 +220,7 @@ class _Pass:
             self._refuse(record, Reason.VALIDATION_FAILED, _summarize(claimant.problems), previous_attempt, result)
             return
         spec = claimant.spec
-        resolved, why = resolve_secrets(spec, self.environ)
+        resolved, why = resolve_secrets(spec, self.environ, self.scope)
         if resolved is None:
             self._refuse(record, Reason.SECRET_MISSING, why, previous_attempt, result)
             return

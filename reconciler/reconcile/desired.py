@@ -136,12 +136,14 @@ _REFERENCES: dict[int, tuple[AnyIntegration, tuple[secrets.Reference, ...]]] = {
 _REFERENCES_MAX = 100_000
 
 
-def resolve_secrets(spec: AnyIntegration, environ: Mapping[str, str] | None = None) -> tuple[Resolved | None, str]:
+def resolve_secrets(
+    spec: AnyIntegration, environ: Mapping[str, str] | None = None, scope: secrets.SecretScope = secrets.ANYWHERE
+) -> tuple[Resolved | None, str]:
     """Resolve every reference in the spec; (None, reason) names the first that fails."""
     values: dict[str, str] = {}
     for reference in references_of(spec):
         try:
-            values[str(reference)] = secrets.resolve_reference(reference, environ)
+            values[str(reference)] = secrets.resolve_reference(reference, environ, scope)
         except secrets.ReferenceError as exc:
             return None, exc.message
     receive = getattr(spec, "receive", None)
@@ -154,9 +156,11 @@ def resolve_secrets(spec: AnyIntegration, environ: Mapping[str, str] | None = No
     return Resolved(values, _fingerprint(values)), ""
 
 
-def secrets_fingerprint(spec: AnyIntegration, environ: Mapping[str, str] | None = None) -> str:
+def secrets_fingerprint(
+    spec: AnyIntegration, environ: Mapping[str, str] | None = None, scope: secrets.SecretScope = secrets.ANYWHERE
+) -> str:
     """Changes when any referenced value appears, disappears or changes; reveals none of them."""
-    resolved, why = resolve_secrets(spec, environ)
+    resolved, why = resolve_secrets(spec, environ, scope)
     return resolved.fingerprint if resolved is not None else "missing:" + why
 
 

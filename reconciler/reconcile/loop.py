@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.manifests.models import INTEGRATION_MODELS
+from reconciler.manifests.secrets import SecretScope
 from reconciler.manifests.validate import TreeValidator, paused_gc
 from reconciler.reconcile.converge import Inputs, PassPlan, compute_pass
 from reconciler.reconcile.desired import git_commit, resolve_secrets
@@ -53,8 +54,12 @@ class Reconciler:
         environ: Mapping[str, str] | None = None,
         resync_seconds: float = RESYNC_SECONDS,
         on_remove: RemovalHook | None = None,
+        secret_scope: SecretScope | None = None,
     ) -> None:
         self.store = AsyncStore.of(store)
+        # where secret references may read from: by default a secrets/ directory beside the
+        # config directory and /run/secrets, never the daemon's own settings
+        self.secret_scope = secret_scope or SecretScope.beside(config_dir)
         self.config_dir = config_dir
         self.environ = environ
         self.resync_seconds = resync_seconds
@@ -147,6 +152,7 @@ class Reconciler:
                 trigger,
                 environ=self.environ,
                 in_git=self._in_git,
+                scope=self.secret_scope,
             )
             assert self._snapshot is base, "only a holder of the lock publishes"
             await self._store_plan(plan)
@@ -272,7 +278,7 @@ class Reconciler:
                 spec = INTEGRATION_MODELS[record.type].model_validate(record.spec)
             except ValueError:
                 continue  # stored by an older format; the next pass decides
-            resolved, _ = resolve_secrets(spec, self.environ)
+            resolved, _ = resolve_secrets(spec, self.environ, self.secret_scope)
             suspended = bool(overrides.get(record.id) and overrides[record.id].suspended)
             applied[record.id] = AppliedIntegration(record.id, record.generation, spec, resolved, suspended)
         in_git = git_commit(self.config_dir) is not None if self.config_dir.is_dir() else False
