@@ -21,6 +21,12 @@ import uvicorn
 
 from reconciler.api.app import Runtime, create_app
 from reconciler.api.auth import load_admin_secret
+from reconciler.api.connections import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    deadline_protocol,
+)
 from reconciler.delivery.engine import DeliveryEngine
 from reconciler.delivery.sources import SourceWatcher
 from reconciler.delivery.sync import SyncScheduler
@@ -50,6 +56,9 @@ class Settings:
     resync_seconds: float = RESYNC_SECONDS
     retention_seconds: float | None = 30 * 86400.0
     metrics_need_admin: bool = False
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
     @property
     def state_dir(self) -> Path:
@@ -134,6 +143,10 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=5,
+            # h11 always (never httptools, should it be installed): the deadlines are set in it
+            http=deadline_protocol(settings.header_timeout, settings.body_timeout),
+            # beyond this many connections or requests in progress, new requests are answered 503
+            limit_concurrency=settings.max_connections,
         )
     )
     host, port = sock.getsockname()[:2]

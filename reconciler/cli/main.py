@@ -99,6 +99,25 @@ def _parser() -> argparse.ArgumentParser:
         "waiting deliveries and dead letters are always kept",
     )
     run.add_argument(
+        "--header-timeout",
+        default="10s",
+        metavar="DURATION",
+        help="close a connection whose request headers are not all in within this time (default 10s)",
+    )
+    run.add_argument(
+        "--body-timeout",
+        default="30s",
+        metavar="DURATION",
+        help="answer 408 and close when a request body is not all in within this time (default 30s)",
+    )
+    run.add_argument(
+        "--max-connections",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="answer 503 to requests beyond this many open connections (default 1000)",
+    )
+    run.add_argument(
         "--metrics-auth",
         action="store_true",
         help="require the admin secret on /metrics too (default: open, like the health probes)",
@@ -252,6 +271,19 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"reconciler run: --retention: {exc}; 0 keeps everything", file=sys.stderr)
         return EXIT_ERROR
+    timeouts: dict[str, float] = {}
+    for flag in ("header_timeout", "body_timeout"):
+        try:
+            timeouts[flag] = parse_duration(getattr(args, flag))
+        except ValueError as exc:
+            print(f"reconciler run: --{flag.replace('_', '-')}: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        if timeouts[flag] <= 0:
+            print(f"reconciler run: --{flag.replace('_', '-')} must be more than 0 (for example 10s)", file=sys.stderr)
+            return EXIT_ERROR
+    if args.max_connections < 1:
+        print("reconciler run: --max-connections must be at least 1 (default 1000)", file=sys.stderr)
+        return EXIT_ERROR
     logs.configure(args.log_format)
     settings = Settings(
         Path(args.config_dir),
@@ -260,6 +292,9 @@ def _run(args: argparse.Namespace) -> int:
         args.resync,
         retention_seconds=retention or None,
         metrics_need_admin=args.metrics_auth,
+        header_timeout=timeouts["header_timeout"],
+        body_timeout=timeouts["body_timeout"],
+        max_connections=args.max_connections,
     )
     try:
         return asyncio.run(serve(settings))
