@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 from collections.abc import Iterator
@@ -211,7 +212,8 @@ def exclusive_owner(store_url: str) -> Iterator[None]:
     import fcntl
 
     path = Path(store_url.removeprefix("sqlite:///") + ".lock")
-    handle = path.open("a")
+    # 0600 like the store beside it
+    handle = os.fdopen(os.open(path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600), "a")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

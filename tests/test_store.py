@@ -94,6 +94,26 @@ def test_sqlite_store_is_created_under_a_new_directory_in_wal_mode(tmp_path):
     assert (tmp_path / "new" / "dir" / "state.db").exists()
 
 
+def test_sqlite_store_and_its_directory_are_private_to_the_daemon(tmp_path):
+    """The store holds events and audit entries: other local users may read neither."""
+    import os
+    import stat
+
+    previous = os.umask(0o022)  # the usual umask, which leaves new files readable by all
+    try:
+        store = open_store(f"sqlite:///{tmp_path}/state/reconciler.db")
+        try:
+            store.set_meta("probe", {"ok": True})
+        finally:
+            store.close()
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
+    for name in ("reconciler.db", "reconciler.db-wal", "reconciler.db-shm"):
+        if (tmp_path / "state" / name).exists():
+            assert stat.S_IMODE((tmp_path / "state" / name).stat().st_mode) == 0o600, name
+
+
 def test_unsupported_or_unreachable_store_urls_say_so():
     with pytest.raises(StoreError, match=re.escape("unsupported store URL 'mysql://u:***@h/d'")):
         open_store("mysql://u:pw@h/d")
