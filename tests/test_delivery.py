@@ -182,6 +182,41 @@ def test_static_auth_types_as_the_server_sees_them(tmp_path, peer, auth, check):
     run(scenario)
 
 
+@pytest.mark.parametrize(
+    "auth",
+    [
+        "authType: api_key\nauthConfig: {header: X-API-Key, key: '${env:KEY}'}",
+        "authType: api_key\nauthConfig: {query: api_key, key: '${env:KEY}'}",
+        "authType: bearer\nauthConfig: {token: '${env:KEY}'}",
+        "authType: basic\nauthConfig: {username: cms, password: '${env:KEY}'}",
+    ],
+    ids=["api_key-header", "api_key-query", "bearer", "basic"],
+)
+def test_a_response_echoing_the_request_keeps_its_secrets_out_of_the_attempt_log(tmp_path, peer, auth):
+    """Endpoints echo requests back (debugging proxies, error pages): the excerpt is stored."""
+    peer.script = lambda seen: Reply(500, json.dumps({"headers": seen.headers, "query": seen.query}))
+    basic = base64.b64encode(b"cms:k3y-secret-value").decode()
+
+    async def scenario() -> None:
+        async with Pipeline(
+            tmp_path,
+            {
+                "t.yaml": with_config(
+                    hook(peer, auth=auth.replace("\n", "\n        ")), "headers:\n  X-Tenant: '${env:TENANT}'"
+                )
+            },
+            environ={"KEY": "k3y-secret-value", "TENANT": "tenant-secret-value"},
+        ) as p:
+            await p.emit("user.login", {"userId": 1})
+            await p.until(lambda: len(p.store.attempts("t")) >= 1)
+            logged = json.dumps(p.store.attempts("t"))
+            assert "headers" in logged  # the excerpt is there, without the secrets
+            for secret in ("k3y-secret-value", "tenant-secret-value", basic):
+                assert secret not in logged
+
+    run(scenario)
+
+
 def oauth(peer: Peer, grant: str, method: str = "client_secret_basic") -> str:
     secret_line = "refreshToken: '${env:REFRESH}'" if grant == "refresh_token" else ""
     return (

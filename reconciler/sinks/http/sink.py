@@ -116,11 +116,14 @@ class HttpSink(Sink):
             ) as response:
                 excerpt = await _read_up_to(response.content, read_limit)
                 latency = (time.perf_counter() - started) * 1000
+                # an endpoint may echo the request (a debugging proxy, an error page): what it
+                # was sent with, secrets and credentials added by auth, is kept out of the log
+                sent = (*prepared.secrets, *_credentials(headers, prepared.headers))
                 return SinkResult(
                     ok=200 <= response.status < 300,
                     status=response.status,
                     latency_ms=latency,
-                    excerpt=excerpt.decode("utf-8", errors="replace"),
+                    excerpt=_scrub(excerpt.decode("utf-8", errors="replace"), sent),
                     error=None if 200 <= response.status < 300 else f"HTTP {response.status}",
                     retry_after=parse_retry_after(response.headers.get("Retry-After"))
                     if response.status in (429, 503)
@@ -150,12 +153,15 @@ class HttpSink(Sink):
                 keys = decode_secrets(substitute(config.signingSecret, resolved)) if config.signingSecret else []
             except SigningError as exc:
                 problem = str(exc)
+            values = resolved.values.values() if resolved is not None else ()
             prepared = _Prepared(
                 substitute(config.endpoint or "", resolved),
                 headers,
                 keys,
                 aiohttp.ClientTimeout(total=parse_duration(config.timeout)),
                 problem,
+                # longest first, so that no part of a longer one is left when a shorter one is in it
+                tuple(sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)),
             )
             if len(self._cache) > 10_000:
                 self._cache.clear()
@@ -172,6 +178,7 @@ class _Prepared:
     signing_keys: list[bytes]
     timeout: aiohttp.ClientTimeout
     signing_problem: str | None = None  # a signingSecret that is not a whsec_ secret
+    secrets: tuple[str, ...] = ()  # the resolved secret values, kept out of excerpts
 
 
 def _key(integration: AppliedIntegration) -> tuple[str, int]:
@@ -180,6 +187,26 @@ def _key(integration: AppliedIntegration) -> tuple[str, int]:
 
 def _session(allow_private: bool) -> aiohttp.ClientSession:
     return ssrf.session(allow_private, limit=CONNECTIONS_TOTAL, limit_per_host=CONNECTIONS_PER_HOST, ttl_dns_cache=60)
+
+
+def _credentials(headers: dict[str, str], prepared: dict[str, str]) -> list[str]:
+    """The values auth and signing added to a request's headers, and the token in each
+    (`Bearer TOKEN`, `Basic BASE64`): an OAuth2 access token is in no resolved secret."""
+    found = []
+    for name, value in headers.items():
+        if prepared.get(name) != value:
+            found.append(value)
+            token = value.partition(" ")[2]
+            if token and len(token) >= 4:
+                found.append(token)
+    return found
+
+
+def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+    for value in sorted(secrets, key=len, reverse=True):
+        if value:
+            text = text.replace(value, "***")
+    return text
 
 
 def _client_error(exc: aiohttp.ClientError) -> str:
