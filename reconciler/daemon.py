@@ -35,6 +35,8 @@ from reconciler.intake.committer import Intake
 from reconciler.reconcile.loop import RESYNC_SECONDS, Reconciler
 from reconciler.reconcile.watch import watch
 from reconciler.sinks.files import FileSink
+from reconciler.sinks.http import HttpSink
+from reconciler.sinks.http.retry_after import MAX_RETRY_AFTER_SECONDS
 from reconciler.store import AsyncStore, open_store
 
 log = logging.getLogger("reconciler")
@@ -60,6 +62,7 @@ class Settings:
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_retry_after: float = MAX_RETRY_AFTER_SECONDS
 
     @property
     def state_dir(self) -> Path:
@@ -124,7 +127,12 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
         await engine_holder[0].drain(integration_id)
 
     reconciler = Reconciler(store, settings.config_dir, resync_seconds=settings.resync_seconds, on_remove=drain)
-    engine = DeliveryEngine(store, reconciler, retention_seconds=settings.retention_seconds)
+    engine = DeliveryEngine(
+        store,
+        reconciler,
+        http=HttpSink(max_retry_after=settings.max_retry_after),
+        retention_seconds=settings.retention_seconds,
+    )
     engine_holder.append(engine)
     # what was applied before a restart runs again before the first request is taken
     await reconciler.restore()

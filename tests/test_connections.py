@@ -161,7 +161,12 @@ def test_bad_deadlines_are_refused_with_the_fix(tmp_path: Path):
 
     from tests.conftest import ROOT
 
-    for flag, value in (("--header-timeout", "10"), ("--body-timeout", "0s"), ("--max-connections", "0")):
+    for flag, value in (
+        ("--header-timeout", "10"),
+        ("--body-timeout", "0s"),
+        ("--max-connections", "0"),
+        ("--max-retry-after", "forever"),
+    ):
         done = subprocess.run(
             [sys.executable, "-m", "reconciler", "run", flag, value],
             cwd=tmp_path,

@@ -524,6 +524,33 @@ def test_retry_after_holds_every_request_to_the_endpoint(tmp_path, peer):
     run(scenario)
 
 
+def test_a_huge_retry_after_pauses_the_endpoint_for_at_most_the_bound(tmp_path, peer):
+    """A partner answering "come back tomorrow" (or in 11 days, by mistake) holds its queue
+    for the bound (10 minutes by default, `run --max-retry-after`), not for as long as it says."""
+    import time as clock
+
+    from reconciler.sinks.http.sink import HttpSink
+
+    peer.script = lambda seen: Reply(429, "slow down", {"Retry-After": "999999"})
+
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"t.yaml": hook(peer)}) as p:
+            await p.emit("user.login", {"userId": 1})
+            await p.until(lambda: len(p.store.attempts("t")) >= 1)
+            await p.until(lambda: p.statuses("t") == {"failed": 1})
+            [due] = due_times(p, "t").values()
+            assert due <= clock.time() + 600, "paused beyond the default bound of 10 minutes"
+            applied = p.reconciler.snapshot.applied["t"]
+            assert (await p.engine.http.send(applied, b"{}", "msg_1")).retry_after == 600.0
+            bounded = HttpSink(max_retry_after=5.0)
+            try:
+                assert (await bounded.send(applied, b"{}", "msg_2")).retry_after == 5.0
+            finally:
+                await bounded.close()
+
+    run(scenario)
+
+
 def test_gone_suspends_the_integration_and_keeps_its_queue(tmp_path, peer):
     peer.script = lambda seen: Reply(410, "this webhook was deleted")
 

@@ -118,6 +118,12 @@ def _parser() -> argparse.ArgumentParser:
         help="answer 503 to requests beyond this many open connections (default 1000)",
     )
     run.add_argument(
+        "--max-retry-after",
+        default="10m",
+        metavar="DURATION",
+        help="the longest pause a sink's Retry-After (429, 503) holds its endpoint's queue (default 10m)",
+    )
+    run.add_argument(
         "--metrics-auth",
         action="store_true",
         help="require the admin secret on /metrics too (default: open, like the health probes)",
@@ -272,7 +278,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"reconciler run: --retention: {exc}; 0 keeps everything", file=sys.stderr)
         return EXIT_ERROR
     timeouts: dict[str, float] = {}
-    for flag in ("header_timeout", "body_timeout"):
+    for flag in ("header_timeout", "body_timeout", "max_retry_after"):
         try:
             timeouts[flag] = parse_duration(getattr(args, flag))
         except ValueError as exc:
@@ -295,6 +301,7 @@ def _run(args: argparse.Namespace) -> int:
         header_timeout=timeouts["header_timeout"],
         body_timeout=timeouts["body_timeout"],
         max_connections=args.max_connections,
+        max_retry_after=timeouts["max_retry_after"],
     )
     try:
         return asyncio.run(serve(settings))

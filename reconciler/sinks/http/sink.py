@@ -19,7 +19,7 @@ from reconciler.manifests.models import HttpConfig, OAuth2Auth
 from reconciler.registry import AppliedIntegration, substitute
 from reconciler.sinks import Sink, SinkResult, config_of, ssrf
 from reconciler.sinks.http.auth import Authenticator, AuthError
-from reconciler.sinks.http.retry_after import parse_retry_after
+from reconciler.sinks.http.retry_after import MAX_RETRY_AFTER_SECONDS, parse_retry_after
 from reconciler.sinks.http.signing import SigningError, decode_secrets, signature_headers
 from reconciler.sinks.ssrf import BlockedAddress
 
@@ -35,7 +35,8 @@ class HttpSink(Sink):
     Connections are pooled across requests, in two pools (see `session`); what every request
     of one applied generation shares (URL, headers, signing keys) is worked out once."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_retry_after: float = MAX_RETRY_AFTER_SECONDS) -> None:
+        self.max_retry_after = max_retry_after  # the longest pause a Retry-After can ask for
         self.auth = Authenticator()
         self._public: aiohttp.ClientSession | None = None
         self._private: aiohttp.ClientSession | None = None
@@ -125,7 +126,7 @@ class HttpSink(Sink):
                     latency_ms=latency,
                     excerpt=_scrub(excerpt.decode("utf-8", errors="replace"), sent),
                     error=None if 200 <= response.status < 300 else f"HTTP {response.status}",
-                    retry_after=parse_retry_after(response.headers.get("Retry-After"))
+                    retry_after=parse_retry_after(response.headers.get("Retry-After"), cap=self.max_retry_after)
                     if response.status in (429, 503)
                     else None,
                     endpoint_failure=response.status >= 500 or response.status == 429,
