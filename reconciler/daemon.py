@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 from collections.abc import Iterator
@@ -21,6 +22,12 @@ import uvicorn
 
 from reconciler.api.app import Runtime, create_app
 from reconciler.api.auth import load_admin_secret
+from reconciler.api.connections import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    deadline_protocol,
+)
 from reconciler.delivery.engine import DeliveryEngine
 from reconciler.delivery.sources import SourceWatcher
 from reconciler.delivery.sync import SyncScheduler
@@ -29,6 +36,8 @@ from reconciler.manifests.secrets import SecretScope
 from reconciler.reconcile.loop import RESYNC_SECONDS, Reconciler
 from reconciler.reconcile.watch import watch
 from reconciler.sinks.files import FileSink
+from reconciler.sinks.http import HttpSink
+from reconciler.sinks.http.retry_after import MAX_RETRY_AFTER_SECONDS
 from reconciler.store import AsyncStore, open_store
 
 log = logging.getLogger("reconciler")
@@ -53,6 +62,10 @@ class Settings:
     metrics_need_admin: bool = False
     secrets_dirs: tuple[Path, ...] = ()  # more places ${file:...} may read, beside the defaults
     secret_env_prefix: str | None = None  # ${env:...} only variables with this prefix
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_retry_after: float = MAX_RETRY_AFTER_SECONDS
 
     @property
     def state_dir(self) -> Path:
@@ -120,7 +133,12 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
     reconciler = Reconciler(
         store, settings.config_dir, resync_seconds=settings.resync_seconds, on_remove=drain, secret_scope=scope
     )
-    engine = DeliveryEngine(store, reconciler, retention_seconds=settings.retention_seconds)
+    engine = DeliveryEngine(
+        store,
+        reconciler,
+        http=HttpSink(max_retry_after=settings.max_retry_after),
+        retention_seconds=settings.retention_seconds,
+    )
     engine_holder.append(engine)
     # what was applied before a restart runs again before the first request is taken
     await reconciler.restore()
@@ -140,6 +158,10 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=5,
+            # h11 always (never httptools, should it be installed): the deadlines are set in it
+            http=deadline_protocol(settings.header_timeout, settings.body_timeout),
+            # beyond this many connections or requests in progress, new requests are answered 503
+            limit_concurrency=settings.max_connections,
         )
     )
     host, port = sock.getsockname()[:2]
@@ -204,7 +226,8 @@ def exclusive_owner(store_url: str) -> Iterator[None]:
     import fcntl
 
     path = Path(store_url.removeprefix("sqlite:///") + ".lock")
-    handle = path.open("a")
+    # 0600 like the store beside it
+    handle = os.fdopen(os.open(path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600), "a")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

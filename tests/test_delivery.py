@@ -227,6 +227,41 @@ def test_static_auth_types_as_the_server_sees_them(tmp_path, peer, auth, check):
     run(scenario)
 
 
+@pytest.mark.parametrize(
+    "auth",
+    [
+        "authType: api_key\nauthConfig: {header: X-API-Key, key: '${env:KEY}'}",
+        "authType: api_key\nauthConfig: {query: api_key, key: '${env:KEY}'}",
+        "authType: bearer\nauthConfig: {token: '${env:KEY}'}",
+        "authType: basic\nauthConfig: {username: cms, password: '${env:KEY}'}",
+    ],
+    ids=["api_key-header", "api_key-query", "bearer", "basic"],
+)
+def test_a_response_echoing_the_request_keeps_its_secrets_out_of_the_attempt_log(tmp_path, peer, auth):
+    """Endpoints echo requests back (debugging proxies, error pages): the excerpt is stored."""
+    peer.script = lambda seen: Reply(500, json.dumps({"headers": seen.headers, "query": seen.query}))
+    basic = base64.b64encode(b"cms:k3y-secret-value").decode()
+
+    async def scenario() -> None:
+        async with Pipeline(
+            tmp_path,
+            {
+                "t.yaml": with_config(
+                    hook(peer, auth=auth.replace("\n", "\n        ")), "headers:\n  X-Tenant: '${env:TENANT}'"
+                )
+            },
+            environ={"KEY": "k3y-secret-value", "TENANT": "tenant-secret-value"},
+        ) as p:
+            await p.emit("user.login", {"userId": 1})
+            await p.until(lambda: len(p.store.attempts("t")) >= 1)
+            logged = json.dumps(p.store.attempts("t"))
+            assert "headers" in logged  # the excerpt is there, without the secrets
+            for secret in ("k3y-secret-value", "tenant-secret-value", basic):
+                assert secret not in logged
+
+    run(scenario)
+
+
 def oauth(peer: Peer, grant: str, method: str = "client_secret_basic") -> str:
     secret_line = "refreshToken: '${env:REFRESH}'" if grant == "refresh_token" else ""
     return (
@@ -530,6 +565,33 @@ def test_retry_after_holds_every_request_to_the_endpoint(tmp_path, peer):
             await p.until(lambda: p.statuses("t") == {"delivered": 4})
             later = [s.at for s in peer.requests("/hook")][1:]
             assert len(later) == 4 and min(later) - told[0] >= 1.95, "nothing was sent during the pause"
+
+    run(scenario)
+
+
+def test_a_huge_retry_after_pauses_the_endpoint_for_at_most_the_bound(tmp_path, peer):
+    """A partner answering "come back tomorrow" (or in 11 days, by mistake) holds its queue
+    for the bound (10 minutes by default, `run --max-retry-after`), not for as long as it says."""
+    import time as clock
+
+    from reconciler.sinks.http.sink import HttpSink
+
+    peer.script = lambda seen: Reply(429, "slow down", {"Retry-After": "999999"})
+
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"t.yaml": hook(peer)}) as p:
+            await p.emit("user.login", {"userId": 1})
+            await p.until(lambda: len(p.store.attempts("t")) >= 1)
+            await p.until(lambda: p.statuses("t") == {"failed": 1})
+            [due] = due_times(p, "t").values()
+            assert due <= clock.time() + 600, "paused beyond the default bound of 10 minutes"
+            applied = p.reconciler.snapshot.applied["t"]
+            assert (await p.engine.http.send(applied, b"{}", "msg_1")).retry_after == 600.0
+            bounded = HttpSink(max_retry_after=5.0)
+            try:
+                assert (await bounded.send(applied, b"{}", "msg_2")).retry_after == 5.0
+            finally:
+                await bounded.close()
 
     run(scenario)
 

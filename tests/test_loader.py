@@ -178,3 +178,28 @@ def test_merge_key_bomb_is_counted_like_aliases_and_refused_at_its_line():
     assert code == "alias-bomb"
     assert f"{MAX_NODES_PER_FILE:,}" in message and "merge" in message
     assert 1 <= line <= 31
+
+
+def test_symlinks_out_of_the_config_directory_are_refused_with_a_message(tmp_path: Path):
+    """A link in the reviewed directory must not bring in a file nobody reviews (or show
+    /etc/shadow's lines in a YAML error); a link that stays inside it is fine."""
+    from reconciler.manifests.loader import discover
+
+    config, outside = tmp_path / "integrations.d", tmp_path / "outside"
+    (config / "shared").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.yaml").write_text("a: 1\n")
+    (config / "shared" / "real.yaml").write_text("a: 1\n")
+    (config / "inside.yaml").symlink_to(config / "shared" / "real.yaml")
+    (config / "leak.yaml").symlink_to(outside / "secret.yaml")
+    (config / "elsewhere").symlink_to(outside, target_is_directory=True)
+
+    found, problems = discover([config])
+    assert found == [str(config / "inside.yaml")]  # real.yaml is the same file, read once
+    assert sorted((p.file, p.code) for p in problems) == [
+        (str(config / "elsewhere"), "symlink-outside"),
+        (str(config / "leak.yaml"), "symlink-outside"),
+    ]
+    [leak] = [p for p in problems if p.file.endswith("leak.yaml")]
+    assert str(outside / "secret.yaml") in leak.message
+    assert "copy the file into" in leak.hint

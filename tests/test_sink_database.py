@@ -607,3 +607,38 @@ def test_check_env_checks_the_resolved_scheme_without_echoing_the_url(write, val
     [problem] = validate(check_env=True, environ={"DB_URL": "oracle://u:pw-123456@db.example.org/r"}).diagnostics
     assert "config.url (resolved) has a scheme not in" in problem.message
     assert "pw-123456" not in problem.as_text() and "oracle" not in problem.as_text()
+
+
+def test_a_database_integration_may_not_write_into_the_daemons_own_store(tmp_path):
+    """Rows there could forge audit entries and deliveries: every attempt is refused, saying why."""
+    store = f"sqlite:///{tmp_path}/state/pipeline.db"
+    same_file = f"sqlite:///{tmp_path}/state/../state/pipeline.db"  # spelled differently
+    spec = target("table: forged\ncreateTable: true")
+
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"db.yaml": spec}, environ={"DB_URL": same_file}, store_url=store) as p:
+            await p.emit("user.registered", USER)
+            await p.until(lambda: len(failed_attempts(p)) >= 1)
+            [first, *_] = failed_attempts(p)
+            assert "config.url (resolved) is the daemon's own store" in first["error"]
+            assert "another database or schema" in first["error"]
+            with p.store.engine.connect() as connection:
+                assert "forged" not in sa.inspect(connection).get_table_names()
+
+    run(scenario)
+
+
+def test_the_own_store_check_compares_server_database_and_schema():
+    from reconciler.sinks.database.own_store import is_own_store
+
+    store = "postgresql://app:pw@db.example.org:5432/cms?options=-csearch_path%3Dreconciler"
+    pinned = "postgresql+psycopg://other:x@DB.example.org/cms?options=-csearch_path%3Dreconciler"
+    assert is_own_store(pinned, None, store)
+    assert is_own_store("postgresql+psycopg://app@db.example.org/cms", "reconciler", store)
+    assert not is_own_store("postgresql+psycopg://app@db.example.org/cms", None, store)  # public: another schema
+    assert not is_own_store("postgresql+psycopg://app@db.example.org/reporting", "reconciler", store)
+    assert not is_own_store("postgresql+psycopg://app@db2.example.org/cms", "reconciler", store)
+    assert not is_own_store("postgresql+psycopg://app@db.example.org:6432/cms", "reconciler", store)
+    assert is_own_store("postgresql+psycopg://u@127.0.0.1/cms", None, "postgres://u@localhost/cms")
+    assert not is_own_store("mysql+pymysql://u@localhost/cms", None, "postgresql://u@localhost/cms")
+    assert not is_own_store("sqlite:///a.db", None, None)

@@ -212,6 +212,34 @@ def test_csv_objects_with_a_mapping_and_with_the_default_columns(tmp_path):
     assert 'Ada "A", L' in [json.loads(r["data"]).get("name") for r in rows]
 
 
+def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_escaped_unless_opted_out(tmp_path):
+    escaped, raw = tmp_path / "escaped", tmp_path / "raw"
+    mapping = "format: csv\nmapping:\n  name: data.name\n  score: data.score\nbatchSize: 10"
+    names = ['=HYPERLINK("http://x")', "+1", "-2+3", "@SUM(A1)", "\tTab", "Ada", "a=b"]
+
+    async def scenario() -> None:
+        files = {
+            "escaped.yaml": local_spec(escaped, mapping),
+            "raw.yaml": local_spec(raw, mapping + "\ncsvFormulaEscape: false"),
+        }
+        async with Pipeline(tmp_path, files) as p:
+            for name in names:
+                data = {"userId": 1, "email": "a@example.edu", "name": name, "score": -5}
+                await p.intake.emit("user.registered", data)
+            await p.until(lambda: p.statuses("escaped") == p.statuses("raw") == {"delivered": len(names)})
+
+    run(scenario)
+
+    def cells(root: Path) -> list[dict[str, str]]:
+        return [row for f in visible(root).values() for row in csv.DictReader(io.StringIO(f.read_text()))]
+
+    assert sorted(r["name"] for r in cells(escaped)) == sorted(
+        ['\'=HYPERLINK("http://x")', "'+1", "'-2+3", "'@SUM(A1)", "'\tTab", "Ada", "a=b"]
+    )
+    assert {r["score"] for r in cells(escaped)} == {"-5"}  # a number is never a formula
+    assert sorted(r["name"] for r in cells(raw)) == sorted(names)
+
+
 def test_rollover_splits_a_unit_and_a_retried_unit_overwrites_instead_of_duplicating(tmp_path):
     out = tmp_path / "out"
     target = applied(local_spec(out, "rolloverSize: 400\nbatchSize: 50"))

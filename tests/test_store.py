@@ -94,6 +94,26 @@ def test_sqlite_store_is_created_under_a_new_directory_in_wal_mode(tmp_path):
     assert (tmp_path / "new" / "dir" / "state.db").exists()
 
 
+def test_sqlite_store_and_its_directory_are_private_to_the_daemon(tmp_path):
+    """The store holds events and audit entries: other local users may read neither."""
+    import os
+    import stat
+
+    previous = os.umask(0o022)  # the usual umask, which leaves new files readable by all
+    try:
+        store = open_store(f"sqlite:///{tmp_path}/state/reconciler.db")
+        try:
+            store.set_meta("probe", {"ok": True})
+        finally:
+            store.close()
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
+    for name in ("reconciler.db", "reconciler.db-wal", "reconciler.db-shm"):
+        if (tmp_path / "state" / name).exists():
+            assert stat.S_IMODE((tmp_path / "state" / name).stat().st_mode) == 0o600, name
+
+
 def test_unsupported_or_unreachable_store_urls_say_so():
     with pytest.raises(StoreError, match=re.escape("unsupported store URL 'mysql://u:***@h/d'")):
         open_store("mysql://u:pw@h/d")
@@ -101,6 +121,38 @@ def test_unsupported_or_unreachable_store_urls_say_so():
         open_store("postgresql://nobody:pw@127.0.0.1:1/x?connect_timeout=2")
     with pytest.raises(StoreError, match="names no file"):
         open_store("sqlite://")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://alice:Pw0rdSecret@127.0.0.1:1/db?connect_timeout=2",
+        "postgresql://alice@127.0.0.1:1/db?connect_timeout=2&password=Pw0rdSecret",
+        "postgresql://alice@127.0.0.1:1/db?connect_timeout=2&PASSWORD=Pw0rdSecret&sslpassword=Pw0rdSecret",
+        "postgresql://alice:Pw0rd%53ecret@127.0.0.1:1/db?connect_timeout=2",
+    ],
+)
+def test_a_password_in_the_store_url_is_in_no_log_line_or_error(tmp_path, url):
+    """`reconciler run --store URL` failing to connect says where, never with the password."""
+    import subprocess
+    import sys
+
+    from reconciler.store.errors import redact_url
+    from tests.conftest import ROOT
+
+    assert "Pw0rd" not in redact_url(url) and "***" in redact_url(url)
+    (tmp_path / "integrations.d").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "reconciler", "run", "--listen", "127.0.0.1:0", "--log-format", "json", "--store", url],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "127.0.0.1:1/db" in done.stderr  # it still says which store
+    assert "Pw0rd" not in done.stderr + done.stdout
 
 
 def test_retention_prunes_finished_work_and_keeps_everything_undelivered(store):

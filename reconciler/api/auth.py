@@ -38,7 +38,7 @@ def load_admin_secret(state_dir: Path, environ: Mapping[str, str] | None = None)
         stored = path.read_text(encoding="utf-8").strip()
         if len(stored) >= MIN_SECRET_CHARS:
             return stored, str(path)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # 0700 like the store's
     generated = secrets.token_urlsafe(32)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:

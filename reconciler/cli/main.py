@@ -99,6 +99,31 @@ def _parser() -> argparse.ArgumentParser:
         "waiting deliveries and dead letters are always kept",
     )
     run.add_argument(
+        "--header-timeout",
+        default="10s",
+        metavar="DURATION",
+        help="close a connection whose request headers are not all in within this time (default 10s)",
+    )
+    run.add_argument(
+        "--body-timeout",
+        default="30s",
+        metavar="DURATION",
+        help="answer 408 and close when a request body is not all in within this time (default 30s)",
+    )
+    run.add_argument(
+        "--max-connections",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="answer 503 to requests beyond this many open connections (default 1000)",
+    )
+    run.add_argument(
+        "--max-retry-after",
+        default="10m",
+        metavar="DURATION",
+        help="the longest pause a sink's Retry-After (429, 503) holds its endpoint's queue (default 10m)",
+    )
+    run.add_argument(
         "--metrics-auth",
         action="store_true",
         help="require the admin secret on /metrics too (default: open, like the health probes)",
@@ -266,6 +291,19 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"reconciler run: --retention: {exc}; 0 keeps everything", file=sys.stderr)
         return EXIT_ERROR
+    timeouts: dict[str, float] = {}
+    for flag in ("header_timeout", "body_timeout", "max_retry_after"):
+        try:
+            timeouts[flag] = parse_duration(getattr(args, flag))
+        except ValueError as exc:
+            print(f"reconciler run: --{flag.replace('_', '-')}: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        if timeouts[flag] <= 0:
+            print(f"reconciler run: --{flag.replace('_', '-')} must be more than 0 (for example 10s)", file=sys.stderr)
+            return EXIT_ERROR
+    if args.max_connections < 1:
+        print("reconciler run: --max-connections must be at least 1 (default 1000)", file=sys.stderr)
+        return EXIT_ERROR
     logs.configure(args.log_format)
     settings = Settings(
         Path(args.config_dir),
@@ -276,6 +314,10 @@ def _run(args: argparse.Namespace) -> int:
         metrics_need_admin=args.metrics_auth,
         secrets_dirs=tuple(Path(d) for d in args.secrets_dir),
         secret_env_prefix=args.secret_env_prefix,
+        header_timeout=timeouts["header_timeout"],
+        body_timeout=timeouts["body_timeout"],
+        max_connections=args.max_connections,
+        max_retry_after=timeouts["max_retry_after"],
     )
     try:
         return asyncio.run(serve(settings))

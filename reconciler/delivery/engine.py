@@ -67,7 +67,7 @@ class DeliveryEngine:
         self.store = AsyncStore.of(store)
         self.reconciler = reconciler
         self.http = http or HttpSink()
-        self.records = records if records is not None else record_sinks()
+        self.records = records if records is not None else record_sinks(store_url=self.store.sync.url)
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{new_id('w')[-8:]}"
         self.retention_seconds = retention_seconds
         self.stats = DeliveryStats()  # attempts and latency by integration, for /metrics

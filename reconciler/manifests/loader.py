@@ -121,13 +121,22 @@ def discover(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[D
     for raw in paths:
         path = os.fspath(raw)
         if os.path.isdir(path):
+            top = os.path.realpath(path)
             for root, dirs, files in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found.extend(
-                    os.path.join(root, name)
-                    for name in sorted(files)
-                    if name.endswith(EXTENSIONS) and not name.startswith(".")
-                )
+                for name in dirs:
+                    # os.walk does not descend into linked directories; one leading out is said
+                    outside = _links_outside(os.path.join(root, name), top)
+                    if outside is not None:
+                        problems.append(outside)
+                for name in sorted(files):
+                    if name.endswith(EXTENSIONS) and not name.startswith("."):
+                        file = os.path.join(root, name)
+                        outside = _links_outside(file, top)
+                        if outside is None:
+                            found.append(file)
+                        else:
+                            problems.append(outside)
         elif os.path.exists(path) and not os.path.isdir(path):
             found.append(path)
         else:
@@ -141,6 +150,25 @@ def discover(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[D
             seen.add(real)
             unique.append(path)
     return unique, problems
+
+
+def _links_outside(path: str, top: str) -> Diagnostic | None:
+    """A diagnostic when `path` is a symbolic link leading out of the directory `top` (real
+    path): what is declared is what is reviewed in that directory, and a link to a file
+    elsewhere (/etc/shadow) would be read, and its lines shown in errors."""
+    if not os.path.islink(path):
+        return None
+    target = os.path.realpath(path)
+    if target == top or target.startswith(top.rstrip(os.sep) + os.sep):
+        return None
+    return Diagnostic(
+        path,
+        0,
+        0,
+        f"is a symbolic link to {target}, outside {top}; it is not read",
+        hint="copy the file into the config directory, or link to a file inside it",
+        code="symlink-outside",
+    )
 
 
 def load_file(path: Path, display: str | None = None) -> LoadedFile:

@@ -89,12 +89,12 @@ class RecordSink(Sink, Protocol):
         ...
 
 
-def record_sinks() -> dict[str, RecordSink]:
-    """The record sinks by integration type."""
+def record_sinks(store_url: str | None = None) -> dict[str, RecordSink]:
+    """The record sinks by integration type; none may write into the store at `store_url`."""
     from reconciler.sinks.database import DatabaseSink
     from reconciler.sinks.files import FileSink
 
-    sinks: dict[str, RecordSink] = {"database": DatabaseSink(), "file": FileSink()}
+    sinks: dict[str, RecordSink] = {"database": DatabaseSink(store_url=store_url), "file": FileSink()}
     return sinks
 
 

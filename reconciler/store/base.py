@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from reconciler.store import schema as t
-from reconciler.store.errors import StoreError, redact_url
+from reconciler.store.errors import StoreError, redact_url, scrub_url_secrets
 from reconciler.store.history import History
 from reconciler.store.outbox import Outbox
 
@@ -246,8 +246,9 @@ def open_store(url: str) -> Store:
         )
     try:
         store.migrate()
-    except sa.exc.OperationalError as exc:
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
+        # ProgrammingError too: the driver's word for a URL option it does not know
         store.close()
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise StoreError(f"cannot open the store at {redact_url(url)}: {reason}") from None
+        raise StoreError(f"cannot open the store at {redact_url(url)}: {scrub_url_secrets(reason, url)}") from None
     return store

@@ -16,7 +16,7 @@ import logging
 import math
 import random
 import time
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import sqlalchemy as sa
 
@@ -74,10 +74,7 @@ class StoreUnavailable(StoreError):
         reason = unavailable_reason(exc)
         if reason is None:
             return None
-        password = urlsplit(url).password
-        if password:
-            reason = reason.replace(password, "***")
-        return cls(redact_url(url), reason)
+        return cls(redact_url(url), scrub_url_secrets(reason, url))
 
 
 def unavailable_reason(exc: BaseException) -> str | None:
@@ -123,13 +120,36 @@ def _first_line(exc: BaseException) -> str:
     return line[:300]
 
 
+# query parameters libpq takes a secret from, besides the password in the authority
+_SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+
+
 def redact_url(url: str) -> str:
-    """The URL without its password, for logs and errors."""
+    """The URL without its passwords (in the authority or the query), for logs and errors."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@")
+    query = "&".join(
+        f"{name}=***" if name.lower() in _SECRET_PARAMETERS else pair
+        for pair in parts.query.split("&")
+        for name in (pair.partition("=")[0],)
+    )
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+def url_secrets(url: str) -> list[str]:
+    """The URL's passwords as written and decoded, to take out of a driver's messages."""
+    parts = urlsplit(url)
+    found = [parts.password] if parts.password else []
+    found += [value for name, value in parse_qsl(parts.query) if name.lower() in _SECRET_PARAMETERS and value]
+    return sorted({*found, *(unquote(value) for value in found)}, key=len, reverse=True)
+
+
+def scrub_url_secrets(text: str, url: str) -> str:
+    for secret in url_secrets(url):
+        text = text.replace(secret, "***")
+    return text
 
 
 class Outage:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -27,6 +28,17 @@ _ENVELOPE_TEXT = (
 )
 
 
+def _create_private(path: Path) -> None:
+    """Create the store's directory (0700) and file (0600) if they are missing: the store holds
+    events and audit entries, which other local users may not read or forge. SQLite gives its
+    -wal and -shm files the mode of the database file. What exists already is left as it is."""
+    if not path.parent.exists():
+        path.parent.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
 class SQLiteStore(Store):
     """The embedded store: SQLite in WAL mode, one daemon per file."""
 
@@ -45,9 +57,9 @@ class SQLiteStore(Store):
             )
         if path != ":memory:":
             try:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _create_private(Path(path))
             except OSError as exc:
-                raise StoreError(f"cannot create the directory for {path}: {exc.strerror}") from None
+                raise StoreError(f"cannot create {path} or its directory: {exc.strerror}") from None
         engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
         sa.event.listen(engine, "connect", _configure)
         return cls(url, engine)

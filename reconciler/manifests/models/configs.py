@@ -226,6 +226,11 @@ class FileConfig(Strict):
     rolloverSize: Annotated[str, Field(pattern=SIZE_PATTERN)] | int = "64MiB"
     mapping: dict[str, Annotated[str, Field(pattern=FIELD_PATH)]] | None = Field(None, min_length=1)
     copyAttachments: bool = False
+    csvFormulaEscape: bool = Field(
+        True,
+        description="format csv: a text cell starting with = + - @ tab or carriage return gets a leading ' "
+        "so that a spreadsheet shows it instead of running it as a formula; false writes cells as they are",
+    )
     maxAttachmentSize: Annotated[str, Field(pattern=SIZE_PATTERN)] | int = "50MiB"
     source: str | None = Field(
         None,

@@ -24,6 +24,7 @@ from reconciler.manifests.models import DatabaseConfig
 from reconciler.registry import AppliedIntegration, substitute
 from reconciler.sinks import config_of
 from reconciler.sinks.database.errors import Mismatch
+from reconciler.sinks.database.own_store import is_own_store
 from reconciler.sinks.database.target import Target
 
 WORKERS = 8  # threads for all database integrations of one process
@@ -47,8 +48,9 @@ T = TypeVar("T")
 class Engines:
     """The current target (engine) of each database integration, and the sink's worker threads."""
 
-    def __init__(self, workers: int = WORKERS) -> None:
+    def __init__(self, workers: int = WORKERS, store_url: str | None = None) -> None:
         self.workers = workers
+        self.store_url = store_url  # the daemon's own store, which no integration may write to
         self._targets: dict[str, Target] = {}
         self._executor: ThreadPoolExecutor | None = None
 
@@ -67,6 +69,11 @@ class Engines:
         current = self._targets.get(integration.id)
         if current is not None and current.key == key:
             return current
+        if is_own_store(url, config.tableSchema, self.store_url):
+            raise Mismatch(
+                "config.url (resolved) is the daemon's own store: rows written there could forge its "
+                "audit entries and deliveries; point the integration at another database or schema"
+            )
         secrets = tuple(v for v in (integration.resolved.values.values() if integration.resolved else ()) if v)
         target = open_target(key, config, url, secrets)
         self._targets[integration.id] = target

@@ -24,9 +24,9 @@ from reconciler.sinks.database.target import Target
 class DatabaseSink(RecordSink):
     """Rows into PostgreSQL, MySQL/MariaDB or SQLite; registered for `type: database`."""
 
-    def __init__(self, workers: int = WORKERS) -> None:
+    def __init__(self, workers: int = WORKERS, store_url: str | None = None) -> None:
         self.workers = workers
-        self._engines = Engines(workers)
+        self._engines = Engines(workers, store_url)
 
     # --- the RecordSink protocol --------------------------------------------------------------
 

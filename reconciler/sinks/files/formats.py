@@ -86,7 +86,8 @@ def _split(config: FileConfig, records: list[dict[str, Any]], rollover: int) -> 
     if config.format == "csv":
         columns = csv_columns(config)
         header = _csv_line(columns)
-        lines = [_csv_line([_csv_cell(r.get(c)) for c in columns]) for r in records]
+        escape = config.csvFormulaEscape
+        lines = [_csv_line([_csv_cell(r.get(c), escape) for c in columns]) for r in records]
     else:
         header = b""
         lines = [
@@ -112,9 +113,15 @@ def _csv_line(cells: list[str]) -> bytes:
     return buffer.getvalue().encode()
 
 
-def _csv_cell(value: Any) -> str:
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection, OWASP):
+# event data comes from users and partners, and the file is opened by staff.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: Any, escape: bool) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
-        return value
+        # only text: a number (-5) is never a formula, and JSON text starts with { or [
+        return "'" + value if escape and value.startswith(_FORMULA_STARTS) else value
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)

@@ -19,7 +19,7 @@ from reconciler.manifests.models import HttpConfig, OAuth2Auth
 from reconciler.registry import AppliedIntegration, substitute
 from reconciler.sinks import Sink, SinkResult, config_of, ssrf
 from reconciler.sinks.http.auth import Authenticator, AuthError
-from reconciler.sinks.http.retry_after import parse_retry_after
+from reconciler.sinks.http.retry_after import MAX_RETRY_AFTER_SECONDS, parse_retry_after
 from reconciler.sinks.http.signing import SigningError, decode_secrets, signature_headers
 from reconciler.sinks.ssrf import BlockedAddress
 
@@ -35,7 +35,8 @@ class HttpSink(Sink):
     Connections are pooled across requests, in two pools (see `session`); what every request
     of one applied generation shares (URL, headers, signing keys) is worked out once."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_retry_after: float = MAX_RETRY_AFTER_SECONDS) -> None:
+        self.max_retry_after = max_retry_after  # the longest pause a Retry-After can ask for
         self.auth = Authenticator()
         self._public: aiohttp.ClientSession | None = None
         self._private: aiohttp.ClientSession | None = None
@@ -116,13 +117,16 @@ class HttpSink(Sink):
             ) as response:
                 excerpt = await _read_up_to(response.content, read_limit)
                 latency = (time.perf_counter() - started) * 1000
+                # an endpoint may echo the request (a debugging proxy, an error page): what it
+                # was sent with, secrets and credentials added by auth, is kept out of the log
+                sent = (*prepared.secrets, *_credentials(headers, prepared.headers))
                 return SinkResult(
                     ok=200 <= response.status < 300,
                     status=response.status,
                     latency_ms=latency,
-                    excerpt=excerpt.decode("utf-8", errors="replace"),
+                    excerpt=_scrub(excerpt.decode("utf-8", errors="replace"), sent),
                     error=None if 200 <= response.status < 300 else f"HTTP {response.status}",
-                    retry_after=parse_retry_after(response.headers.get("Retry-After"))
+                    retry_after=parse_retry_after(response.headers.get("Retry-After"), cap=self.max_retry_after)
                     if response.status in (429, 503)
                     else None,
                     endpoint_failure=response.status >= 500 or response.status == 429,
@@ -150,12 +154,15 @@ class HttpSink(Sink):
                 keys = decode_secrets(substitute(config.signingSecret, resolved)) if config.signingSecret else []
             except SigningError as exc:
                 problem = str(exc)
+            values = resolved.values.values() if resolved is not None else ()
             prepared = _Prepared(
                 substitute(config.endpoint or "", resolved),
                 headers,
                 keys,
                 aiohttp.ClientTimeout(total=parse_duration(config.timeout)),
                 problem,
+                # longest first, so that no part of a longer one is left when a shorter one is in it
+                tuple(sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)),
             )
             if len(self._cache) > 10_000:
                 self._cache.clear()
@@ -172,6 +179,7 @@ class _Prepared:
     signing_keys: list[bytes]
     timeout: aiohttp.ClientTimeout
     signing_problem: str | None = None  # a signingSecret that is not a whsec_ secret
+    secrets: tuple[str, ...] = ()  # the resolved secret values, kept out of excerpts
 
 
 def _key(integration: AppliedIntegration) -> tuple[str, int]:
@@ -180,6 +188,26 @@ def _key(integration: AppliedIntegration) -> tuple[str, int]:
 
 def _session(allow_private: bool) -> aiohttp.ClientSession:
     return ssrf.session(allow_private, limit=CONNECTIONS_TOTAL, limit_per_host=CONNECTIONS_PER_HOST, ttl_dns_cache=60)
+
+
+def _credentials(headers: dict[str, str], prepared: dict[str, str]) -> list[str]:
+    """The values auth and signing added to a request's headers, and the token in each
+    (`Bearer TOKEN`, `Basic BASE64`): an OAuth2 access token is in no resolved secret."""
+    found = []
+    for name, value in headers.items():
+        if prepared.get(name) != value:
+            found.append(value)
+            token = value.partition(" ")[2]
+            if token and len(token) >= 4:
+                found.append(token)
+    return found
+
+
+def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+    for value in sorted(secrets, key=len, reverse=True):
+        if value:
+            text = text.replace(value, "***")
+    return text
 
 
 def _client_error(exc: aiohttp.ClientError) -> str:
