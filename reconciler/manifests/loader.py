@@ -21,13 +21,14 @@ from typing import Any
 import yaml
 
 from reconciler.manifests.diagnostics import Diagnostic, pointer_of
+from reconciler.manifests.discovery import EXTENSIONS as EXTENSIONS
+from reconciler.manifests.discovery import discover as discover
 
 try:  # the C parser is about ten times faster; fall back to pure Python where it is missing
     from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
-EXTENSIONS = (".yaml", ".yml", ".json")
 MAX_FILE_BYTES = 1024 * 1024  # an integration file is a few hundred bytes; 1 MiB is generous
 MAX_NODES_PER_FILE = 100_000  # bounds alias expansion ("billion laughs")
 MAX_DEPTH = 64
@@ -107,68 +108,6 @@ class _LoadProblem(Exception):
         self.message = message
         self.hint = hint
         self.code = code
-
-
-def discover(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[Diagnostic]]:
-    """The integration files under the given files and directories, in a stable order.
-
-    Hidden files and directories (`.git`, editor swap files) are skipped. Paths are strings:
-    the reconciler walks the tree on every pass, and pathlib objects cost more than the walk.
-    """
-    found: list[str] = []
-    problems: list[Diagnostic] = []
-    seen: set[str] = set()  # `validate dir dir/a.yaml` names a.yaml twice; read it once
-    for raw in paths:
-        path = os.fspath(raw)
-        if os.path.isdir(path):
-            top = os.path.realpath(path)
-            for root, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in dirs:
-                    # os.walk does not descend into linked directories; one leading out is said
-                    outside = _links_outside(os.path.join(root, name), top)
-                    if outside is not None:
-                        problems.append(outside)
-                for name in sorted(files):
-                    if name.endswith(EXTENSIONS) and not name.startswith("."):
-                        file = os.path.join(root, name)
-                        outside = _links_outside(file, top)
-                        if outside is None:
-                            found.append(file)
-                        else:
-                            problems.append(outside)
-        elif os.path.exists(path) and not os.path.isdir(path):
-            found.append(path)
-        else:
-            problems.append(
-                Diagnostic(str(path), 0, 0, "no such file or directory", hint="check the path", code="missing-path")
-            )
-    unique = []
-    for path in found:
-        real = os.path.realpath(path)
-        if real not in seen:
-            seen.add(real)
-            unique.append(path)
-    return unique, problems
-
-
-def _links_outside(path: str, top: str) -> Diagnostic | None:
-    """A diagnostic when `path` is a symbolic link leading out of the directory `top` (real
-    path): what is declared is what is reviewed in that directory, and a link to a file
-    elsewhere (/etc/shadow) would be read, and its lines shown in errors."""
-    if not os.path.islink(path):
-        return None
-    target = os.path.realpath(path)
-    if target == top or target.startswith(top.rstrip(os.sep) + os.sep):
-        return None
-    return Diagnostic(
-        path,
-        0,
-        0,
-        f"is a symbolic link to {target}, outside {top}; it is not read",
-        hint="copy the file into the config directory, or link to a file inside it",
-        code="symlink-outside",
-    )
 
 
 def load_file(path: Path, display: str | None = None) -> LoadedFile:
