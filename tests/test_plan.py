@@ -63,6 +63,15 @@ def test_work_tree_against_a_base_revision(repo, capsys):
     assert out.splitlines() == [
         "Plan (HEAD -> work tree): 1 to add, 1 to change, 1 to remove.",
         "+ discord-reminders (webhook, discord.yaml)",
+        # every field an added integration sets, references by name: what it sends where
+        '    + /config/endpoint: "${env:DISCORD_WEBHOOK_URL}"',
+        "    + /config/rateLimit/perSecond: 1.0",
+        '    + /config/template: "discord"',
+        '    + /name: "Discord Reminders"',
+        '    + /type: "webhook"',
+        '    + /webhooks/0/events/0: "test.reminder"',
+        '    + /webhooks/0/events/1: "assignment.reminder"',
+        '    + /webhooks/0/events/2: "note.uploaded"',
         "~ slack-notifications (webhook, slack.yaml)",
         '    ~ /config/template: "slack" -> "discord"',
         '    ~ /name: "Slack Notifications" -> "Slack"',

@@ -36,3 +36,16 @@ def diff_specs(old: Any, new: Any, loc: tuple[str | int, ...] = ()) -> list[Fiel
     if new is _ABSENT:
         return [FieldChange(pointer_of(loc), old, None, "removed")]
     return [] if old == new else [FieldChange(pointer_of(loc), old, new, "changed")]
+
+
+def added_fields(spec: Any, loc: tuple[str | int, ...] = ()) -> list[FieldChange]:
+    """Every field an added spec sets, leaf by leaf (unset and empty ones left out): what a
+    reviewer must see of a new integration, since it says what is sent where. Secret
+    references appear as written, by name."""
+    if isinstance(spec, dict):
+        return [c for key in sorted(spec, key=str) for c in added_fields(spec[key], (*loc, key))]
+    if isinstance(spec, list):
+        return [c for index, item in enumerate(spec) for c in added_fields(item, (*loc, index))]
+    if spec is None:
+        return []
+    return [FieldChange(pointer_of(loc), None, spec, "added")]

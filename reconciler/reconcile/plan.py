@@ -20,8 +20,8 @@ from typing import Any
 from reconciler.manifests.diagnostics import Diagnostic
 from reconciler.manifests.loader import EXTENSIONS
 from reconciler.manifests.validate import TreeValidator, ValidationResult
-from reconciler.reconcile.desired import canonical_spec
-from reconciler.reconcile.diff import FieldChange, diff_specs
+from reconciler.reconcile.desired import canonical_spec, redact
+from reconciler.reconcile.diff import FieldChange, added_fields, diff_specs
 
 
 class PlanError(RuntimeError):
@@ -36,6 +36,8 @@ class Side:
     specs: dict[str, dict[str, Any]]
     files: dict[str, str] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    # what each file sets (defaults left out, credentials redacted): an added integration's fields
+    declared: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -72,7 +74,9 @@ def make_plan(base: Side, head: Side) -> Plan:
     for integration_id in sorted(set(base.specs) | set(head.specs)):
         old, new = base.specs.get(integration_id), head.specs.get(integration_id)
         if old is None and new is not None:
-            changes.append(Change("add", integration_id, new.get("type"), head.files.get(integration_id)))
+            # every field of a new integration, so a reviewer sees what it would send where
+            fields = added_fields(head.declared.get(integration_id, new))
+            changes.append(Change("add", integration_id, new.get("type"), head.files.get(integration_id), fields))
         elif new is None and old is not None:
             changes.append(Change("remove", integration_id, old.get("type"), base.files.get(integration_id)))
         elif old is not None and new is not None:
@@ -88,6 +92,10 @@ def side_from_validation(label: str, result: ValidationResult) -> Side:
     side = Side(label, {}, diagnostics=list(result.diagnostics))
     for item in result.integrations:
         side.specs[str(item.spec.id)] = canonical_spec(item.spec)
+        declared = item.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        for known in ("apiVersion", "kind", "id"):  # the plan's line already says them
+            declared.pop(known, None)
+        side.declared[str(item.spec.id)] = redact(declared)
         side.files[str(item.spec.id)] = item.doc.file
     return side
 
@@ -200,7 +208,7 @@ def render_markdown(plan: Plan) -> str:
                 lines += [
                     "",
                     f"<details><summary><code>{change.id}</code>: {len(change.fields)} field"
-                    f"{'s' * (len(change.fields) != 1)} changed</summary>",
+                    f"{'s' * (len(change.fields) != 1)} {'set' if change.kind == 'add' else 'changed'}</summary>",
                     "",
                     "```diff",
                 ]
