@@ -569,6 +569,38 @@ def test_retry_after_holds_every_request_to_the_endpoint(tmp_path, peer):
     run(scenario)
 
 
+def test_retry_after_holds_the_url_it_answered_for_not_the_whole_host(tmp_path, peer):
+    """A 429 on one path of a partner says nothing about its other paths: an integration posting
+    to another path of the same host goes on while the first one waits."""
+    told: list[float] = []
+
+    def script(seen: Seen) -> Reply:
+        if seen.path == "/a":
+            told.append(seen.at)
+            return Reply(429, "slow down", {"Retry-After": "30"})
+        return Reply(200)
+
+    peer.script = script
+
+    async def scenario() -> None:
+        files = {
+            "a.yaml": hook(peer).replace("/hook", "/a"),
+            "b.yaml": hook(peer).replace("/hook", "/b").replace("name: Target", "name: Other"),
+        }
+        async with Pipeline(tmp_path, files) as p:
+            await p.emit("user.login", {"userId": 1})
+            await p.until(lambda: told and p.statuses("b") == {"delivered": 1}, "b delivered, a told to wait")
+            for n in range(2, 5):
+                await p.emit("user.login", {"userId": n})
+            await p.until(lambda: p.statuses("b") == {"delivered": 4}, "b goes on during a's pause")
+            assert len(told) == 1, "nothing more went to /a during its pause"
+            assert all(s.at - told[0] < 25 for s in peer.requests("/b")), "b was not held by a's pause"
+            due = [d for d in p.store.attempts("a")]
+            assert due and due[0]["outcome"] == "failed"
+
+    run(scenario)
+
+
 def test_a_huge_retry_after_pauses_the_endpoint_for_at_most_the_bound(tmp_path, peer):
     """A partner answering "come back tomorrow" (or in 11 days, by mistake) holds its queue
     for the bound (10 minutes by default, `run --max-retry-after`), not for as long as it says."""

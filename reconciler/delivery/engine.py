@@ -76,6 +76,7 @@ class DeliveryEngine:
         self._wake = asyncio.Event()
         self._lanes: dict[str, Lane] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
+        self._pauses: dict[str, float] = {}  # pause key -> until: a partner's Retry-After
         self._next_due = float("inf")  # earliest retry this process scheduled
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -207,11 +208,19 @@ class DeliveryEngine:
             lease = self.lease_seconds([self.profiles.of(a) for a in applied.values()])
             await self.store.renew_leases(self.owner, held, now + lease)
         self.profiles.keep_only(applied)  # what was worked out for versions no longer applied goes
+        self._pauses = {key: until for key, until in self._pauses.items() if until > now}
 
     def lease_seconds(self, profiles: list[DeliveryProfile]) -> float:
         """How long a claim of these integrations' work holds: long enough for the slowest
         request twice over, and never under LEASE_MIN_SECONDS."""
         return max(LEASE_MIN_SECONDS, 2 * max((p.timeout_seconds for p in profiles), default=10.0) + 60)
+
+    def pause(self, profile: DeliveryProfile, until: float) -> None:
+        """Hold every request to the profile's URL (scheme, host, port, path) until `until`."""
+        self._pauses[profile.pause_key] = max(self._pauses.get(profile.pause_key, 0.0), until)
+
+    def paused_until(self, profile: DeliveryProfile) -> float:
+        return self._pauses.get(profile.pause_key, 0.0)
 
     def breaker(self, profile: DeliveryProfile) -> CircuitBreaker:
         """One breaker per endpoint (scheme and host), shared by the integrations that post there."""

@@ -153,9 +153,14 @@ class Lane:
                 await self._batch_pacer.wait_turn()  # batchDelay between batch requests
             # decided only now, after waiting: a request that failed meanwhile may have opened
             # the breaker, and a drain may have begun
+            now = time.time()
+            paused_until = self.engine.paused_until(profile)
+            if self._closing or paused_until > now:
+                self._release(unit.deliveries, until=None if self._closing else paused_until)
+                return None
             breaker = self.engine.breaker(profile)
-            if self._closing or not breaker.allows(time.time()):
-                self._release(unit.deliveries, until=None if self._closing else breaker.retry_at(time.time()))
+            if not breaker.allows(now):
+                self._release(unit.deliveries, until=breaker.retry_at(now))
                 return None
             return breaker
         except BaseException:
@@ -210,7 +215,7 @@ class Lane:
             )
         now = time.time()
         if result.retry_after is not None and result.status in (429, 503):
-            breaker.pause(now + result.retry_after)  # the endpoint's word holds for every request to it
+            self.engine.pause(profile, now + result.retry_after)  # its word holds for every request to that URL
         if result.ok:
             breaker.success()
         elif result.endpoint_failure:

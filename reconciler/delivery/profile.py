@@ -41,7 +41,9 @@ class DeliveryProfile:
         self.batch_delay_ms = config.batchDelay
         self.per_second = limit.perSecond if limit is not None else None
         self.concurrency = (limit.concurrency if limit is not None else None) or DEFAULT_CONCURRENCY
-        self.breaker_key = _endpoint_key(http.endpoint if http is not None else None, integration.id)
+        endpoint = http.endpoint if http is not None else None
+        self.breaker_key = _endpoint_key(endpoint, integration.id)
+        self.pause_key = _pause_key(endpoint, integration.id)
         self._default_template = http.template if http is not None else None
         self._templates: dict[int, CompiledTemplate | None] = {}
 
@@ -100,6 +102,16 @@ class Profiles:
         """Drop the profiles of versions that are no longer applied."""
         current = {(a.id, a.generation) for a in applied.values()}
         self._by_version = {k: v for k, v in self._by_version.items() if k in current}
+
+
+def _pause_key(endpoint: str | None, integration_id: str) -> str:
+    """What a Retry-After pause holds: the endpoint's scheme, host, port and path (not its
+    query). A partner's 429 on one path says nothing about its other paths; integrations that
+    post to the same URL wait together."""
+    if not endpoint or "${" in endpoint:
+        return integration_id
+    parts = urlsplit(endpoint)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.netloc else integration_id
 
 
 def _endpoint_key(endpoint: str | None, integration_id: str) -> str:

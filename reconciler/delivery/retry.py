@@ -51,15 +51,8 @@ class CircuitBreaker:
     open_until: float = 0.0
     opened: int = 0
     trial_in_flight: bool = field(default=False)
-    paused_until: float = 0.0  # the endpoint asked for a pause (Retry-After on a 429 or 503)
-
-    def pause(self, until: float) -> None:
-        """Hold every request to the endpoint until then, not only the one that was told."""
-        self.paused_until = max(self.paused_until, until)
 
     def allows(self, now: float) -> bool:
-        if now < self.paused_until:
-            return False
         if self.failures < self.threshold:
             return True
         if now < self.open_until or self.trial_in_flight:
@@ -70,7 +63,7 @@ class CircuitBreaker:
     def retry_at(self, now: float) -> float:
         """When work it held back is worth claiming again: when it closes, or (while a trial
         request decides) shortly, rather than at once and over and over."""
-        return max(self.open_until, self.paused_until, now + TRIAL_WAIT_SECONDS if self.trial_in_flight else now)
+        return max(self.open_until, now + TRIAL_WAIT_SECONDS if self.trial_in_flight else now)
 
     def success(self) -> None:
         self.failures = 0
