@@ -9,7 +9,7 @@ snapshot once per operation sees one consistent state, however many passes run m
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -33,6 +33,15 @@ class Resolved:
         for reference, value in self.values.items():
             text = text.replace(reference, value)
         return text
+
+
+def scrub(text: str, secrets: Iterable[str], min_chars: int = 1) -> str:
+    """The text with every secret value (of at least `min_chars`) replaced by ***, longest first
+    so that a secret containing another is hidden whole."""
+    for value in sorted(secrets, key=len, reverse=True):
+        if len(value) >= min_chars:
+            text = text.replace(value, "***")
+    return text
 
 
 def substitute(text: str, resolved: Resolved | None) -> str:

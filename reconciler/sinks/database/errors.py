@@ -9,10 +9,10 @@ network, a timeout; retried, and counted by the breaker) or not (our rows or con
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
 import sqlalchemy as sa
 
+from reconciler.registry import scrub
 from reconciler.sinks.database.target import Target
 
 MESSAGE_LIMIT = 300
@@ -47,7 +47,7 @@ def translate(exc: sa.exc.SQLAlchemyError, target: Target) -> tuple[str, bool]:
     column = getattr(getattr(orig, "diag", None), "column_name", None)
     if column and column not in text:
         text += f" (column {column})"
-    text = _scrub(text, target.secrets)
+    text = scrub(text, target.secrets, min_chars=4)
     if unavailable:
         return f"the database of table {target.name} is unavailable: {text}", True
     return f"writing to table {target.name} failed: {text}", False
@@ -78,10 +78,3 @@ def _first_line(orig: BaseException) -> str:
     line = _PG_VALUE.sub(": (value withheld)", line)
     line = _MYSQL_VALUE.sub("value: (withheld)", line)
     return line[:MESSAGE_LIMIT]
-
-
-def _scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text

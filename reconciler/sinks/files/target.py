@@ -26,7 +26,7 @@ import fsspec
 
 from reconciler.manifests.addresses import address_of, url_host
 from reconciler.manifests.models import HOST_PROTOCOLS, FileConfig, chains_file_systems
-from reconciler.registry import Resolved, substitute
+from reconciler.registry import Resolved, scrub, substitute
 from reconciler.sinks import ssrf
 from reconciler.sinks.files.errors import FileSinkError
 
@@ -57,9 +57,7 @@ class Target:
 
     def scrub(self, text: str) -> str:
         """The text with every resolved secret value replaced by ***."""
-        for value in self.secrets:
-            text = text.replace(value, "***")
-        return text
+        return scrub(text, self.secrets)
 
 
 def open_target(config: FileConfig, resolved: Resolved | None, timeout: float) -> Target:

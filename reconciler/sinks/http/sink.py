@@ -16,7 +16,7 @@ import aiohttp
 from reconciler import __version__
 from reconciler.manifests.durations import parse_duration
 from reconciler.manifests.models import HttpConfig, OAuth2Auth
-from reconciler.registry import AppliedIntegration, substitute
+from reconciler.registry import AppliedIntegration, scrub, substitute
 from reconciler.sinks import Sink, SinkResult, config_of, ssrf
 from reconciler.sinks.http.auth import Authenticator, AuthError
 from reconciler.sinks.http.retry_after import MAX_RETRY_AFTER_SECONDS, parse_retry_after
@@ -124,7 +124,7 @@ class HttpSink(Sink):
                     ok=200 <= response.status < 300,
                     status=response.status,
                     latency_ms=latency,
-                    excerpt=_scrub(excerpt.decode("utf-8", errors="replace"), sent),
+                    excerpt=scrub(excerpt.decode("utf-8", errors="replace"), sent),
                     error=None if 200 <= response.status < 300 else f"HTTP {response.status}",
                     retry_after=parse_retry_after(response.headers.get("Retry-After"), cap=self.max_retry_after)
                     if response.status in (429, 503)
@@ -201,13 +201,6 @@ def _credentials(headers: dict[str, str], prepared: dict[str, str]) -> list[str]
             if token and len(token) >= 4:
                 found.append(token)
     return found
-
-
-def _scrub(text: str, secrets: tuple[str, ...]) -> str:
-    for value in sorted(secrets, key=len, reverse=True):
-        if value:
-            text = text.replace(value, "***")
-    return text
 
 
 def _client_error(exc: aiohttp.ClientError) -> str:
