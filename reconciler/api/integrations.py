@@ -11,8 +11,10 @@ from starlette.responses import JSONResponse, Response
 
 from reconciler.api.common import (
     STATUS_WORDS,
+    Runtime,
     admin_only,
     admin_only_json,
+    conditions_of,
     not_found,
     plain_text,
     problem,
@@ -32,7 +34,8 @@ AUDIT_TRAIL_LENGTH = 20
 @admin_only
 async def list_integrations(request: Request) -> Response:
     """The integrations of the registry, filtered by type, status and labels."""
-    found = matching(runtime_of(request).reconciler.snapshot, request.query_params)
+    runtime = runtime_of(request)
+    found = matching(runtime, runtime.reconciler.snapshot, request.query_params)
     if isinstance(found, Response):
         return found
     return JSONResponse({"items": found, "count": len(found)})
@@ -46,7 +49,7 @@ async def get_integration(request: Request) -> Response:
     record = snapshot.registry.get(request.path_params["id"])
     if record is None:
         return not_found(request.path_params["id"])
-    view = integration_view(snapshot, record)
+    view = integration_view(snapshot, record, runtime.degraded(record.id))
     store = runtime.reconciler.store
     view["deliveries"] = await store.delivery_counts(record.id)
     view["auditTrail"] = [
@@ -92,7 +95,7 @@ async def trigger(request: Request, body: dict[str, Any]) -> Response:
     return JSONResponse(accepted.as_dict(), status_code=202)
 
 
-def matching(snapshot: Snapshot, query: QueryParams) -> list[dict[str, Any]] | Response:
+def matching(runtime: Runtime, snapshot: Snapshot, query: QueryParams) -> list[dict[str, Any]] | Response:
     """The views of the integrations the query's filters select, or the 400 of a filter not understood."""
     wanted_types = set(query.getlist("type"))
     wanted_statuses = set(query.getlist("status"))
@@ -107,7 +110,7 @@ def matching(snapshot: Snapshot, query: QueryParams) -> list[dict[str, Any]] | R
         )
     items = []
     for record in snapshot.registry.values():
-        view = integration_view(snapshot, record)
+        view = integration_view(snapshot, record, runtime.degraded(record.id))
         if wanted_types and record.type not in wanted_types:
             continue
         if wanted_statuses and view["status"] not in wanted_statuses:
@@ -121,7 +124,8 @@ def matching(snapshot: Snapshot, query: QueryParams) -> list[dict[str, Any]] | R
 
 async def set_override(request: Request, body: dict[str, Any], suspend: bool) -> Response:
     """Suspend or resume the integration of the path, for the actor and reason of the request."""
-    reconciler = runtime_of(request).reconciler
+    runtime = runtime_of(request)
+    reconciler = runtime.reconciler
     reason = plain_text(body.get("reason", ""), 500).strip()
     actor = plain_text(body.get("actor") or request.headers.get("x-actor") or "admin", 200)
     integration_id = request.path_params["id"]
@@ -133,21 +137,24 @@ async def set_override(request: Request, body: dict[str, Any], suspend: bool) ->
     except KeyError:
         return not_found(integration_id)
     # the snapshot read after the override: the one that holds it
-    return JSONResponse(integration_view(reconciler.snapshot, record))
+    return JSONResponse(integration_view(reconciler.snapshot, record, runtime.degraded(record.id)))
 
 
-def integration_view(snapshot: Snapshot, record: IntegrationRecord) -> dict[str, Any]:
-    """The API's view of a registry row: redacted spec, conditions, revisions, drift."""
+def integration_view(
+    snapshot: Snapshot, record: IntegrationRecord, degraded: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The API's view of a registry row: redacted spec, conditions (Degraded as measured),
+    revisions, drift."""
     ready = condition(record.conditions, ConditionType.READY)
     override = snapshot.overrides.get(record.id)
     return {
         "id": record.id,
         "name": record.name,
         "type": record.type,
-        "status": status_word(record),
+        "status": status_word(record, degraded),
         "generation": record.generation,
         "spec": record.spec,
-        "conditions": record.conditions,
+        "conditions": conditions_of(record, degraded),
         "sourceFile": record.source_file,
         "lastAppliedRevision": record.last_applied_revision,
         "lastAttemptedRevision": record.last_attempted_revision,

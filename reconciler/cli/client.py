@@ -104,6 +104,8 @@ def _status(args: argparse.Namespace, client: httpx.Client) -> int:
     last = health.get("lastPass") or {}
     queue = health["queue"]
     print(f"status: {health['status']}")
+    for problem in health.get("problems") or []:
+        print(f"  - {problem}")
     if last:
         problems = [
             f"{len(last.get(key) or [])} {what}"
@@ -119,7 +121,7 @@ def _status(args: argparse.Namespace, client: httpx.Client) -> int:
     by_status = ", ".join(f"{count} {word}" for word, count in health["integrationsByStatus"].items()) or "none"
     print(f"integrations: {by_status}")
     print(f"queue: {queue['depth']} waiting, oldest {queue['oldestPendingSeconds']}s, {queue['dead']} dead letters")
-    rows: list[tuple[str, ...]] = [("ID", "STATUS", "WAITING", "DEAD", "SUCCESS 24H")]
+    rows: list[tuple[str, ...]] = [("ID", "STATUS", "WAITING", "DEAD", "SUCCESS 24H", "REASON")]
     for item in health["integrations"]:
         rate = item.get("successRate24h")
         rows.append(
@@ -129,6 +131,8 @@ def _status(args: argparse.Namespace, client: httpx.Client) -> int:
                 str(item["queue"]["depth"]),
                 str(item["queue"]["dead"]),
                 "-" if rate is None else f"{rate * 100:.1f}%",
+                # why it is not simply active; a healthy one's reason says nothing new
+                "" if item["status"] == "active" else item.get("reason") or "",
             )
         )
     _table(rows)
