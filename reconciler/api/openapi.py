@@ -83,7 +83,7 @@ def _paths() -> dict[str, Any]:
         {
             "name": "status",
             "in": "query",
-            "schema": {"enum": ["active", "suspended", "inactive", "failing", "pending", "removing"]},
+            "schema": {"enum": ["active", "degraded", "suspended", "inactive", "failing", "pending", "removing"]},
         },
         {
             "name": "label",

@@ -55,7 +55,7 @@ SCHEMAS: dict[str, Any] = {
             "id": {"type": "string"},
             "name": NULLABLE_STRING,
             "type": NULLABLE_STRING,
-            "status": {"enum": ["active", "suspended", "inactive", "failing", "pending", "removing"]},
+            "status": {"enum": ["active", "degraded", "suspended", "inactive", "failing", "pending", "removing"]},
             "generation": {"type": "integer"},
             "spec": {"type": ["object", "null"], "description": "the applied spec, credentials redacted"},
             "conditions": {"type": "array", "items": ANY_OBJECT},
@@ -192,9 +192,14 @@ SCHEMAS: dict[str, Any] = {
     },
     "HealthStatus": {
         "type": "object",
-        "required": ["status", "queue", "integrations", "integrationsByStatus"],
+        "required": ["status", "problems", "queue", "integrations", "integrationsByStatus"],
         "properties": {
             "status": {"enum": ["ok", "degraded"]},
+            "problems": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "why the status is degraded, one line each; empty when ok",
+            },
             "checkedAt": {"type": "string"},
             "config": ANY_OBJECT,
             "lastPass": {"type": ["object", "null"]},

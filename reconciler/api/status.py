@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -122,7 +123,7 @@ def health_status(runtime: Runtime) -> dict[str, Any]:
                 "tokenExpiresAt": iso(expiries[record.id]) if record.id in expiries else None,
             }
         )
-    problems = health_problems(last, by_condition)
+    problems = health_problems(last, by_condition, reconciler.config_dir)
     return {
         "status": "degraded" if problems else "ok",
         "problems": problems,
@@ -158,7 +159,7 @@ UNHEALTHY_WORDS = {  # status word -> what it means for the whole
 }
 
 
-def health_problems(last: PassResult | None, by_status: Counter[str]) -> list[str]:
+def health_problems(last: PassResult | None, by_status: Counter[str], config_dir: Path) -> list[str]:
     """Why the system is not ok, one line each; empty when it is. Never ok before the first
     pass, with a refused file, a failed pass, or an integration that is degraded, failing or
     waiting to be applied (suspended and inactive ones are what an operator asked for)."""
@@ -168,7 +169,7 @@ def health_problems(last: PassResult | None, by_status: Counter[str]) -> list[st
     if last.error is not None:
         problems.append(f"the last reconcile pass failed: {last.error}")
     for path in last.files_refused:
-        problems.append(f"file refused: {path} (`reconciler validate {path}` shows why)")
+        problems.append(f"file refused: {path} (`reconciler validate {config_dir / path}` shows why)")
     for word, meaning in UNHEALTHY_WORDS.items():
         n = by_status.get(word, 0)
         if n:

@@ -183,7 +183,7 @@ class HealthMonitor:
         was_degraded = previous is not None and previous.get("status") == Status.TRUE
         if (current["status"] == Status.TRUE) == was_degraded:
             return
-        fields = {"integration": integration_id, "reason": current["reason"], "message": current["message"]}
+        fields = {"integration": integration_id, "reason": current["reason"], "detail": current["message"]}
         if current["status"] == Status.TRUE:
             log.warning("integration degraded", extra={"fields": fields})
         else:
@@ -200,7 +200,7 @@ def _count(n: int, one: str, many: str) -> str:
 
 
 def _attempt_text(status_code: int | None, error: str | None) -> str:
-    if status_code is not None and error:
+    if status_code is not None and error and not error.startswith(f"HTTP {status_code}"):
         return f"HTTP {status_code}: {error}"
     if status_code is not None:
         return f"HTTP {status_code}"
