@@ -3,6 +3,7 @@ resume overrides, and the event trigger of the integration guide."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.datastructures import QueryParams
@@ -22,7 +23,7 @@ from reconciler.api.common import (
     status_word,
 )
 from reconciler.events.envelope import EventRejected
-from reconciler.intake.committer import IntakeStopped
+from reconciler.intake.committer import IdempotencyConflict, IntakeStopped
 from reconciler.reconcile.conditions import ConditionType, condition
 from reconciler.registry import Snapshot
 from reconciler.store import IntegrationRecord
@@ -78,8 +79,28 @@ async def trigger(request: Request, body: dict[str, Any]) -> Response:
     intake = runtime_of(request).intake
     assert intake is not None
     event = body.get("event", body.get("type"))  # the guide's custom events say "type"
+    idempotency = idempotency_of(request, body)
+    if isinstance(idempotency, Response):
+        return idempotency
+    key, event_id = idempotency
     try:
-        accepted = await intake.emit(event, body.get("data"), timestamp=body.get("timestamp"), source="api")
+        accepted = await intake.emit(
+            event,
+            body.get("data"),
+            timestamp=body.get("timestamp"),
+            source="api",
+            idempotency_key=key,
+            event_id=event_id,
+        )
+    except IdempotencyConflict as exc:
+        return problem(
+            422,
+            "Idempotency key reused",
+            str(exc),
+            "idempotency-key-reused",
+            original=exc.original.id,
+            conflicts=exc.fields,
+        )
     except EventRejected as exc:
         return problem(
             422,
@@ -93,6 +114,39 @@ async def trigger(request: Request, body: dict[str, Any]) -> Response:
         response.headers["Retry-After"] = "5"
         return response
     return JSONResponse(accepted.as_dict(), status_code=202)
+
+
+IDEMPOTENCY_KEY_CHARS = 200  # the dedup column holds 255 with the prefix
+EVENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+
+def idempotency_of(request: Request, body: dict[str, Any]) -> tuple[str | None, str | None] | Response:
+    """The request's Idempotency-Key header (a structured-field string, quoted or bare, as the
+    IETF httpapi draft writes it) and the sender's own event `id`; or the 400/422 that refuses one."""
+    header = request.headers.get("idempotency-key")
+    key = None
+    if header is not None:
+        key = header.strip()
+        if len(key) >= 2 and key[0] == key[-1] == '"':
+            key = key[1:-1]
+        if not key or len(key) > IDEMPOTENCY_KEY_CHARS or not all(" " <= c <= "~" for c in key):
+            return problem(
+                400,
+                "Bad request",
+                f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_CHARS} printable ASCII characters, such as a UUID",
+                "bad-idempotency-key",
+            )
+    event_id = body.get("id")
+    if event_id is not None and not (isinstance(event_id, str) and EVENT_ID.fullmatch(event_id)):
+        return problem(
+            422,
+            "Event refused",
+            "the event id, when the sender gives one, is 1 to 64 letters, digits, '.', '_', ':' or '-', "
+            "starting with a letter or digit",
+            "event-refused",
+            errors=[{"pointer": "/id", "message": "not a usable event id"}],
+        )
+    return key, event_id
 
 
 def matching(runtime: Runtime, snapshot: Snapshot, query: QueryParams) -> list[dict[str, Any]] | Response:

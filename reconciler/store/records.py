@@ -23,6 +23,18 @@ class NewEvent:
     data_json: str | None = None  # the data serialized once by the intake, stored as is
 
 
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event already stored under the dedup key (or id) of one being committed: what a
+    repeat is answered with, and what its body is compared to."""
+
+    id: str
+    event: str
+    timestamp: str
+    data: Any
+    deliveries: int  # its deliveries still kept
+
+
 @dataclass(frozen=True)
 class NewDelivery:
     """A delivery as the intake commits it: the event, the integration, the subscription, when due."""
