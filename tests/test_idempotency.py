@@ -77,10 +77,10 @@ def test_a_retry_after_a_lost_answer_yields_one_event_and_one_delivery(tmp_path,
         async with Pipeline(tmp_path, {"hook.yaml": webhook_to(peer.url)}) as p, serve(p) as api:
             body = {"event": "user.registered", "data": USER}
             headers = {"x-admin-secret": SECRET, "idempotency-key": "registration-7-f3a1"}
-            async with AnswerDropper(api.base_url.port or 0) as dropper:
-                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{dropper.port}") as lossy:
-                    with pytest.raises(httpx.TransportError):
-                        await lossy.post(TRIGGER, json=body, headers=headers)
+            dropper = AnswerDropper(api.base_url.port or 0)
+            async with dropper, httpx.AsyncClient(base_url=f"http://127.0.0.1:{dropper.port}") as lossy:
+                with pytest.raises(httpx.TransportError):
+                    await lossy.post(TRIGGER, json=body, headers=headers)
             assert dropper.answers_dropped == 1
             retried = await api.post(TRIGGER, json=body, headers=headers)  # the sender tries again
             assert retried.status_code == 202, retried.text
@@ -170,20 +170,21 @@ def test_two_replicas_on_postgresql_store_one_key_once(tmp_path, peer: Peer, pos
     same moment: the database keeps one event; the other gets it as its answer."""
 
     async def scenario() -> None:
-        async with Pipeline(tmp_path, {"hook.yaml": webhook_to(peer.url)}, store_url=postgres_url) as p:
-            async with Pipeline(tmp_path / "replica", {"hook.yaml": webhook_to(peer.url)}, store_url=postgres_url) as q:
-                for round_ in range(10):
-                    key = f"race-{round_}"
-                    results: list[Any] = await asyncio.gather(
-                        *(
-                            replica.intake.emit("user.registered", USER, idempotency_key=key)
-                            for replica in (p, q, p, q)
-                        )
-                    )
-                    assert len({r.id for r in results}) == 1, results
-                    assert sum(1 for r in results if r.duplicate_of is None) == 1
-                assert events_stored(p) == 10
-                await p.until(lambda: sum(p.statuses("hook").values()) == 10)
+        files = {"hook.yaml": webhook_to(peer.url)}
+        first, second = (
+            Pipeline(tmp_path, files, store_url=postgres_url),
+            Pipeline(tmp_path / "replica", files, store_url=postgres_url),
+        )
+        async with first as p, second as q:
+            for round_ in range(10):
+                key = f"race-{round_}"
+                results: list[Any] = await asyncio.gather(
+                    *(replica.intake.emit("user.registered", USER, idempotency_key=key) for replica in (p, q, p, q))
+                )
+                assert len({r.id for r in results}) == 1, results
+                assert sum(1 for r in results if r.duplicate_of is None) == 1
+            assert events_stored(p) == 10
+            await p.until(lambda: sum(p.statuses("hook").values()) == 10)
 
     (tmp_path / "replica").mkdir()
     run(scenario)

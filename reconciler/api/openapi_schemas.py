@@ -150,8 +150,10 @@ SCHEMAS: dict[str, Any] = {
     },
     "EventRequest": {
         "type": "object",
-        "description": "the integration guide's envelope: event (or type), optional timestamp, data",
+        "description": "the integration guide's envelope: event (or type), optional timestamp, data; an optional "
+        "id of the sender's (its idempotency key when no Idempotency-Key header is sent)",
         "properties": {
+            "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"},
             "event": {"type": "string"},
             "type": {"type": "string"},
             "timestamp": {"type": "string"},
@@ -166,6 +168,7 @@ SCHEMAS: dict[str, Any] = {
             "event": {"type": "string"},
             "timestamp": {"type": "string"},
             "deliveries": {"type": "integer"},
+            "duplicate": {"type": "boolean", "description": "a repeat: the event first stored under its key"},
             "duplicateOf": NULLABLE_STRING,
         },
     },
