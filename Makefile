@@ -26,8 +26,8 @@ coverage: $(STAMP) ## the whole suite under coverage, daemons started by the tes
 bench: $(STAMP) ## benchmarks; figures go to docs/benchmarks.md
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-schemas: $(STAMP) ## regenerate schemas/ from the models
-	$(BIN)/reconciler schemas --output schemas
+schemas: $(STAMP) ## regenerate schemas/ from the models, and the Node.js client's event declarations from them
+	$(BIN)/reconciler schemas --output schemas --typescript clients/node/events.d.ts
 
 validate: $(STAMP) ## validate the bundled integrations.d/
 	$(BIN)/reconciler validate integrations.d

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from reconciler.events.catalog import BUILTIN_EVENT_TYPES, GUIDE_EVENT_TYPES
-from reconciler.manifests.schemagen import all_schemas
+from reconciler.manifests.schemagen import all_schemas, event_typescript
 from tests.conftest import ROOT
 
 SCHEMAS = ROOT / "schemas"
@@ -90,3 +90,10 @@ def test_bundled_files_carry_the_editor_modeline():
         assert first.startswith("# yaml-language-server: $schema=../schemas/"), path.name
         target = (path.parent / first.split("=", 1)[1]).resolve()
         assert target.exists(), first
+
+
+def test_committed_typescript_declarations_match_the_schemas():
+    committed = (ROOT / "clients" / "node" / "events.d.ts").read_text(encoding="utf-8")
+    assert committed == event_typescript(), (
+        "clients/node/events.d.ts drifted from schemas/events/: run `make schemas` and commit it"
+    )

@@ -198,6 +198,11 @@ def _parser() -> argparse.ArgumentParser:
 
     schemas = commands.add_parser("schemas", help="write the JSON Schemas (make schemas)")
     schemas.add_argument("--output", "-o", default="schemas", metavar="DIR")
+    schemas.add_argument(
+        "--typescript",
+        metavar="FILE",
+        help="also write the event types' data as TypeScript declarations (make schemas: clients/node/events.d.ts)",
+    )
     schemas.set_defaults(handler=_schemas)
     return parser
 
@@ -436,10 +441,13 @@ def _trigger(args: argparse.Namespace) -> int:
 
 
 def _schemas(args: argparse.Namespace) -> int:
-    from reconciler.manifests.schemagen import write_schemas
+    from reconciler.manifests.schemagen import write_schemas, write_typescript
 
     written = write_schemas(Path(args.output))
     print(f"wrote {len(written)} schemas under {args.output}/", file=sys.stderr)
+    if args.typescript:
+        write_typescript(Path(args.typescript))
+        print(f"wrote the event types' TypeScript declarations to {args.typescript}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -1,4 +1,5 @@
-"""Generate the JSON Schemas in `schemas/` from the models and the event catalog.
+"""Generate the JSON Schemas in `schemas/` from the models and the event catalog, and the
+TypeScript declarations of the event types' data from those schemas.
 
 `make schemas` writes them; a test fails when the committed files drift from the models.
 """
@@ -13,6 +14,7 @@ from pydantic import TypeAdapter
 
 from reconciler.events.catalog import BUILTIN_EVENT_TYPES, JSON_SCHEMA_DIALECT, data_schema_document
 from reconciler.manifests.models import AUTH_MODELS, EventTypeDecl, Integration
+from reconciler.manifests.typescript import typescript_declarations
 
 BASE_ID = "https://cms.integrations/schemas/"
 
@@ -86,3 +88,16 @@ def write_schemas(target: Path) -> list[Path]:
     for path in stale:
         path.unlink()
     return written
+
+
+def event_typescript() -> str:
+    """The TypeScript declarations of the built-in event types' data (the Node.js client's
+    `events.d.ts`), from the same schema documents `schemas/events/` holds."""
+    return typescript_declarations({name: data_schema_document(event) for name, event in BUILTIN_EVENT_TYPES.items()})
+
+
+def write_typescript(path: Path) -> None:
+    text = event_typescript()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
