@@ -41,7 +41,9 @@ class Daemon:
 
     _count = itertools.count()
 
-    def __init__(self, workdir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *extra: str, env: dict[str, str] | None = None, listen: str | None = "127.0.0.1:0"
+    ) -> None:
         self.workdir = workdir
         self._url: str | None = None
         environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
@@ -52,8 +54,7 @@ class Daemon:
             "-m",
             "reconciler",
             "run",
-            "--listen",
-            "127.0.0.1:0",
+            *(["--listen", listen] if listen else []),  # None: RECONCILER_LISTEN in `env` says where
             "--log-format",
             "json",
             *extra,

@@ -11,17 +11,18 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from reconciler.cli import integrations
 from reconciler.cli.colour import Palette
 from reconciler.cli.secret import AdminSecret, NoAdminSecret, refused_message
 from reconciler.logs import count
 
+if TYPE_CHECKING:  # httpx is imported when a command runs: `--version` and completion stay quick
+    import httpx
+
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
-TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+TIMEOUT_SECONDS, CONNECT_TIMEOUT_SECONDS = 30.0, 5.0
 
 
 class ClientError(Exception):
@@ -84,9 +85,12 @@ def _run(name: str, args: argparse.Namespace, secret: Callable[..., AdminSecret]
         return fail(str(exc))
     except OSError as exc:
         return fail(f"cannot read the admin secret: {exc}")
+    import httpx
+
     headers = {"x-admin-secret": admin_secret.value, "accept": "application/json"}
+    timeout = httpx.Timeout(TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS)
     try:
-        with httpx.Client(base_url=args.server.rstrip("/"), headers=headers, timeout=TIMEOUT) as client:
+        with httpx.Client(base_url=args.server.rstrip("/"), headers=headers, timeout=timeout) as client:
             return handler(args, client)
     except Refused:
         return fail(refused_message(admin_secret))
@@ -185,7 +189,9 @@ def _logs(args: argparse.Namespace, client: httpx.Client) -> int:
 
 def _follow(client: httpx.Client, path: str, params: dict[str, Any], after: str | None) -> Iterator[dict[str, Any]]:
     params.pop("limit", None)
-    timeout = httpx.Timeout(None, connect=5.0)  # a quiet log sends only keep-alives
+    import httpx
+
+    timeout = httpx.Timeout(None, connect=CONNECT_TIMEOUT_SECONDS)  # a quiet log sends only keep-alives
     headers = {"accept": "text/event-stream", **({"last-event-id": after} if after else {})}
     with client.stream("GET", path, params=params, timeout=timeout, headers=headers) as stream:
         if stream.status_code != 200:

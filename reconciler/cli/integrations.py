@@ -11,19 +11,21 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import yaml
 
 from reconciler.cli.colour import Palette
 from reconciler.logs import count
 
+if TYPE_CHECKING:
+    import httpx
+
 EXIT_OK = 0
 RECENT_ATTEMPTS = 10
 DELIVERY_STATUSES = ("pending", "failed", "delivered", "dead")
-Command = Callable[[str, str, Callable[[argparse.Namespace, httpx.Client], int]], argparse.ArgumentParser]
-Call = Callable[..., httpx.Response]
+Command = Callable[[str, str, Callable[[argparse.Namespace, "httpx.Client"], int]], argparse.ArgumentParser]
+Call = Callable[..., "httpx.Response"]
 
 
 def add_commands(command: Command, call: Call) -> None:
