@@ -46,7 +46,9 @@ class Daemon:
     ) -> None:
         self.workdir = workdir
         self._url: str | None = None
-        environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        # the daemon's own RECONCILER_* settings only when a test gives them, never from the shell running the tests
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
+        environment = {**inherited, "PYTHONPATH": str(ROOT), **(env or {})}
         # logs go to a file: a pipe nobody reads would block the daemon once it fills
         self.log_path = workdir / f"daemon-{next(Daemon._count)}.log"
         command = [
