@@ -401,3 +401,27 @@ def test_completion_scripts():
     if shutil.which("fish"):
         assert subprocess.run(["fish", "--no-execute"], input=fish, text=True, timeout=30).returncode == 0
     assert cli("completion", "tcsh").returncode == 2
+
+
+def test_colour_rules_and_aligned_coloured_tables(capsys):
+    import io
+
+    from reconciler.cli.colour import Palette, wanted
+    from reconciler.cli.integrations import table
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert wanted(Terminal(), "auto", {}) and not wanted(io.StringIO(), "auto", {})
+    assert not wanted(Terminal(), "auto", {"NO_COLOR": "1"}) and wanted(Terminal(), "auto", {"NO_COLOR": ""})
+    assert not wanted(Terminal(), "auto", {"TERM": "dumb"})
+    assert wanted(io.StringIO(), "always", {"NO_COLOR": "1"}) and not wanted(Terminal(), "never", {})
+    palette = Palette(True)
+    assert palette.plan_line("+ slack (api, slack.yaml)").startswith("\033[32m+")
+    assert palette.plan_line("    - config.timeout: 5s").startswith("\033[31m")
+    assert palette.plan_line("Plan (a -> b): no changes.") == "Plan (a -> b): no changes."
+    assert Palette(False).status("dead") == "dead"
+    table([("ID", "STATUS", "X"), ("a", "dead", "1"), ("bb", "active", "2")], {1: palette.status})
+    lines = [re.sub(r"\033\[[\d;]*m", "", line) for line in capsys.readouterr().out.splitlines()]
+    assert lines == ["ID  STATUS  X", "a   dead    1", "bb  active  2"]
