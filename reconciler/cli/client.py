@@ -169,15 +169,16 @@ def _logs(args: argparse.Namespace, client: httpx.Client) -> int:
         params["kind"] = args.kind
     path = f"/api/integrations/{args.id}/logs"
     page = _call(client, "GET", path, params=params).json()
+    palette = Palette.of(sys.stdout, args.color)
     for entry in reversed(page["items"]):  # oldest first, like a log file
-        _print_entry(entry, args.json)
+        _print_entry(entry, args.json, palette)
     if not args.follow:
         return EXIT_OK
     sys.stdout.flush()
     # resume right after the newest entry printed: nothing written meanwhile is skipped
     newest = page["items"][0]["cursor"] if page["items"] else None
     for entry in _follow(client, path, {**params, "follow": "true"}, newest):
-        _print_entry(entry, args.json)
+        _print_entry(entry, args.json, palette)
         sys.stdout.flush()
     # the daemon ends a stream only when it stops: a follower that ends quietly would look
     # like a quiet log to whoever watches it, or to the script that waits on it
@@ -211,7 +212,7 @@ def _follow(client: httpx.Client, path: str, params: dict[str, Any], after: str 
             return
 
 
-def _print_entry(entry: dict[str, Any], as_json: bool) -> None:
+def _print_entry(entry: dict[str, Any], as_json: bool, palette: Palette) -> None:
     if as_json:
         print(json.dumps(entry, separators=(",", ":")))
         return
@@ -230,7 +231,7 @@ def _print_entry(entry: dict[str, Any], as_json: bool) -> None:
             entry.get("error") or "",
         ]
         text = "  ".join(p for p in parts if p)
-    print(f"{entry['at']}  {kind:<9} {status:<10} {text}")
+    print(f"{entry['at']}  {kind:<9} {palette.status(status)}{' ' * (10 - len(status))} {text}")
 
 
 def _test(args: argparse.Namespace, client: httpx.Client) -> int:

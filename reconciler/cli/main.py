@@ -217,8 +217,9 @@ def _parser() -> argparse.ArgumentParser:
 
     completion.add_argument("shell", choices=SHELLS)
     completion.set_defaults(handler=lambda args: _completion(parser, args))
-    for command in commands.choices.values():
-        _color_argument(command, argparse.SUPPRESS)
+    for name, command in commands.choices.items():
+        if name != "run":  # the daemon logs; it prints nothing to colour
+            _color_argument(command, argparse.SUPPRESS)
     return parser
 
 
