@@ -262,6 +262,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], list[dict[str, object]]]] = {
     "validate": bench_validate,
     "reconcile": bench_reconcile,
     "intake": pipeline.bench_intake,
+    "idempotent": pipeline.bench_idempotent,
     "delivery": pipeline.bench_delivery,
     "latency": pipeline.bench_latency,
     "backlog": pipeline.bench_backlog,

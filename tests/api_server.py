@@ -15,6 +15,7 @@ from starlette.routing import Route
 from reconciler.api.app import create_app
 from reconciler.api.common import Runtime
 from reconciler.daemon import _Server, bind
+from reconciler.delivery.health import HealthMonitor
 from tests.pipeline import Pipeline
 
 SECRET = "admin-secret-for-the-api-tests-0123"
@@ -66,6 +67,7 @@ async def serve(pipeline: Pipeline, *, metrics_need_admin: bool = False) -> Asyn
         pipeline.engine,
         metrics_need_admin=metrics_need_admin,
         stop=pipeline.stop,
+        health=HealthMonitor(pipeline.reconciler, pipeline.engine, pipeline.daemon_store),
     )
     server = _Server(uvicorn.Config(create_app(runtime), log_config=None, access_log=False, lifespan="off"))
     task = asyncio.create_task(server.serve(sockets=[sock]))

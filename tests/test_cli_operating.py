@@ -230,6 +230,12 @@ def test_the_readme_examples_are_what_the_commands_print(tmp_path):
             return re.sub(r'"(evt_[^"]*|\d{4}-[^"]*)"', '"X"', line.strip())
 
         assert shape(printed.stdout) == shape(shown.group(2))
+        refused_example = re.search(
+            r"\$ reconciler trigger user\.registered --data '(\{\"userId\": 123\})'\n((?:  .*\n|r.*\n)+)", README
+        )
+        assert refused_example, "the README's refused trigger example"
+        refused = cli("trigger", "user.registered", "--data", refused_example.group(1), *server)
+        assert refused.returncode == 1 and refused.stderr == refused_example.group(2)
 
         until(lambda: "delivered" in cli("deliveries", "local-export", "--status", "delivered", *server).stdout, "it")
         table = re.search(r"\$ reconciler get +#.*\n((?:[^$\n].*\n)+)", README)

@@ -313,3 +313,13 @@ def test_a_batch_is_claimed_whole(store):
     assert {d.batch_id for d in claimed} == {"bat_1"}
     assert all(d.envelope["data"]["userId"] == int(d.id[1:]) for d in claimed)
     assert [d.id for d in store.claim("w", ["a"], 1000.0, 10, 300.0)] == ["d3"]
+
+
+def test_a_store_url_without_a_password_is_shown_as_written():
+    """The embedded default reads `sqlite:///state/reconciler.db` in the log, a path relative to
+    the working directory, not `sqlite:/state/...`, which looks like one at the root."""
+    from reconciler.store.errors import redact_url
+
+    for url in ("sqlite:///state/reconciler.db", "sqlite:////var/lib/reconciler.db", "postgresql://db.internal/app"):
+        assert redact_url(url) == url
+    assert redact_url("sqlite:///state/x.db?password=p") == "sqlite:///state/x.db?password=***"

@@ -83,7 +83,7 @@ def _paths() -> dict[str, Any]:
         {
             "name": "status",
             "in": "query",
-            "schema": {"enum": ["active", "suspended", "inactive", "failing", "pending", "removing"]},
+            "schema": {"enum": ["active", "degraded", "suspended", "inactive", "failing", "pending", "removing"]},
         },
         {
             "name": "label",
@@ -165,10 +165,25 @@ def _paths() -> dict[str, Any]:
             "post": _admin(
                 "Emit an event; 202 once it and its deliveries are stored",
                 {
-                    "202": _json(ref("Accepted"), "Stored"),
-                    "422": _problem("The event does not match its type; errors lists every reason"),
+                    "202": _json(ref("Accepted"), "Stored, or a repeat of an idempotent request (duplicate: true)"),
+                    "400": _problem(
+                        "The body is not a JSON object, or the Idempotency-Key is not 1 to 200 ASCII characters"
+                    ),
+                    "422": _problem(
+                        "The event does not match its type (errors lists every reason), or its idempotency key was "
+                        "used for a different request (conflicts names the fields)"
+                    ),
                     "503": _retry_later(f"The daemon is stopping, or {STORE_UNAVAILABLE}"),
                 },
+                parameters=[
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "description": "a repeat with the same key and body is answered with the first event",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                    }
+                ],
                 body=ref("EventRequest"),
                 tag="events",
             )

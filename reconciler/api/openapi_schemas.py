@@ -55,7 +55,7 @@ SCHEMAS: dict[str, Any] = {
             "id": {"type": "string"},
             "name": NULLABLE_STRING,
             "type": NULLABLE_STRING,
-            "status": {"enum": ["active", "suspended", "inactive", "failing", "pending", "removing"]},
+            "status": {"enum": ["active", "degraded", "suspended", "inactive", "failing", "pending", "removing"]},
             "generation": {"type": "integer"},
             "spec": {"type": ["object", "null"], "description": "the applied spec, credentials redacted"},
             "conditions": {"type": "array", "items": ANY_OBJECT},
@@ -171,8 +171,10 @@ SCHEMAS: dict[str, Any] = {
     },
     "EventRequest": {
         "type": "object",
-        "description": "the integration guide's envelope: event (or type), optional timestamp, data",
+        "description": "the integration guide's envelope: event (or type), optional timestamp, data; an optional "
+        "id of the sender's (its idempotency key when no Idempotency-Key header is sent)",
         "properties": {
+            "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"},
             "event": {"type": "string"},
             "type": {"type": "string"},
             "timestamp": {"type": "string"},
@@ -187,6 +189,7 @@ SCHEMAS: dict[str, Any] = {
             "event": {"type": "string"},
             "timestamp": {"type": "string"},
             "deliveries": {"type": "integer"},
+            "duplicate": {"type": "boolean", "description": "a repeat: the event first stored under its key"},
             "duplicateOf": NULLABLE_STRING,
         },
     },
@@ -213,9 +216,14 @@ SCHEMAS: dict[str, Any] = {
     },
     "HealthStatus": {
         "type": "object",
-        "required": ["status", "queue", "integrations", "integrationsByStatus"],
+        "required": ["status", "problems", "queue", "integrations", "integrationsByStatus"],
         "properties": {
             "status": {"enum": ["ok", "degraded"]},
+            "problems": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "why the status is degraded, one line each; empty when ok",
+            },
             "checkedAt": {"type": "string"},
             "config": ANY_OBJECT,
             "lastPass": {"type": ["object", "null"]},

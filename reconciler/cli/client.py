@@ -128,6 +128,8 @@ def _status(args: argparse.Namespace, client: httpx.Client) -> int:
     queue = health["queue"]
     palette = Palette.of(sys.stdout, args.color)
     print(f"status: {palette.status(health['status'])}")
+    for problem in health.get("problems") or []:
+        print(f"  - {problem}")
     if last:
         problems = [
             f"{count(len(last.get(key) or []), noun)} {what}"
@@ -144,7 +146,7 @@ def _status(args: argparse.Namespace, client: httpx.Client) -> int:
     print(f"integrations: {by_status}")
     dead = count(queue["dead"], "dead letter")
     print(f"queue: {queue['depth']} waiting, oldest {queue['oldestPendingSeconds']}s, {dead}")
-    rows: list[tuple[str, ...]] = [("ID", "STATUS", "WAITING", "DEAD", "SUCCESS 24H")]
+    rows: list[tuple[str, ...]] = [("ID", "STATUS", "WAITING", "DEAD", "SUCCESS 24H", "REASON")]
     for item in health["integrations"]:
         rate = item.get("successRate24h")
         rows.append(
@@ -154,6 +156,8 @@ def _status(args: argparse.Namespace, client: httpx.Client) -> int:
                 str(item["queue"]["depth"]),
                 str(item["queue"]["dead"]),
                 "-" if rate is None else f"{rate * 100:.1f}%",
+                # why it is not simply active; a healthy one's reason says nothing new
+                "" if item["status"] == "active" else item.get("reason") or "",
             )
         )
     integrations.table(rows, {1: palette.status})

@@ -195,6 +195,11 @@ def _parser() -> argparse.ArgumentParser:
         help="the event's data: inline JSON, @file.json, or @- for standard input",
     )
     trigger.add_argument("--timestamp", help="RFC 3339 time of the event (default: now)")
+    trigger.add_argument(
+        "--idempotency-key",
+        help="send it again with the same key and the daemon answers with the first event, storing nothing new",
+    )
+    trigger.add_argument("--id", dest="event_id", help="the event's own id (also serves as its idempotency key)")
     _client_arguments(trigger)
     trigger.set_defaults(handler=_trigger)
 
@@ -453,9 +458,14 @@ def _trigger(args: argparse.Namespace) -> int:
     body: dict[str, object] = {"event": args.event, "data": data}
     if args.timestamp:
         body["timestamp"] = args.timestamp
+    if args.event_id:
+        body["id"] = args.event_id
+    headers = {"x-admin-secret": secret.value}
+    if args.idempotency_key:
+        headers["idempotency-key"] = args.idempotency_key
     url = args.server.rstrip("/") + "/api/integrations/webhooks/trigger"
     try:
-        response = httpx.post(url, json=body, headers={"x-admin-secret": secret.value}, timeout=30)
+        response = httpx.post(url, json=body, headers=headers, timeout=30)
     except httpx.HTTPError as exc:
         print(f"reconciler trigger: cannot reach {url}: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -468,7 +478,7 @@ def _trigger(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     problem = response.json() if response.headers.get("content-type", "").endswith("json") else {}
     if response.status_code == 422:
-        print(f"reconciler trigger: {args.event} refused:", file=sys.stderr)
+        print(f"reconciler trigger: {args.event} refused: {problem.get('detail', '')}", file=sys.stderr)
         for reason in problem.get("errors", []):
             print(f"  {reason['pointer']}: {reason['message']}", file=sys.stderr)
         return EXIT_INVALID

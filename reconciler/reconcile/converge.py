@@ -23,7 +23,7 @@ from typing import Any
 
 from reconciler.events.catalog import EventType
 from reconciler.manifests.checks import event_catalog
-from reconciler.manifests.diagnostics import Diagnostic
+from reconciler.manifests.diagnostics import Diagnostic, Severity
 from reconciler.manifests.secrets import ANYWHERE, SecretScope
 from reconciler.manifests.validate import TreeValidator, paused_gc
 from reconciler.reconcile.conditions import ConditionType, Reason, Status, condition, same_state, set_condition
@@ -121,7 +121,8 @@ class _Pass:
         )
         desired = desired_state(validation)
         result = PassResult(trigger, started, 0.0, commit, len(desired.integrations))
-        result.files_refused = sorted({d.file for d in validation.diagnostics})
+        # a warning (a file that validates with advice) refuses nothing
+        result.files_refused = sorted({d.file for d in validation.diagnostics if d.severity is Severity.ERROR})
         registry: dict[str, IntegrationRecord] = {}
         touched: list[IntegrationRecord] = []
         inputs: dict[str, Inputs] = {}
@@ -264,15 +265,8 @@ class _Pass:
             f"matches {revision['file']}" + (f" at {revision['commit'][:12]}" if revision["commit"] else ""),
             record.generation,
         )
-        if condition(record.conditions, ConditionType.DEGRADED) is None:
-            record.conditions = set_condition(
-                record.conditions,
-                ConditionType.DEGRADED,
-                Status.FALSE,
-                Reason.HEALTHY,
-                "no delivery trouble",
-                record.generation,
-            )
+        # Degraded is measured from deliveries, not declared: the health monitor
+        # (reconciler/delivery/health.py) sets it
 
     def _refuse(
         self,
