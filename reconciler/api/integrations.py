@@ -27,6 +27,7 @@ from reconciler.intake.committer import IdempotencyConflict, IntakeStopped
 from reconciler.reconcile.conditions import ConditionType, condition
 from reconciler.registry import Snapshot
 from reconciler.store import IntegrationRecord
+from reconciler.store.history import iso
 
 INTEGRATION_TYPES = ("api", "webhook", "database", "file")
 AUDIT_TRAIL_LENGTH = 20
@@ -54,7 +55,7 @@ async def get_integration(request: Request) -> Response:
     store = runtime.reconciler.store
     view["deliveries"] = await store.delivery_counts(record.id)
     view["auditTrail"] = [
-        {"at": e.at, "action": e.action, "actor": e.actor, "message": e.message, "generation": e.generation}
+        {"at": iso(e.at), "action": e.action, "actor": e.actor, "message": e.message, "generation": e.generation}
         for e in await store.audit_trail(record.id, limit=AUDIT_TRAIL_LENGTH)
     ]
     return JSONResponse(view)
@@ -214,7 +215,7 @@ def integration_view(
         "lastAttemptedRevision": record.last_attempted_revision,
         "ready": bool(ready and ready["status"] == "True"),
         "drift": (
-            {"suspended": True, "by": override.actor, "reason": override.reason, "at": override.at}
+            {"suspended": True, "by": override.actor, "reason": override.reason, "at": iso(override.at)}
             if override and override.suspended
             else None
         ),

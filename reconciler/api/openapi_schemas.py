@@ -63,9 +63,30 @@ SCHEMAS: dict[str, Any] = {
             "lastAppliedRevision": {"type": ["object", "null"]},
             "lastAttemptedRevision": {"type": ["object", "null"]},
             "ready": {"type": "boolean"},
-            "drift": {"type": ["object", "null"]},
+            "drift": {
+                "type": ["object", "null"],
+                "description": "a runtime suspension: who, why and when (RFC 3339)",
+                "properties": {
+                    "suspended": {"type": "boolean"},
+                    "by": {"type": "string"},
+                    "reason": {"type": "string"},
+                    "at": {"type": "string", "format": "date-time"},
+                },
+            },
             "deliveries": {"type": "object", "additionalProperties": {"type": "integer"}},
-            "auditTrail": {"type": "array", "items": ANY_OBJECT},
+            "auditTrail": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "at": {"type": "string", "format": "date-time"},
+                        "action": {"type": "string"},
+                        "actor": {"type": "string"},
+                        "message": {"type": "string"},
+                        "generation": {"type": ["integer", "null"]},
+                    },
+                },
+            },
         },
     },
     "IntegrationList": {

@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from reconciler.logs import count
 from reconciler.manifests.models import INTEGRATION_MODELS
 from reconciler.manifests.secrets import SecretScope
 from reconciler.manifests.validate import TreeValidator, paused_gc
@@ -298,7 +299,7 @@ def _without(mapping: Mapping[str, Any], key: str) -> dict[str, Any]:
 
 def _log_pass(result: PassResult) -> None:
     level = logging.WARNING if result.error or result.refused or result.waiting else logging.INFO
-    parts = [f"{result.integrations} integrations"]
+    parts = [count(result.integrations, "integration")]
     for label, ids in (
         ("added", result.added),
         ("changed", result.changed),
