@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 from reconciler import __version__
 from reconciler.cli import colour, environment
@@ -441,9 +442,8 @@ def _read_data(text: str) -> object:
 def _trigger(args: argparse.Namespace) -> int:
     import json
 
-    import httpx
-
     from reconciler.cli.secret import refused_message
+    from reconciler.client import AuthError, Client, ClientError, TriggerRefused
 
     try:
         secret = _admin_secret(args)
@@ -455,38 +455,33 @@ def _trigger(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"reconciler trigger: cannot read the data: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    body: dict[str, object] = {"event": args.event, "data": data}
-    if args.timestamp:
-        body["timestamp"] = args.timestamp
-    if args.event_id:
-        body["id"] = args.event_id
-    headers = {"x-admin-secret": secret.value}
-    if args.idempotency_key:
-        headers["idempotency-key"] = args.idempotency_key
-    url = args.server.rstrip("/") + "/api/integrations/webhooks/trigger"
-    try:
-        response = httpx.post(url, json=body, headers=headers, timeout=30)
-    except httpx.HTTPError as exc:
-        print(f"reconciler trigger: cannot reach {url}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    if response.status_code == 202:
-        # one line: what a script reads (with jq), and what the README shows
-        print(json.dumps(response.json(), separators=(", ", ": ")))
-        return EXIT_OK
-    if response.status_code in (401, 403):
-        print(f"reconciler trigger: {refused_message(secret)}", file=sys.stderr)
-        return EXIT_ERROR
-    problem = response.json() if response.headers.get("content-type", "").endswith("json") else {}
-    if response.status_code == 422:
-        print(f"reconciler trigger: {args.event} refused: {problem.get('detail', '')}", file=sys.stderr)
-        for reason in problem.get("errors", []):
-            print(f"  {reason['pointer']}: {reason['message']}", file=sys.stderr)
-        return EXIT_INVALID
-    print(
-        f"reconciler trigger: {url} answered {response.status_code}: {problem.get('detail', response.text[:200])}",
-        file=sys.stderr,
-    )
-    return EXIT_ERROR
+    # the client retries a dropped connection or a 503 under one idempotency key: never twice stored
+    with Client(args.server, secret.value, timeout=30) as client:
+        try:
+            accepted = client.trigger(
+                args.event,
+                cast(dict[str, Any], data),  # whatever JSON was given: the daemon names what is wrong with it
+                idempotency_key=args.idempotency_key,
+                timestamp=args.timestamp,
+                event_id=args.event_id,
+            )
+        except AuthError:
+            print(f"reconciler trigger: {refused_message(secret)}", file=sys.stderr)
+            return EXIT_ERROR
+        except TriggerRefused as exc:
+            if exc.status != 422:
+                print(f"reconciler trigger: {exc}", file=sys.stderr)
+                return EXIT_ERROR
+            print(f"reconciler trigger: {args.event} refused: {exc.problem.get('detail', '')}", file=sys.stderr)
+            for reason in exc.errors:
+                print(f"  {reason['pointer']}: {reason['message']}", file=sys.stderr)
+            return EXIT_INVALID
+        except ClientError as exc:
+            print(f"reconciler trigger: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+    # one line: what a script reads (with jq), and what the README shows
+    print(json.dumps(accepted.raw, separators=(", ", ": ")))
+    return EXIT_OK
 
 
 def _schemas(args: argparse.Namespace) -> int:
