@@ -41,10 +41,14 @@ class Daemon:
 
     _count = itertools.count()
 
-    def __init__(self, workdir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *extra: str, env: dict[str, str] | None = None, unset: tuple[str, ...] = ()
+    ) -> None:
         self.workdir = workdir
         self._url: str | None = None
         environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        for name in unset:  # a variable the test needs absent, whatever the machine sets
+            environment.pop(name, None)
         # logs go to a file: a pipe nobody reads would block the daemon once it fills
         self.log_path = workdir / f"daemon-{next(Daemon._count)}.log"
         command = [

@@ -125,8 +125,11 @@ def side_from_server(server: str, admin_secret: str) -> Side:
         raise PlanError(f"{url} answered {response.status_code}")
     side = Side(server, {})
     for item in response.json().get("items", []):
-        if item.get("spec") is not None:
-            side.specs[item["id"]] = item["spec"]
+        # what the daemon was given (applied or waiting for secrets), else what it runs: a plan
+        # against a daemon says what a change to the files would declare anew
+        spec = item.get("declaredSpec") or item.get("spec")
+        if spec is not None:
+            side.specs[item["id"]] = spec
             side.files[item["id"]] = item.get("sourceFile")
     return side
 
