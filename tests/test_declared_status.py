@@ -152,6 +152,36 @@ def test_a_last_good_version_restored_without_its_secrets_is_not_ready(tmp_path)
         restarted.stop()
 
 
+def test_a_new_version_waiting_for_a_secret_shows_beside_the_one_that_runs(tmp_path):
+    config = tmp_path / "integrations.d"
+    config.mkdir()
+    (config / "hook.yaml").write_text(HOOK)
+    secrets = {"HOOK_URL": "https://hooks.example.org/in", "HOOK_TOKEN": "t0ken-value"}
+    daemon = Daemon(tmp_path, env={"ADMIN_SECRET": SECRET, **secrets}, unset=("HOOK_TENANT",))
+    try:
+        daemon.wait_ready()
+        with admin(daemon) as client:
+            daemon.wait_watching(client, config)
+            (config / "hook.yaml").write_text(
+                HOOK.replace("config:\n", "config:\n  headers: {X-Tenant: '${env:HOOK_TENANT}'}\n")
+            )
+            hook = until(lambda: _declared_headers(h := items(client)["hook"]) and h, "the edit")
+        conditions = {c["type"]: c for c in hook["conditions"]}
+        assert hook["ready"] and conditions["Ready"]["message"] == "generation 1 (last good version) applied"
+        assert conditions["Synced"]["reason"] == "SecretMissing" and "HOOK_TENANT" in conditions["Synced"]["message"]
+        assert hook["declaredSpec"]["config"]["headers"] == {"X-Tenant": "${env:HOOK_TENANT}"}
+        assert not hook["spec"]["config"]["headers"], "the applied version is the one that runs"
+        applied, attempted = hook["lastAppliedRevision"], hook["lastAttemptedRevision"]
+        assert applied["contentHash"] != attempted["contentHash"] and hook["generation"] == 1
+    finally:
+        daemon.stop()
+
+
+def _declared_headers(item: dict[str, Any]) -> Any:
+    """The declared version's headers (None while a half-written file does not validate)."""
+    return ((item["declaredSpec"] or {}).get("config") or {}).get("headers")
+
+
 # --- revisions of a git work tree ----------------------------------------------------------------
 
 EXPORT = """\

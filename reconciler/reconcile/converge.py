@@ -163,6 +163,7 @@ class _Pass:
                 record.declared_spec = None
                 self._refuse(record, Reason.VALIDATION_FAILED, message, previous_attempt, result)
             else:
+                record.declared_spec = None  # no file declares it any more
                 record.conditions = set_condition(
                     record.conditions,
                     ConditionType.READY,
