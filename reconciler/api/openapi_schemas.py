@@ -58,10 +58,18 @@ SCHEMAS: dict[str, Any] = {
             "status": {"enum": ["active", "degraded", "suspended", "inactive", "failing", "pending", "removing"]},
             "generation": {"type": "integer"},
             "spec": {"type": ["object", "null"], "description": "the applied spec, credentials redacted"},
+            "declaredSpec": {
+                "type": ["object", "null"],
+                "description": "the spec the file declares now (at lastAttemptedRevision), applied or not, "
+                "credentials redacted; null while it does not validate",
+            },
             "conditions": {"type": "array", "items": ANY_OBJECT},
             "sourceFile": NULLABLE_STRING,
-            "lastAppliedRevision": {"type": ["object", "null"]},
-            "lastAttemptedRevision": {"type": ["object", "null"]},
+            "lastAppliedRevision": {"type": ["object", "null"], "properties": {"dirty": {"type": ["boolean", "null"]}}},
+            "lastAttemptedRevision": {
+                "type": ["object", "null"],
+                "properties": {"dirty": {"type": ["boolean", "null"]}},
+            },
             "ready": {"type": "boolean"},
             "drift": {
                 "type": ["object", "null"],

@@ -140,8 +140,14 @@ def _status(args: argparse.Namespace, client: httpx.Client) -> int:
             )
             if last.get(key)
         ]
-        outcome = "ok" if last.get("ok") else ", ".join(problems) or (last.get("error") or "failed")
-        print(f"last pass: {last['at']} ({last['trigger']}, {last['durationMs']} ms): {outcome}")
+        if not last.get("ok"):
+            problems.insert(0, f"failed: {last.get('error') or 'see the log'}")
+        print(f"last pass: {last['at']} ({last['trigger']}, {last['durationMs']} ms): {', '.join(problems) or 'ok'}")
+        revision = (health.get("config") or {}).get("revision")
+        dirty = last.get("dirtyFiles") or []
+        if revision:
+            changes = f" with uncommitted changes to {count(len(dirty), 'file')}: {', '.join(dirty)}" if dirty else ""
+            print(f"config: {health['config']['directory']} at {revision[:12]}{changes}")
     by_status = ", ".join(f"{n} {word}" for word, n in health["integrationsByStatus"].items()) or "none"
     print(f"integrations: {by_status}")
     dead = count(queue["dead"], "dead letter")
@@ -161,7 +167,19 @@ def _status(args: argparse.Namespace, client: httpx.Client) -> int:
             )
         )
     integrations.table(rows, {1: palette.status})
+    if last.get("waitingForSecrets"):
+        _print_waiting(client, set(last["waitingForSecrets"]))
     return EXIT_OK if health["status"] == "ok" else EXIT_FAILED
+
+
+def _print_waiting(client: httpx.Client, waiting: set[str]) -> None:
+    """Every secret each waiting integration misses, so that one restart after setting them is enough."""
+    print("waiting for secrets:")
+    for item in _call(client, "GET", "/api/integrations").json()["items"]:
+        if item["id"] not in waiting:
+            continue
+        held = [c for c in item["conditions"] if c["reason"] == "SecretMissing"]
+        print(f"  {item['id']}: {held[0]['message'] if held else 'see reconciler logs'}")
 
 
 def _logs(args: argparse.Namespace, client: httpx.Client) -> int:
