@@ -18,12 +18,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(RUN_STAMP): pyproject.toml | $(BIN)/python
-	@echo "installing the daemon and its dependencies into $(VENV) (first run only; about a minute on a fresh machine)"
+	@echo "installing the daemon and its dependencies into $(VENV) (first run, or pyproject.toml changed; a minute or two on a fresh machine)"
 	$(BIN)/python -m pip install --no-compile -e .
 	@touch $@
 
 $(DEV_STAMP): $(RUN_STAMP)
-	@echo "installing the test, lint and benchmark tools into $(VENV) (first use only)"
+	@echo "installing the test, lint and benchmark tools into $(VENV) (first use, or pyproject.toml changed)"
 	$(BIN)/python -m pip install --no-compile -e '.[dev]'
 	@touch $@
 
