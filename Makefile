@@ -30,7 +30,7 @@ $(DEV_STAMP): $(RUN_STAMP)
 install: $(RUN_STAMP) ## install the daemon and the `reconciler` command into .venv (bin/reconciler runs it)
 
 run: $(RUN_STAMP) ## start the daemon on integrations.d/ with the embedded SQLite store
-	@echo "starting the daemon; in another terminal: bin/reconciler status (the README's next steps)"
+	@echo "starting the daemon; from another terminal in this folder: bin/reconciler status (README: First run)"
 	$(BIN)/reconciler run --config-dir integrations.d $(RUN_ARGS)
 
 test: $(DEV_STAMP) ## the whole test suite
