@@ -7,6 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
+BENCH_STAMP := $(VENV)/.installed-bench
 RUN_ARGS  ?=
 
 .PHONY: install run test coverage bench schemas lint validate clean
@@ -27,6 +28,11 @@ $(DEV_STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install --no-compile -e '.[dev]'
 	@touch $@
 
+$(BENCH_STAMP): $(DEV_STAMP)
+	@echo "installing the peers the benchmarks compare with (Celery, procrastinate) into $(VENV)"
+	$(BIN)/python -m pip install --no-compile -e '.[dev,bench]'
+	@touch $@
+
 install: $(RUN_STAMP) ## install the daemon and the `reconciler` command into .venv (bin/reconciler runs it)
 
 run: $(RUN_STAMP) ## start the daemon on integrations.d/ with the embedded SQLite store
@@ -40,8 +46,17 @@ coverage: $(DEV_STAMP) ## the whole suite under coverage, daemons started by the
 	rm -f .coverage .coverage.*
 	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
-bench: $(DEV_STAMP) ## benchmarks; figures go to docs/benchmarks.md
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+# `make bench e2e intake`: the words after `bench` are the sections to run (all when none)
+BENCH_SECTIONS := $(filter-out bench,$(MAKECMDGOALS))
+
+bench: $(BENCH_STAMP) ## benchmarks (`make bench SECTION ...`); figures go to docs/benchmarks.md
+	$(BIN)/python bench/run.py $(BENCH_SECTIONS) $(BENCH_ARGS)
+
+ifneq ($(filter bench,$(MAKECMDGOALS)),)
+# the section names are arguments of bench, not targets of their own
+$(BENCH_SECTIONS):
+	@:
+endif
 
 schemas: $(RUN_STAMP) ## regenerate schemas/ from the models
 	$(BIN)/reconciler schemas --output schemas
