@@ -42,6 +42,7 @@ class Reason:
     NOT_SUSPENDED = "NotSuspended"  # no runtime override
     REMOVING = "Removing"  # its file is gone; in-flight deliveries are finishing
     HEALTHY = "Healthy"  # no delivery trouble
+    OWN_STORE = "OwnStore"  # a database integration's URL (resolved) is the daemon's own store
 
 
 _ORDER = tuple(t.value for t in ConditionType)
