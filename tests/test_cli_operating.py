@@ -220,7 +220,7 @@ def test_the_readme_examples_are_what_the_commands_print(tmp_path):
         server = ["--server", daemon.url]
         until(lambda: "slack-notifications" in cli("get", *server).stdout, "the first pass")
 
-        shown = re.search(r"\$ reconciler trigger user\.registered --data '(.*)'\n(.*)\n", README)
+        shown = re.search(r"\$ (?:bin/)?reconciler trigger user\.registered --data '(.*)'\n(.*)\n", README)
         assert shown, "the README's trigger example"
         printed = cli("trigger", "user.registered", "--data", shown.group(1), *server)
         assert printed.returncode == 0, printed.stderr
@@ -231,18 +231,19 @@ def test_the_readme_examples_are_what_the_commands_print(tmp_path):
 
         assert shape(printed.stdout) == shape(shown.group(2))
         refused_example = re.search(
-            r"\$ reconciler trigger user\.registered --data '(\{\"userId\": 123\})'\n((?:  .*\n|r.*\n)+)", README
+            r"\$ (?:bin/)?reconciler trigger user\.registered --data '(\{\"userId\": 123\})'\n((?:  .*\n|r.*\n)+)",
+            README,
         )
         assert refused_example, "the README's refused trigger example"
         refused = cli("trigger", "user.registered", "--data", refused_example.group(1), *server)
         assert refused.returncode == 1 and refused.stderr == refused_example.group(2)
 
         until(lambda: "delivered" in cli("deliveries", "local-export", "--status", "delivered", *server).stdout, "it")
-        table = re.search(r"\$ reconciler get +#.*\n((?:[^$\n].*\n)+)", README)
+        table = re.search(r"\$ (?:bin/)?reconciler get +#.*\n((?:[^$\n].*\n)+)", README)
         assert table, "the README's get example"
         assert cli("get", *server).stdout == table.group(1)
 
-        log = re.search(r"\$ reconciler logs local-export --limit 2 +#.*\n((?:[^$\n].*\n)+)", README)
+        log = re.search(r"\$ (?:bin/)?reconciler logs local-export --limit 2 +#.*\n((?:[^$\n].*\n)+)", README)
         assert log, "the README's logs example"
 
         def times_left_out(text: str) -> str:

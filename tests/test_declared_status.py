@@ -121,7 +121,7 @@ def test_every_missing_secret_is_named_in_the_condition_the_log_and_status(bundl
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.strip().startswith("google-sheets-sync:"))
     assert all(name in line for name in SHEETS_VARIABLES), out
-    assert "8 waiting for secrets" in out and "failed" not in out, out
+    assert "8 integrations waiting for secrets" in out and "failed" not in out, out
 
 
 def test_a_last_good_version_restored_without_its_secrets_is_not_ready(tmp_path):

@@ -208,8 +208,15 @@ def _parser() -> argparse.ArgumentParser:
 
     add_commands(commands, _client_arguments, _admin_secret)
 
-    schemas = commands.add_parser("schemas", help="write the JSON Schemas (make schemas)")
+    schemas = commands.add_parser(
+        "schemas",
+        help="write the JSON Schemas (make schemas), or print one",
+        description="Write every JSON Schema under DIR, or print one (--print integration) for an editor or a tool.",
+    )
     schemas.add_argument("--output", "-o", default="schemas", metavar="DIR")
+    schemas.add_argument(
+        "--print", dest="print_name", metavar="NAME", help="print one schema: integration, eventtype, events/EVENT"
+    )
     schemas.add_argument(
         "--typescript",
         metavar="FILE",
@@ -296,6 +303,7 @@ class _ProgressLine:
 def _new(args: argparse.Namespace) -> int:
     import re
 
+    from reconciler.manifests.modeline import DEFAULT_SERVER, with_modeline
     from reconciler.manifests.models import ID_PATTERN
     from reconciler.manifests.scaffold import scaffolds
 
@@ -319,9 +327,10 @@ def _new(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_ERROR
-    text = scaffold.render(ident)
-    if args.output:
-        target = Path(args.output)
+    target = Path(args.output) if args.output else None
+    server = os.environ.get("RECONCILER_SERVER") or DEFAULT_SERVER
+    text = with_modeline(scaffold.render(ident), _scaffold_dir(target), server)
+    if target is not None:
         if target.exists():
             print(f"reconciler new: {target} exists; choose another file", file=sys.stderr)
             return EXIT_ERROR
@@ -330,6 +339,13 @@ def _new(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return EXIT_OK
+
+
+def _scaffold_dir(target: Path | None) -> Path:
+    """Where the new file goes: the output's folder, or (printed) integrations.d/ when there is one here."""
+    if target is not None:
+        return target.parent
+    return Path("integrations.d") if Path("integrations.d").is_dir() else Path.cwd()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -490,8 +506,16 @@ def _trigger(args: argparse.Namespace) -> int:
 
 
 def _schemas(args: argparse.Namespace) -> int:
-    from reconciler.manifests.schemagen import write_schemas, write_typescript
+    from reconciler.manifests.schemagen import all_schemas, dumps, schema_named, write_schemas, write_typescript
 
+    if args.print_name:
+        schema = schema_named(args.print_name)
+        if schema is None:
+            names = ", ".join(name.removesuffix(".schema.json") for name in all_schemas())
+            print(f"reconciler schemas: no schema {args.print_name!r}; schemas: {names}", file=sys.stderr)
+            return EXIT_ERROR
+        sys.stdout.write(dumps(schema))
+        return EXIT_OK
     written = write_schemas(Path(args.output))
     print(f"wrote {count(len(written), 'schema')} under {args.output}/", file=sys.stderr)
     if args.typescript:
