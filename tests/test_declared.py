@@ -204,6 +204,13 @@ def test_the_guides_slack_post_gets_the_slack_template_and_its_subscriptions(tmp
         assert answer["diff"].startswith("--- /dev/null\n+++ b/integrations.d/slack-notifications.yaml\n")
         assert applied(tmp_path, p, answer) == answer["yaml"]
 
+        # a file of that name exists (and declares something else): the new one gets its own;
+        # a null in a new block removes nothing, so it is not written
+        chat = {**body, "name": "Chat", "config": {"url": SLACK_URL, "headers": None}}
+        answer = (await api.post("/api/integrations", json=chat)).json()
+        assert answer["file"] == "integrations.d/chat-2.yaml" and "null" not in answer["yaml"]
+        assert yaml.safe_load(answer["yaml"])["config"]["template"] == "slack"
+
         for url, template in (
             ("https://discord.com/api/webhooks/123/abc", "discord"),
             ("https://acme.webhook.office.com/webhookb2/abc", "teams"),

@@ -135,7 +135,7 @@ def _propose(
         translation = translate_integration(fields, document)
     if current is None:
         ident = body.get("id") or integration_id or _slug(str(body.get("name") or "")) or None
-        proposal = _Proposal(f"{ident or 'integration'}.yaml", None)
+        proposal = _Proposal(_free_name(config_dir, str(ident or "integration")), None)
         base = {"apiVersion": API_VERSION, "kind": "Integration", "id": ident}
         changes = {**base, **{k: v for k, v in translation.changes.items() if k != "id"}}
     else:
@@ -148,6 +148,14 @@ def _propose(
     except EditError as exc:
         return f"{config_dir.name}/{proposal.file_name} cannot be edited in place: {exc}"
     return proposal
+
+
+def _free_name(config_dir: Path, stem: str) -> str:
+    """`<id>.yaml`, or `<id>-2.yaml`, ... when a file of that name declares something else."""
+    name, number = f"{stem}.yaml", 2
+    while (config_dir / name).exists():
+        name, number = f"{stem}-{number}.yaml", number + 1
+    return name
 
 
 def _declared(config_dir: Path, record: IntegrationRecord | None) -> tuple[str, Document] | str | None:

@@ -155,10 +155,17 @@ def merge(target: CommentedMap, patch: Mapping[str, Any], order: Sequence[str] =
             _set(target, key, _add_subscription(current, value.subscription), order)
         elif isinstance(value, Mapping) and isinstance(current, CommentedMap):
             merge(current, value)
+        elif isinstance(value, Mapping):
+            _set(target, key, node(_without_nulls(value)), order)
         elif isinstance(value, list) and isinstance(current, CommentedSeq):
             _replace_items(current, value)
         elif current != value or isinstance(current, bool) != isinstance(value, bool):  # 1 == True
             _set(target, key, node(value), order)
+
+
+def _without_nulls(value: Mapping[str, Any]) -> dict[str, Any]:
+    """A new mapping from a patch: its nulls remove nothing, so they are not written (RFC 7396)."""
+    return {k: _without_nulls(v) if isinstance(v, Mapping) else v for k, v in value.items() if v is not None}
 
 
 def _set(target: CommentedMap, key: str, value: Any, order: Sequence[str]) -> None:
