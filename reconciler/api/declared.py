@@ -22,6 +22,7 @@ from starlette.responses import Response
 
 from reconciler.api.common import Runtime, admin_only, json_body, not_found, problem, runtime_of
 from reconciler.manifests import secrets
+from reconciler.manifests.checks import document_id
 from reconciler.manifests.diagnostics import Diagnostic
 from reconciler.manifests.edit import TOP_LEVEL_ORDER, EditError, edit_document, merge, new_document, unified_diff
 from reconciler.manifests.guide import translate_integration, translate_subscription
@@ -135,7 +136,7 @@ def _propose(
         translation = translate_integration(fields, document)
     if current is None:
         ident = body.get("id") or integration_id or _slug(str(body.get("name") or "")) or None
-        proposal = _Proposal(_free_name(config_dir, str(ident or "integration")), None)
+        proposal = _Proposal(_free_name(config_dir, _slug(str(ident or "")) or "integration"), None)
         base = {"apiVersion": API_VERSION, "kind": "Integration", "id": ident}
         changes = {**base, **{k: v for k, v in translation.changes.items() if k != "id"}}
     else:
@@ -169,8 +170,9 @@ def _declared(config_dir: Path, record: IntegrationRecord | None) -> tuple[str, 
         return f"the file that declares {record.id!r}, {where}, cannot be read"
     loaded = load_bytes(raw, record.source_file)
     index = record.source_document or 0
-    if index >= len(loaded.documents):
-        return f"{where} no longer holds the document that declares {record.id!r}; fix the file first"
+    if index >= len(loaded.documents) or document_id(loaded.documents[index]) != record.id:
+        # changed since the last pass: the next one finds where the integration is now
+        return f"{where} no longer holds {record.id!r} where the last reconcile pass found it; try again shortly"
     return raw.decode("utf-8", errors="replace").removeprefix("\ufeff"), loaded.documents[index]
 
 
