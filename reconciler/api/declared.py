@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,8 @@ async def _answer(runtime: Runtime, request: Request, integration_id: str | None
             "body to get the YAML file to commit, checked against the files already declared"
         )
     else:
-        proposal = await asyncio.to_thread(_propose, body, record, integration_id, action, runtime)
+        checker = _checker(request)
+        proposal = await asyncio.to_thread(_propose, body, record, integration_id, action, runtime, checker)
         if isinstance(proposal, str):
             return problem(409, "Conflict", proposal, "conflict")
         extra = proposal.answer(config_dir.name)
@@ -119,8 +121,31 @@ class _Proposal:
         }
 
 
+class _Checker:
+    """One validator for the answers of the write routes: a declared file that has not changed
+    since the previous check (or credential round) is not parsed again. Validators keep state,
+    so one check runs at a time."""
+
+    def __init__(self) -> None:
+        self.validator = TreeValidator()
+        self.lock = threading.Lock()
+
+
+def _checker(request: Request) -> _Checker:
+    checker = getattr(request.app.state, "declared_checker", None)
+    if checker is None:  # set on the event loop's thread: no two requests race here
+        checker = request.app.state.declared_checker = _Checker()
+    assert isinstance(checker, _Checker)
+    return checker
+
+
 def _propose(
-    body: dict[str, Any], record: IntegrationRecord | None, integration_id: str | None, action: str, runtime: Runtime
+    body: dict[str, Any],
+    record: IntegrationRecord | None,
+    integration_id: str | None,
+    action: str,
+    runtime: Runtime,
+    checker: _Checker,
 ) -> _Proposal | str:
     """The file to commit for this write (runs off the event loop: it reads and validates
     files), or why the declaring file cannot be edited."""
@@ -145,7 +170,8 @@ def _propose(
         changes = translation.changes
     proposal.warnings = [u.as_dict() for u in translation.unmapped]
     try:
-        _write_checked(proposal, changes, document, config_dir, runtime.reconciler.environ)
+        with checker.lock:
+            _write_checked(proposal, changes, document, config_dir, runtime.reconciler.environ, checker.validator)
     except EditError as exc:
         return f"{config_dir.name}/{proposal.file_name} cannot be edited in place: {exc}"
     return proposal
@@ -177,7 +203,12 @@ def _declared(config_dir: Path, record: IntegrationRecord | None) -> tuple[str, 
 
 
 def _write_checked(
-    proposal: _Proposal, changes: dict[str, Any], document: dict[str, Any], config_dir: Path, environ: Any
+    proposal: _Proposal,
+    changes: dict[str, Any],
+    document: dict[str, Any],
+    config_dir: Path,
+    environ: Any,
+    validator: TreeValidator,
 ) -> None:
     """Write the change into the file, and check it beside the other declared files; a literal
     credential becomes a reference (the file's own where it has one), and checking runs again."""
@@ -193,7 +224,7 @@ def _write_checked(
             proposal.text = new_document(SCHEMA_COMMENT, change)
         else:
             proposal.text = edit_document(proposal.before, proposal.index, change)
-        errors, warnings = _validate(proposal.text, proposal.file_name, proposal.index, config_dir, environ)
+        errors, warnings = _validate(validator, proposal, config_dir, environ)
         proposal.errors = errors
         literal = [d for d in errors if _is_literal_credential(d) and d.pointer not in replaced]
         if not literal:
@@ -257,20 +288,20 @@ def _put(document: CommentedMap, pointer: str, value: str) -> None:
 
 
 def _validate(
-    text: str, file_name: str, index: int, config_dir: Path, environ: Any
+    validator: TreeValidator, proposal: _Proposal, config_dir: Path, environ: Any
 ) -> tuple[list[Diagnostic], list[Diagnostic]]:
     """The errors and warnings of the integration's document, checked beside the other files."""
     files, _ = discover([config_dir]) if config_dir.is_dir() else ([], [])
     sources: list[tuple[str, Any]] = []
     for path in files:
         name = Path(path).relative_to(config_dir).as_posix()
-        if name != file_name:
+        if name != proposal.file_name:
             sources.append((name, read_file(path, name)))
-    sources.append((file_name, text.encode()))
-    result = TreeValidator().validate_sources(sources, total=len(sources), where=str(config_dir), environ=environ)
+    sources.append((proposal.file_name, proposal.text.encode()))
+    result = validator.validate_sources(sources, total=len(sources), where=str(config_dir), environ=environ)
 
     def ours(d: Diagnostic) -> bool:
-        return d.file == file_name and d.document in (None, index)
+        return d.file == proposal.file_name and d.document in (None, proposal.index)
 
     return [d for d in result.diagnostics if ours(d)], [d for d in result.warnings if ours(d)]
 
