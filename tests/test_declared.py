@@ -279,3 +279,59 @@ def test_what_has_no_place_in_the_file_format_is_reported_not_dropped(tmp_path):
         assert document["authConfig"]["key"] == "${env:SIS_API_KEY}"
 
     run(scenario, tmp_path)
+
+
+def test_a_new_auth_type_or_type_replaces_its_block_rather_than_merging(tmp_path):
+    async def scenario(p: Pipeline, api: Any) -> None:
+        bearer = {"config": {"auth": {"type": "bearer", "token": "tok-123"}}}
+        answer = (await api.put("/api/integrations/student-information-system", json=bearer)).json()
+        assert answer["valid"] is True, answer["errors"]
+        document = yaml.safe_load(answer["yaml"])
+        assert (document["authType"], document["authConfig"]) == (
+            "bearer",
+            {"token": "${env:STUDENT_INFORMATION_SYSTEM_TOKEN}"},  # the old key's name was for another field
+        )
+        assert "tok-123" not in json.dumps(answer)
+
+        discord = {"type": "webhook", "config": {"url": "https://discord.com/api/webhooks/1/abc"}}
+        answer = (await api.put("/api/integrations/student-information-system", json=discord)).json()
+        assert answer["valid"] is True, answer["errors"]
+        document = yaml.safe_load(answer["yaml"])
+        assert document["config"] == {"endpoint": "${env:STUDENT_INFORMATION_SYSTEM_ENDPOINT}", "template": "discord"}
+        assert document["authConfig"]["key"] == "${env:SIS_API_KEY}"  # not sent: kept
+
+    run(scenario, tmp_path)
+
+
+def test_the_guides_retry_and_rate_limit_spellings():
+    from reconciler.manifests.guide import translate_integration
+
+    def mapped(body: dict[str, Any]) -> dict[str, Any]:
+        translation = translate_integration({"type": "api", **body})
+        assert translation.unmapped == [], translation.unmapped
+        return translation.changes
+
+    fixed = mapped({"retry": {"maxRetries": 3, "retryDelay": 2000}})
+    assert fixed["retry"] == {"maxAttempts": 4, "schedule": ["0s", "2s"]}
+    assert mapped({"retry": {"attempts": 6, "backoff": "exponential", "initialDelay": 500, "maxDelay": 3000}})[
+        "retry"
+    ] == {"maxAttempts": 6, "schedule": ["0s", "500ms", "1s", "2s", "3s", "3s"]}
+    assert mapped({"retry": {"delays": [1000, 60000, 3600000]}})["retry"] == {"schedule": ["0s", "1s", "1m", "1h"]}
+    assert mapped({"rateLimit": {"requests": 10, "windowMs": 4000}})["config"] == {"rateLimit": {"perSecond": 2.5}}
+    assert mapped({"rateLimit": {"perSecond": 3, "maxConcurrent": 1}})["config"] == {
+        "rateLimit": {"perSecond": 3, "concurrency": 1}
+    }
+    assert mapped({"timeout": 1500})["config"] == {"timeout": "1500ms"}
+    # given twice, differently: the file format's spelling is used, the other reported
+    for body in ({"timeout": 1500, "config": {"timeout": "90s"}}, {"config": {"timeout": "90s"}, "timeout": 1500}):
+        twice = translate_integration({"type": "api", **body})
+        assert twice.changes["config"] == {"timeout": "90s"}
+        [reported] = twice.unmapped
+        assert (reported.pointer, reported.hint) == ("/timeout", "/config/timeout is given too; that value is used")
+    same = translate_integration({"type": "api", "config": {"syncFrequency": 60}, "syncFrequency": 60})
+    assert (same.changes, same.unmapped) == ({"type": "api", "config": {}, "syncFrequency": 60}, [])
+    basic = mapped({"config": {"auth": {"type": "basic", "user": "svc", "password": "pw"}}})
+    assert (basic["authType"], basic["authConfig"]) == ("basic", {"username": "svc", "password": "pw"})
+    database = translate_integration({"type": "database", "rateLimit": {"perSecond": 1}, "timeout": 5000})
+    assert database.changes == {"type": "database", "config": {"timeout": "5s"}}
+    assert [u.pointer for u in database.unmapped] == ["/rateLimit"]  # a database has no rateLimit

@@ -94,9 +94,34 @@ class Translation:
 
     changes: dict[str, Any] = field(default_factory=dict)
     unmapped: list[Unmapped] = field(default_factory=list)
+    # where the guide's spelling put each value (`config.auth` for authType, ...)
+    spelled: dict[tuple[str, ...], tuple[str | int, ...]] = field(default_factory=dict, repr=False)
 
     def skip(self, loc: tuple[str | int, ...], hint: str) -> None:
         self.unmapped.append(Unmapped(pointer_of(loc), hint))
+
+    def place(self, path: tuple[str, ...], value: Any, guide: tuple[str | int, ...] | None = None) -> None:
+        """Put `value` at `path` of the changes. `guide`: where the body spelled it the guide's
+        way. A field given twice with different values keeps the file format's spelling (else
+        the first), and the other is reported, not lost."""
+        holder = self.changes
+        for part in path[:-1]:
+            holder = holder.setdefault(part, {})
+            if not isinstance(holder, dict):
+                self.skip(guide or path, f"{pointer_of(path[:-1])} is not a mapping in this body")
+                return
+        key = path[-1]
+        if key in holder and holder[key] != value:
+            earlier = self.spelled.get(path)
+            if guide is not None or earlier is None:
+                self.skip(guide or path, f"{pointer_of(earlier or path)} is given too; that value is used")
+                return
+            self.skip(earlier, f"{pointer_of(path)} is given too; that value is used")
+        holder[key] = value
+        if guide is not None:
+            self.spelled[path] = guide
+        else:
+            self.spelled.pop(path, None)
 
 
 def translate_integration(body: Mapping[str, Any], current: Mapping[str, Any] | None = None) -> Translation:
@@ -117,7 +142,7 @@ def translate_integration(body: Mapping[str, Any], current: Mapping[str, Any] | 
         elif key == "config" and isinstance(value, Mapping):
             _config(value, kind, current, out)
         elif key in TOP_LEVEL_FIELDS:
-            out.changes.setdefault(key, value)
+            out.place((key,), value)
         else:
             out.skip((key,), _closest(key, TOP_LEVEL_FIELDS, "integration"))
     _replace_when_changed(out, current, "type", "config")
@@ -162,38 +187,34 @@ def _config_field(out: Translation, kind: Any, name: str, value: Any, loc: tuple
     if model is not None and name not in model.model_fields:
         out.skip(loc, f"type {kind} has no config.{name}")
         return
-    config = out.changes.setdefault("config", {})
-    if isinstance(config, dict):
-        config.setdefault(name, value)
+    out.place(("config", name), value, loc)
 
 
 def _config(config: Mapping[str, Any], kind: Any, current: Mapping[str, Any], out: Translation) -> None:
     model = CONFIG_MODELS.get(kind) if isinstance(kind, str) else None
-    http = model is HttpConfig or model is None
-    mapped: dict[str, Any] = {}
+    http = model is HttpConfig
+    if not isinstance(out.changes.setdefault("config", {}), dict):
+        out.skip(("config",), "config is given twice")
+        return
     for key, value in config.items():
         loc = ("config", key)
         if key == "auth" and isinstance(value, Mapping):
             _auth(value, out)
         elif key == "syncFrequency":
-            out.changes.setdefault("syncFrequency", value)
-        elif key in ("baseUrl", "url") and http and model is not None:
-            if "endpoint" not in config:
-                mapped["endpoint"] = _endpoint_from_base(value, current) if key == "baseUrl" else value
-            elif value != config["endpoint"]:
-                out.skip(loc, "config.endpoint is given too; the file format has one target URL")
+            out.place(("syncFrequency",), value, loc)
+        elif key in ("baseUrl", "url") and http:
+            endpoint = _endpoint_from_base(value, current) if key == "baseUrl" else value
+            out.place(("config", "endpoint"), endpoint, loc)
         elif key == "endpoints":
             out.skip(loc, "the file format sends every event to one URL: write the full URL in config.endpoint")
         elif key == "timeout":
-            mapped[key] = _duration(value)
+            out.place(loc, _duration(value))
         elif key == "rateLimit":
-            mapped[key] = _rate_limit(value, loc, out)
+            out.place(loc, _rate_limit(value, loc, out))
         elif model is None or key in model.model_fields:
-            mapped[key] = value
+            out.place(loc, value)
         else:
             out.skip(loc, _closest(key, model.model_fields, f"config of type {kind}"))
-    existing = out.changes.get("config")
-    out.changes["config"] = {**mapped, **(existing if isinstance(existing, dict) else {})}
 
 
 def _endpoint_from_base(base: Any, current: Mapping[str, Any]) -> Any:
@@ -216,7 +237,7 @@ def _auth(auth: Mapping[str, Any], out: Translation) -> None:
     if auth_type is None:
         out.skip(("config", "auth", "type"), "authentication types: " + ", ".join(sorted(set(AUTH_TYPES.values()))))
         return
-    out.changes["authType"] = auth_type
+    out.place(("authType",), auth_type, ("config", "auth", "type"))
     names = AUTH_FIELDS[auth_type]
     mapped = {}
     for key, value in auth.items():
@@ -226,7 +247,7 @@ def _auth(auth: Mapping[str, Any], out: Translation) -> None:
             mapped[names[key]] = value
         else:
             out.skip(("config", "auth", key), _closest(key, names, f"authType {auth_type}"))
-    out.changes["authConfig"] = mapped or None
+    out.place(("authConfig",), mapped or None, ("config", "auth"))
 
 
 def _chat_template(out: Translation, kind: Any, current: Mapping[str, Any]) -> None:
