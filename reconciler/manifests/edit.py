@@ -254,7 +254,9 @@ def _add_subscription(current: Any, subscription: Mapping[str, Any]) -> Any:
         return node([dict(subscription)])
     events = subscription.get("events")
     plain = _plain_entries(current)
-    if set(subscription) == {"events"} and isinstance(events, list) and plain:
+    names = isinstance(events, list) and all(isinstance(p, str) for p in events)
+    if set(subscription) == {"events"} and names and plain:
+        assert isinstance(events, list)
         target = _events(plain[0])
         assert target is not None
         known = {p for entry in plain for p in (_events(entry) or [])}

@@ -13,6 +13,7 @@ The result is a merge patch (see `manifests.edit`): only the fields the body sen
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,15 @@ from reconciler.manifests.diagnostics import pointer_of
 from reconciler.manifests.durations import format_duration
 from reconciler.manifests.edit import AddedSubscription, EventList
 from reconciler.manifests.fields import chat_template_for
-from reconciler.manifests.models import DatabaseConfig, FileConfig, HttpConfig, IntegrationBase, Strict, Subscription
+from reconciler.manifests.models import (
+    MAX_RETRY_INTERVAL_SECONDS,
+    DatabaseConfig,
+    FileConfig,
+    HttpConfig,
+    IntegrationBase,
+    Strict,
+    Subscription,
+)
 from reconciler.manifests.secrets import has_reference
 
 CONFIG_MODELS: dict[str, type[Strict]] = {
@@ -32,6 +41,7 @@ CONFIG_MODELS: dict[str, type[Strict]] = {
 }
 TOP_LEVEL_FIELDS = frozenset(IntegrationBase.model_fields) | {"type", "config", "receive"}
 SUBSCRIPTION_FIELDS = frozenset(Subscription.model_fields)
+MAX_DURATION_MS = MAX_RETRY_INTERVAL_SECONDS * 1000  # the longest duration anything in the format takes
 DEFAULT_RETRY_INTERVALS = 5  # a backoff without maxAttempts: this many intervals, then the last repeats
 MAX_SCHEDULE_INTERVALS = 100  # the file format's limit on retry.schedule
 
@@ -176,8 +186,9 @@ def duration_of_ms(milliseconds: float) -> str:
 
 
 def _duration(value: Any) -> Any:
-    """A duration in the guide's milliseconds becomes one with a unit; a string stays."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+    """A duration in the guide's milliseconds becomes one with a unit; anything else stays, for
+    validation to name (a string, or a number no duration can be: the file says it as sent)."""
+    if _is_number(value) and 0 < value <= MAX_DURATION_MS:
         return duration_of_ms(value)
     return value
 
@@ -314,8 +325,8 @@ def _retry(retry: Mapping[str, Any], out: Translation) -> dict[str, Any]:
         "maxRetries": lambda v: mapped.setdefault("maxAttempts", v + 1 if _is_number(v) else v),
         "retries": lambda v: mapped.setdefault("maxAttempts", v + 1 if _is_number(v) else v),
         "schedule": lambda v: mapped.setdefault("schedule", _durations(v)),
-        "delays": lambda v: mapped.setdefault("schedule", ["0s", *_durations(v)]),
-        "intervals": lambda v: mapped.setdefault("schedule", ["0s", *_durations(v)]),
+        "delays": lambda v: mapped.setdefault("schedule", ["0s", *_durations(v)] if isinstance(v, list) else v),
+        "intervals": lambda v: mapped.setdefault("schedule", ["0s", *_durations(v)] if isinstance(v, list) else v),
     }
     backoff_keys = ("backoff", "initialDelay", "delay", "retryDelay", "backoffMs", "multiplier", "factor", "maxDelay")
     for key, value in retry.items():
@@ -341,18 +352,34 @@ def _backoff_schedule(retry: Mapping[str, Any], attempts: Any, out: Translation)
     factor = retry.get("multiplier", retry.get("factor", 2))
     cap = retry.get("maxDelay")
     count = attempts - 1 if _is_number(attempts) and attempts > 1 else DEFAULT_RETRY_INTERVALS
-    intervals = []
+    intervals: list[float] = []
     for n in range(min(count, MAX_SCHEDULE_INTERVALS - 1)):
-        if strategy == "exponential" and _is_number(factor):
-            delay = first * factor**n
-        elif strategy == "linear":
-            delay = first * (n + 1)
-        else:
-            delay = first
-        intervals.append(min(delay, cap) if _is_number(cap) else delay)
+        delay = _nth_delay(strategy, _as_float(first), factor, n)
+        delay = min(delay, _as_float(cap)) if _is_number(cap) else delay
+        if not delay <= MAX_DURATION_MS:
+            out.skip(("retry", "backoff"), f"intervals stop at {format_duration(MAX_DURATION_MS / 1000)}, the longest")
+            break  # the last interval repeats
+        intervals.append(delay)
         if strategy not in ("exponential", "linear"):
             break  # a fixed delay: the last interval repeats
     return ["0s", *(duration_of_ms(d) for d in intervals)]
+
+
+def _as_float(value: Any) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond floating point
+        return math.inf
+
+
+def _nth_delay(strategy: str, first: float, factor: Any, n: int) -> float:
+    """The delay (ms) before retry n+1; infinity when it outgrows floating point."""
+    try:
+        if strategy == "exponential" and _is_number(factor):
+            return first * float(factor) ** n
+        return first * (n + 1) if strategy == "linear" else first
+    except OverflowError:
+        return math.inf
 
 
 def _durations(values: Any) -> Any:
@@ -381,7 +408,12 @@ def _rate_limit(value: Any, loc: tuple[str, ...], out: Translation) -> Any:
 
 
 def _per_second(requests: float, seconds: float) -> float | int:
-    rate = requests / seconds
+    try:
+        rate = _as_float(requests) / _as_float(seconds)
+    except (OverflowError, ZeroDivisionError):
+        return math.inf
+    if not math.isfinite(rate):
+        return rate  # validation refuses it, naming the field
     return int(rate) if rate == int(rate) else round(rate, 6)
 
 
