@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from reconciler.manifests.edit import TOP_LEVEL_ORDER, edit_document, merge
+from reconciler.manifests.guide import translate_integration, translate_subscription
 from reconciler.manifests.validate import validate_paths
 from tests.api_server import serve
 from tests.pipeline import Pipeline
@@ -304,8 +308,6 @@ def test_a_new_auth_type_or_type_replaces_its_block_rather_than_merging(tmp_path
 
 
 def test_the_guides_retry_and_rate_limit_spellings():
-    from reconciler.manifests.guide import translate_integration
-
     def mapped(body: dict[str, Any]) -> dict[str, Any]:
         translation = translate_integration({"type": "api", **body})
         assert translation.unmapped == [], translation.unmapped
@@ -335,3 +337,31 @@ def test_the_guides_retry_and_rate_limit_spellings():
     database = translate_integration({"type": "database", "rateLimit": {"perSecond": 1}, "timeout": 5000})
     assert database.changes == {"type": "database", "config": {"timeout": "5s"}}
     assert [u.pointer for u in database.unmapped] == ["/rateLimit"]  # a database has no rateLimit
+
+
+_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(10**30), 10**400), st.floats(allow_nan=False), st.text(max_size=8)
+)
+_KEYS = st.sampled_from(
+    [
+        *("type", "config", "auth", "baseUrl", "url", "endpoint", "webhooks", "retry", "rateLimit", "timeout"),
+        *("maxRetries", "initialDelay", "backoff", "multiplier", "maxDelay", "requests", "windowMs", "perSecond"),
+        *("apiKey", "events", "event", "filter", "syncFrequency", "authType", "authConfig", "delays", "x"),
+    ]
+)
+_BODIES = st.dictionaries(
+    _KEYS,
+    st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS, inner, max_size=5)),
+    max_size=6,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_BODIES)
+def test_any_json_body_translates_and_merges_without_an_exception(body):
+    """What the routes take is any JSON object: the translation and the edit never raise (a 500)."""
+    for current in ({}, yaml.safe_load(SIS_FILE)):
+        for translation in (translate_integration(body, current), translate_subscription(body, current)):
+            json.dumps([u.as_dict() for u in translation.unmapped])
+            edited = edit_document(SIS_FILE, 0, lambda d, t=translation: merge(d, t.changes, TOP_LEVEL_ORDER))
+            assert edited.startswith("# yaml-language-server:")  # the comments before the document stay
