@@ -29,6 +29,7 @@ from reconciler.api.connections import (
     deadline_protocol,
 )
 from reconciler.delivery.engine import DeliveryEngine
+from reconciler.delivery.health import HealthMonitor
 from reconciler.delivery.sources import SourceWatcher
 from reconciler.delivery.sync import SyncScheduler
 from reconciler.intake.committer import Intake
@@ -143,6 +144,7 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
     # what was applied before a restart runs again before the first request is taken
     await reconciler.restore()
     intake = Intake(store, reconciler, on_commit=engine.wake, handoff=engine)
+    health = HealthMonitor(reconciler, engine, store)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -151,7 +153,13 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
         uvicorn.Config(
             create_app(
                 Runtime(
-                    reconciler, admin_secret, intake, engine, metrics_need_admin=settings.metrics_need_admin, stop=stop
+                    reconciler,
+                    admin_secret,
+                    intake,
+                    engine,
+                    metrics_need_admin=settings.metrics_need_admin,
+                    stop=stop,
+                    health=health,
                 )
             ),
             log_config=None,
@@ -187,6 +195,7 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
         "delivery": asyncio.create_task(engine.run(engine_stop), name="delivery"),
         "sync": asyncio.create_task(SyncScheduler(reconciler, intake, engine.http).run(stop), name="sync"),
         "sources": asyncio.create_task(source_watcher(reconciler, intake, engine, settings).run(stop), name="sources"),
+        "health": asyncio.create_task(health.run(stop), name="health"),
     }
     stopped = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({stopped, *roles.values()}, return_when=asyncio.FIRST_COMPLETED)

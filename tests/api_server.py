@@ -15,18 +15,21 @@ from starlette.routing import Route
 from reconciler.api.app import create_app
 from reconciler.api.common import Runtime
 from reconciler.daemon import _Server, bind
+from reconciler.delivery.health import HealthMonitor
 from tests.pipeline import Pipeline
 
 SECRET = "admin-secret-for-the-api-tests-0123"
 
 # The routes that answer without the admin secret: the probes, /metrics (unless `run
-# --metrics-auth`), the API's document, and inbound receipt (the path secret and the signature
-# are the sender's credentials). Every other route the app serves is an admin route.
+# --metrics-auth`), the API's document, the file format's schemas, and inbound receipt (the
+# path secret and the signature are the sender's credentials). Every other route the app serves is an admin route.
 OPEN_ROUTES = {
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/api/openapi.json"),
+    ("GET", "/schemas/{name}"),
+    ("GET", "/schemas/events/{name}"),
     ("POST", "/api/integrations/webhook/receive/{secret}"),
 }
 
@@ -66,6 +69,7 @@ async def serve(pipeline: Pipeline, *, metrics_need_admin: bool = False) -> Asyn
         pipeline.engine,
         metrics_need_admin=metrics_need_admin,
         stop=pipeline.stop,
+        health=HealthMonitor(pipeline.reconciler, pipeline.engine, pipeline.daemon_store),
     )
     server = _Server(uvicorn.Config(create_app(runtime), log_config=None, access_log=False, lifespan="off"))
     task = asyncio.create_task(server.serve(sockets=[sock]))

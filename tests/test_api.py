@@ -47,6 +47,8 @@ def test_every_admin_route_needs_the_secret_in_a_header(tmp_path, peer):
             assert bearer.status_code == 200
             for method, template in sorted(OPEN_ROUTES):
                 path = template.replace("{secret}", "not-a-path-secret")
+                path = path.replace("events/{name}", "events/user.registered.schema.json")
+                path = path.replace("{name}", "integration.schema.json")
                 answer = await api.request(method, path, headers={"x-admin-secret": ""})
                 # inbound receipt at an unknown path secret: 404, as anyone gets (tests/test_inbound.py has the rest)
                 assert answer.status_code == (200 if method == "GET" else 404), (method, path)
@@ -311,9 +313,14 @@ def test_templates_health_and_metrics(tmp_path, peer):
             await p.until(lambda: len(p.store.attempts("hook")) == 4)
 
             health = (await api.get("/api/integrations/health/status")).json()
-            assert health["lastPass"]["ok"] is True and health["integrationsByStatus"] == {"active": 1}
+            # a dead letter in the window: not ok, and it says which and why
+            assert health["lastPass"]["ok"] is True and health["integrationsByStatus"] == {"degraded": 1}
+            assert health["status"] == "degraded"
+            assert health["problems"] == ["1 integration degraded: events are not getting through"]
             assert health["queue"] == {"depth": 0, "oldestPendingSeconds": 0.0, "dead": 1}
             [item] = health["integrations"]
+            assert (item["status"], item["reason"]) == ("degraded", "DeadLetters")
+            assert "1 delivery ran out of attempts" in item["message"] and "reconciler replay hook" in item["message"]
             assert (item["id"], item["attempts24h"], item["successRate24h"]) == ("hook", 4, 0.75)
             assert item["queue"]["dead"] == 1
 
@@ -417,10 +424,11 @@ def test_cli_clients_talk_to_the_api(tmp_path, peer):
             accepted = await p.emit("user.registered", USER)
             await p.until(lambda: p.statuses("hook") == {"dead": 1})
             assert await asyncio.to_thread(cli, "logs", "hook", "--kind", "attempt") == 0
-            assert await asyncio.to_thread(cli, "status") == 0
+            assert await asyncio.to_thread(cli, "status") == 1  # a dead letter: degraded
             peer.script = lambda _seen: Reply()
             assert await asyncio.to_thread(cli, "replay", "hook", "--since", "1h") == 0
             await p.until(lambda: p.statuses("hook") == {"delivered": 1})
+            assert await asyncio.to_thread(cli, "status") == 0  # replayed and delivered: ok again
             assert accepted.id in {s.json()["id"] for s in peer.requests("/hook")}
             assert await asyncio.to_thread(cli, "logs", "nope") == 2
             wrong = ["--server", server, "--admin-secret-file", str(tmp_path / "missing")]

@@ -139,7 +139,7 @@ def test_validating_one_file_sees_the_event_types_of_its_siblings(tmp_path):
     (config / "broken.yaml").write_text(BAD)  # a sibling's own errors are not this file's
     alone = run("validate", str(config / "inbound-partner.yaml"))
     assert (alone.returncode, alone.stdout) == (0, ""), alone.stdout
-    assert "1 files, 1 integrations: valid" in alone.stderr
+    assert "1 file, 1 integration: valid" in alone.stderr
     elsewhere = tmp_path / "partner.yaml"
     shutil.copy(config / "inbound-partner.yaml", elsewhere)
     assert run("validate", str(elsewhere)).returncode == 1, "no sibling declares the event type"
@@ -183,7 +183,7 @@ def test_a_warning_is_shown_but_the_file_is_valid(tmp_path, capsys):
     assert main(["validate", str(tmp_path)]) == 0
     out, err = capsys.readouterr()
     assert out.startswith(f"{tmp_path}/quiet.yaml:1:1: warning: integration 'quiet' is active but subscribes to no")
-    assert "1 files, 1 integrations: valid, 1 warning" in err
+    assert "1 file, 1 integration: valid, 1 warning" in err
     assert main(["validate", "--format", "json", str(tmp_path)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["valid"], report["errors"], report["warnings"]) == (True, 0, 1)

@@ -24,6 +24,7 @@ from reconciler.store import StoreUnavailable
 
 if TYPE_CHECKING:
     from reconciler.delivery.engine import DeliveryEngine
+    from reconciler.delivery.health import HealthMonitor
     from reconciler.intake.committer import Intake
     from reconciler.reconcile.loop import Reconciler
     from reconciler.store import IntegrationRecord
@@ -42,6 +43,11 @@ class Runtime:
     engine: DeliveryEngine | None = None
     metrics_need_admin: bool = False  # `run --metrics-auth`: /metrics behind the admin secret
     stop: asyncio.Event | None = None  # set at shutdown: streams end so the server can stop
+    health: HealthMonitor | None = None  # the Degraded conditions; None: none measured (the bare app)
+
+    def degraded(self, integration_id: str) -> dict[str, Any] | None:
+        """The integration's latest Degraded condition, as the health monitor measured it."""
+        return self.health.condition(integration_id) if self.health is not None else None
 
 
 Handler = Callable[[Request], Awaitable[Response]]  # a route's endpoint
@@ -168,16 +174,24 @@ async def json_body(request: Request) -> dict[str, Any] | Response:
     return body
 
 
-STATUS_WORDS = ("active", "suspended", "inactive", "failing", "pending", "removing")
+STATUS_WORDS = ("active", "degraded", "suspended", "inactive", "failing", "pending", "removing")
 
 
-def status_word(record: IntegrationRecord) -> str:
-    """One word for lists and filters: active, suspended, inactive, failing, pending, removing."""
+def conditions_of(record: IntegrationRecord, degraded: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The registry's conditions, with Degraded as the health monitor measured it (a Degraded
+    stored by an older version of the daemon is not a measurement, so it is dropped)."""
+    kept = [c for c in record.conditions if c.get("type") != ConditionType.DEGRADED]
+    return [*kept, degraded] if degraded is not None else kept
+
+
+def status_word(record: IntegrationRecord, degraded: dict[str, Any] | None = None) -> str:
+    """One word for lists and filters: active, degraded (applied, ready, but its events are not
+    getting through), suspended, inactive, failing, pending, removing."""
     ready = condition(record.conditions, ConditionType.READY) or {}
     suspended = condition(record.conditions, ConditionType.SUSPENDED) or {}
     if suspended.get("status") == "True":
         return "suspended"
     reason = ready.get("reason")
     if ready.get("status") == "True":
-        return "active"
+        return "degraded" if degraded is not None and degraded.get("status") == "True" else "active"
     return {"Inactive": "inactive", "Removing": "removing"}.get(str(reason), "failing" if record.applied else "pending")

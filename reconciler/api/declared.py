@@ -28,11 +28,11 @@ from reconciler.manifests.diagnostics import Diagnostic
 from reconciler.manifests.edit import TOP_LEVEL_ORDER, EditError, edit_document, merge, new_document, unified_diff
 from reconciler.manifests.guide import translate_integration, translate_subscription
 from reconciler.manifests.loader import Document, LoadedFile, discover, load_bytes, read_file
+from reconciler.manifests.modeline import modeline
 from reconciler.manifests.validate import TreeValidator
 from reconciler.store import IntegrationRecord
 
 API_VERSION = "cms.integrations/v1"
-SCHEMA_COMMENT = "# yaml-language-server: $schema=../schemas/integration.schema.json\n"
 MAX_CREDENTIAL_ROUNDS = 8  # each round replaces the credentials validation found
 
 
@@ -221,7 +221,8 @@ def _write_checked(
 
     for _ in range(MAX_CREDENTIAL_ROUNDS):
         if proposal.before is None:
-            proposal.text = new_document(SCHEMA_COMMENT, change)
+            # the modeline resolves from the folder the file goes in
+            proposal.text = new_document(modeline("integration.schema.json", config_dir), change)
         else:
             proposal.text = edit_document(proposal.before, proposal.index, change)
         errors, warnings = _validate(validator, proposal, config_dir, environ)

@@ -3,6 +3,7 @@ resume overrides, and the event trigger of the integration guide."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.datastructures import QueryParams
@@ -11,8 +12,10 @@ from starlette.responses import JSONResponse, Response
 
 from reconciler.api.common import (
     STATUS_WORDS,
+    Runtime,
     admin_only,
     admin_only_json,
+    conditions_of,
     not_found,
     plain_text,
     problem,
@@ -20,10 +23,11 @@ from reconciler.api.common import (
     status_word,
 )
 from reconciler.events.envelope import EventRejected
-from reconciler.intake.committer import IntakeStopped
+from reconciler.intake.committer import IdempotencyConflict, IntakeStopped
 from reconciler.reconcile.conditions import ConditionType, condition
 from reconciler.registry import Snapshot
 from reconciler.store import IntegrationRecord
+from reconciler.store.history import iso
 
 INTEGRATION_TYPES = ("api", "webhook", "database", "file")
 AUDIT_TRAIL_LENGTH = 20
@@ -32,7 +36,8 @@ AUDIT_TRAIL_LENGTH = 20
 @admin_only
 async def list_integrations(request: Request) -> Response:
     """The integrations of the registry, filtered by type, status and labels."""
-    found = matching(runtime_of(request).reconciler.snapshot, request.query_params)
+    runtime = runtime_of(request)
+    found = matching(runtime, runtime.reconciler.snapshot, request.query_params)
     if isinstance(found, Response):
         return found
     return JSONResponse({"items": found, "count": len(found)})
@@ -46,11 +51,11 @@ async def get_integration(request: Request) -> Response:
     record = snapshot.registry.get(request.path_params["id"])
     if record is None:
         return not_found(request.path_params["id"])
-    view = integration_view(snapshot, record)
+    view = integration_view(snapshot, record, runtime.degraded(record.id))
     store = runtime.reconciler.store
     view["deliveries"] = await store.delivery_counts(record.id)
     view["auditTrail"] = [
-        {"at": e.at, "action": e.action, "actor": e.actor, "message": e.message, "generation": e.generation}
+        {"at": iso(e.at), "action": e.action, "actor": e.actor, "message": e.message, "generation": e.generation}
         for e in await store.audit_trail(record.id, limit=AUDIT_TRAIL_LENGTH)
     ]
     return JSONResponse(view)
@@ -75,8 +80,28 @@ async def trigger(request: Request, body: dict[str, Any]) -> Response:
     intake = runtime_of(request).intake
     assert intake is not None
     event = body.get("event", body.get("type"))  # the guide's custom events say "type"
+    idempotency = idempotency_of(request, body)
+    if isinstance(idempotency, Response):
+        return idempotency
+    key, event_id = idempotency
     try:
-        accepted = await intake.emit(event, body.get("data"), timestamp=body.get("timestamp"), source="api")
+        accepted = await intake.emit(
+            event,
+            body.get("data"),
+            timestamp=body.get("timestamp"),
+            source="api",
+            idempotency_key=key,
+            event_id=event_id,
+        )
+    except IdempotencyConflict as exc:
+        return problem(
+            422,
+            "Idempotency key reused",
+            str(exc),
+            "idempotency-key-reused",
+            original=exc.original.id,
+            conflicts=exc.fields,
+        )
     except EventRejected as exc:
         return problem(
             422,
@@ -92,7 +117,40 @@ async def trigger(request: Request, body: dict[str, Any]) -> Response:
     return JSONResponse(accepted.as_dict(), status_code=202)
 
 
-def matching(snapshot: Snapshot, query: QueryParams) -> list[dict[str, Any]] | Response:
+IDEMPOTENCY_KEY_CHARS = 200  # the dedup column holds 255 with the prefix
+EVENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+
+def idempotency_of(request: Request, body: dict[str, Any]) -> tuple[str | None, str | None] | Response:
+    """The request's Idempotency-Key header (a structured-field string, quoted or bare, as the
+    IETF httpapi draft writes it) and the sender's own event `id`; or the 400/422 that refuses one."""
+    header = request.headers.get("idempotency-key")
+    key = None
+    if header is not None:
+        key = header.strip()
+        if len(key) >= 2 and key[0] == key[-1] == '"':
+            key = key[1:-1]
+        if not key or len(key) > IDEMPOTENCY_KEY_CHARS or not all(" " <= c <= "~" for c in key):
+            return problem(
+                400,
+                "Bad request",
+                f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_CHARS} printable ASCII characters, such as a UUID",
+                "bad-idempotency-key",
+            )
+    event_id = body.get("id")
+    if event_id is not None and not (isinstance(event_id, str) and EVENT_ID.fullmatch(event_id)):
+        return problem(
+            422,
+            "Event refused",
+            "the event id, when the sender gives one, is 1 to 64 letters, digits, '.', '_', ':' or '-', "
+            "starting with a letter or digit",
+            "event-refused",
+            errors=[{"pointer": "/id", "message": "not a usable event id"}],
+        )
+    return key, event_id
+
+
+def matching(runtime: Runtime, snapshot: Snapshot, query: QueryParams) -> list[dict[str, Any]] | Response:
     """The views of the integrations the query's filters select, or the 400 of a filter not understood."""
     wanted_types = set(query.getlist("type"))
     wanted_statuses = set(query.getlist("status"))
@@ -107,12 +165,12 @@ def matching(snapshot: Snapshot, query: QueryParams) -> list[dict[str, Any]] | R
         )
     items = []
     for record in snapshot.registry.values():
-        view = integration_view(snapshot, record)
-        if wanted_types and record.type not in wanted_types:
+        view = integration_view(snapshot, record, runtime.degraded(record.id))
+        if wanted_types and view["type"] not in wanted_types:
             continue
         if wanted_statuses and view["status"] not in wanted_statuses:
             continue
-        labels = (record.spec or {}).get("labels") or {}
+        labels = (record.declared_spec or record.spec or {}).get("labels") or {}
         if any(labels.get(name) != value for name, _, value in wanted_labels):
             continue
         items.append(view)
@@ -121,7 +179,8 @@ def matching(snapshot: Snapshot, query: QueryParams) -> list[dict[str, Any]] | R
 
 async def set_override(request: Request, body: dict[str, Any], suspend: bool) -> Response:
     """Suspend or resume the integration of the path, for the actor and reason of the request."""
-    reconciler = runtime_of(request).reconciler
+    runtime = runtime_of(request)
+    reconciler = runtime.reconciler
     reason = plain_text(body.get("reason", ""), 500).strip()
     actor = plain_text(body.get("actor") or request.headers.get("x-actor") or "admin", 200)
     integration_id = request.path_params["id"]
@@ -133,27 +192,38 @@ async def set_override(request: Request, body: dict[str, Any], suspend: bool) ->
     except KeyError:
         return not_found(integration_id)
     # the snapshot read after the override: the one that holds it
-    return JSONResponse(integration_view(reconciler.snapshot, record))
+    return JSONResponse(integration_view(reconciler.snapshot, record, runtime.degraded(record.id)))
 
 
-def integration_view(snapshot: Snapshot, record: IntegrationRecord) -> dict[str, Any]:
-    """The API's view of a registry row: redacted spec, conditions, revisions, drift."""
+def integration_view(
+    snapshot: Snapshot, record: IntegrationRecord, degraded: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The API's view of a registry row: redacted specs, conditions (Degraded as measured),
+    revisions, drift.
+
+    Two versions show side by side: `spec` is the applied one (at `lastAppliedRevision`; null
+    until one is applied) and `declaredSpec` the one the file declares now (at
+    `lastAttemptedRevision`; null while it does not validate), so an integration waiting for
+    secrets shows what it will be. `name` and `type` are the declared version's when it
+    validates, else the applied one's."""
     ready = condition(record.conditions, ConditionType.READY)
     override = snapshot.overrides.get(record.id)
+    declared = record.declared_spec
     return {
         "id": record.id,
-        "name": record.name,
-        "type": record.type,
-        "status": status_word(record),
+        "name": declared.get("name") if declared else record.name,
+        "type": declared.get("type") if declared else record.type,
+        "status": status_word(record, degraded),
         "generation": record.generation,
         "spec": record.spec,
-        "conditions": record.conditions,
+        "declaredSpec": declared,
+        "conditions": conditions_of(record, degraded),
         "sourceFile": record.source_file,
         "lastAppliedRevision": record.last_applied_revision,
         "lastAttemptedRevision": record.last_attempted_revision,
         "ready": bool(ready and ready["status"] == "True"),
         "drift": (
-            {"suspended": True, "by": override.actor, "reason": override.reason, "at": override.at}
+            {"suspended": True, "by": override.actor, "reason": override.reason, "at": iso(override.at)}
             if override and override.suspended
             else None
         ),

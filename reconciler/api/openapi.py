@@ -76,6 +76,24 @@ DECLARED = {
 }
 
 
+def _schema_operation(summary: str) -> dict[str, Any]:
+    """A schema route: open, like this document; the name is the file's name under schemas/."""
+    return {
+        "get": {
+            "summary": summary,
+            "tags": ["schemas"],
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": {
+                    "description": "JSON Schema 2020-12",
+                    "content": {"application/schema+json": {"schema": ANY_OBJECT}},
+                },
+                "404": _problem("No schema of that name"),
+            },
+        }
+    }
+
+
 def _paths() -> dict[str, Any]:
     """`paths` of the document: every route of the app, by path and method."""
     list_params = [
@@ -83,7 +101,7 @@ def _paths() -> dict[str, Any]:
         {
             "name": "status",
             "in": "query",
-            "schema": {"enum": ["active", "suspended", "inactive", "failing", "pending", "removing"]},
+            "schema": {"enum": ["active", "degraded", "suspended", "inactive", "failing", "pending", "removing"]},
         },
         {
             "name": "label",
@@ -147,6 +165,12 @@ def _paths() -> dict[str, Any]:
                 "responses": {"200": _json(ANY_OBJECT, "OpenAPI 3.1")},
             }
         },
+        "/schemas/{name}": _schema_operation(
+            "A JSON Schema of the file format (integration.schema.json, eventtype.schema.json)"
+        ),
+        "/schemas/events/{name}": _schema_operation(
+            "The JSON Schema of a built-in event type's data (user.registered.schema.json)"
+        ),
         "/api/integrations": {
             "get": _admin(
                 "List integrations",
@@ -165,10 +189,25 @@ def _paths() -> dict[str, Any]:
             "post": _admin(
                 "Emit an event; 202 once it and its deliveries are stored",
                 {
-                    "202": _json(ref("Accepted"), "Stored"),
-                    "422": _problem("The event does not match its type; errors lists every reason"),
+                    "202": _json(ref("Accepted"), "Stored, or a repeat of an idempotent request (duplicate: true)"),
+                    "400": _problem(
+                        "The body is not a JSON object, or the Idempotency-Key is not 1 to 200 ASCII characters"
+                    ),
+                    "422": _problem(
+                        "The event does not match its type (errors lists every reason), or its idempotency key was "
+                        "used for a different request (conflicts names the fields)"
+                    ),
                     "503": _retry_later(f"The daemon is stopping, or {STORE_UNAVAILABLE}"),
                 },
+                parameters=[
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "description": "a repeat with the same key and body is answered with the first event",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                    }
+                ],
                 body=ref("EventRequest"),
                 tag="events",
             )

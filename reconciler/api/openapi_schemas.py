@@ -70,17 +70,46 @@ SCHEMAS: dict[str, Any] = {
             "id": {"type": "string"},
             "name": NULLABLE_STRING,
             "type": NULLABLE_STRING,
-            "status": {"enum": ["active", "suspended", "inactive", "failing", "pending", "removing"]},
+            "status": {"enum": ["active", "degraded", "suspended", "inactive", "failing", "pending", "removing"]},
             "generation": {"type": "integer"},
             "spec": {"type": ["object", "null"], "description": "the applied spec, credentials redacted"},
+            "declaredSpec": {
+                "type": ["object", "null"],
+                "description": "the spec the file declares now (at lastAttemptedRevision), applied or not, "
+                "credentials redacted; null while it does not validate",
+            },
             "conditions": {"type": "array", "items": ANY_OBJECT},
             "sourceFile": NULLABLE_STRING,
-            "lastAppliedRevision": {"type": ["object", "null"]},
-            "lastAttemptedRevision": {"type": ["object", "null"]},
+            "lastAppliedRevision": {"type": ["object", "null"], "properties": {"dirty": {"type": ["boolean", "null"]}}},
+            "lastAttemptedRevision": {
+                "type": ["object", "null"],
+                "properties": {"dirty": {"type": ["boolean", "null"]}},
+            },
             "ready": {"type": "boolean"},
-            "drift": {"type": ["object", "null"]},
+            "drift": {
+                "type": ["object", "null"],
+                "description": "a runtime suspension: who, why and when (RFC 3339)",
+                "properties": {
+                    "suspended": {"type": "boolean"},
+                    "by": {"type": "string"},
+                    "reason": {"type": "string"},
+                    "at": {"type": "string", "format": "date-time"},
+                },
+            },
             "deliveries": {"type": "object", "additionalProperties": {"type": "integer"}},
-            "auditTrail": {"type": "array", "items": ANY_OBJECT},
+            "auditTrail": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "at": {"type": "string", "format": "date-time"},
+                        "action": {"type": "string"},
+                        "actor": {"type": "string"},
+                        "message": {"type": "string"},
+                        "generation": {"type": ["integer", "null"]},
+                    },
+                },
+            },
         },
     },
     "IntegrationList": {
@@ -165,8 +194,10 @@ SCHEMAS: dict[str, Any] = {
     },
     "EventRequest": {
         "type": "object",
-        "description": "the integration guide's envelope: event (or type), optional timestamp, data",
+        "description": "the integration guide's envelope: event (or type), optional timestamp, data; an optional "
+        "id of the sender's (its idempotency key when no Idempotency-Key header is sent)",
         "properties": {
+            "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"},
             "event": {"type": "string"},
             "type": {"type": "string"},
             "timestamp": {"type": "string"},
@@ -181,6 +212,7 @@ SCHEMAS: dict[str, Any] = {
             "event": {"type": "string"},
             "timestamp": {"type": "string"},
             "deliveries": {"type": "integer"},
+            "duplicate": {"type": "boolean", "description": "a repeat: the event first stored under its key"},
             "duplicateOf": NULLABLE_STRING,
         },
     },
@@ -207,9 +239,14 @@ SCHEMAS: dict[str, Any] = {
     },
     "HealthStatus": {
         "type": "object",
-        "required": ["status", "queue", "integrations", "integrationsByStatus"],
+        "required": ["status", "problems", "queue", "integrations", "integrationsByStatus"],
         "properties": {
             "status": {"enum": ["ok", "degraded"]},
+            "problems": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "why the status is degraded, one line each; empty when ok",
+            },
             "checkedAt": {"type": "string"},
             "config": ANY_OBJECT,
             "lastPass": {"type": ["object", "null"]},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -13,6 +14,7 @@ from reconciler.api.common import Runtime, admin_only, admin_only_when, problem,
 from reconciler.manifests.scaffold import Scaffold, scaffolds
 from reconciler.metrics import Sources, render
 from reconciler.reconcile.conditions import ConditionType, condition
+from reconciler.registry import PassResult
 from reconciler.store import StoreUnavailable
 from reconciler.store.history import iso, queue_totals
 
@@ -53,6 +55,8 @@ async def templates(request: Request) -> Response:
 async def health(request: Request) -> Response:
     """The health status document (health_status), read on the store's threads."""
     runtime = runtime_of(request)
+    if runtime.health is not None:  # measured now, not up to ASSESS_EVERY_SECONDS ago
+        await runtime.health.assess()
     return JSONResponse(await runtime.reconciler.store.call(health_status, runtime))
 
 
@@ -100,26 +104,29 @@ def health_status(runtime: Runtime) -> dict[str, Any]:
     by_condition: Counter[str] = Counter()
     integrations = []
     for record in sorted(snapshot.registry.values(), key=lambda r: r.id):
-        word = status_word(record)
+        degraded = runtime.degraded(record.id)
+        word = status_word(record, degraded)
         by_condition[word] += 1
         counts = outcomes.get(record.id, {})
         tried = sum(counts.values())
         ready = condition(record.conditions, ConditionType.READY) or {}
+        telling = (degraded if word == "degraded" else None) or ready  # the condition that explains the word
         integrations.append(
             {
                 "id": record.id,
                 "status": word,
-                "reason": ready.get("reason"),
+                "reason": telling.get("reason"),
+                "message": telling.get("message"),
                 "queue": per_queue.get(record.id, {"depth": 0, "oldestPendingSeconds": 0.0, "dead": 0}),
                 "attempts24h": tried,
                 "successRate24h": round(counts.get("delivered", 0) / tried, 4) if tried else None,
                 "tokenExpiresAt": iso(expiries[record.id]) if record.id in expiries else None,
             }
         )
-    failing = by_condition.get("failing", 0)
-    healthy = last is not None and last.error is None and failing == 0
+    problems = health_problems(last, by_condition, reconciler.config_dir)
     return {
-        "status": "ok" if healthy else "degraded",
+        "status": "degraded" if problems else "ok",
+        "problems": problems,
         "checkedAt": iso(now),
         "config": {
             "directory": str(reconciler.config_dir),
@@ -137,6 +144,7 @@ def health_status(runtime: Runtime) -> dict[str, Any]:
             "refused": last.refused,
             "waitingForSecrets": last.waiting,
             "filesRefused": last.files_refused,
+            "dirtyFiles": last.dirty_files,
         },
         "passes": reconciler.passes,
         "integrationsByStatus": dict(sorted(by_condition.items())),
@@ -145,18 +153,51 @@ def health_status(runtime: Runtime) -> dict[str, Any]:
     }
 
 
+UNHEALTHY_WORDS = {  # status word -> what it means for the whole
+    "degraded": "degraded: events are not getting through",
+    "failing": "failing: not ready (see the Ready condition)",
+    "pending": "waiting to be applied (see the Ready condition: a missing secret, a refused file)",
+}
+
+
+def health_problems(last: PassResult | None, by_status: Counter[str], config_dir: Path) -> list[str]:
+    """Why the system is not ok, one line each; empty when it is. Never ok before the first
+    pass, with a refused file, a failed pass, or an integration that is degraded, failing or
+    waiting to be applied (suspended and inactive ones are what an operator asked for)."""
+    if last is None:
+        return ["no reconcile pass has finished yet"]
+    problems = []
+    if last.error is not None:
+        problems.append(f"the last reconcile pass failed: {last.error}")
+    for path in last.files_refused:
+        problems.append(f"file refused: {path} (`reconciler validate {config_dir / path}` shows why)")
+    for word, meaning in UNHEALTHY_WORDS.items():
+        n = by_status.get(word, 0)
+        if n:
+            problems.append(f"{n} {'integration' if n == 1 else 'integrations'} {meaning}")
+    return problems
+
+
 def metric_sources(runtime: Runtime) -> Sources:
     """Where /metrics reads its figures; the callables run when the metrics are rendered."""
     reconciler = runtime.reconciler
 
     def by_status() -> Counter[str]:
-        return Counter(status_word(record) for record in reconciler.snapshot.registry.values())
+        return Counter(
+            status_word(record, runtime.degraded(record.id)) for record in reconciler.snapshot.registry.values()
+        )
 
     intake, engine = runtime.intake, runtime.engine
     return Sources(
-        passes=lambda: (reconciler.passes, reconciler.pass_errors),
+        passes=lambda: (reconciler.passes + reconciler.passes_raised, reconciler.pass_errors),
+        last_pass=lambda: last_pass_counts(reconciler.last_pass),
         integrations=by_status,
         intake=(lambda: (intake.committed, intake.deliveries_queued)) if intake is not None else None,
         delivery=engine.stats if engine is not None else None,
         queue=reconciler.store.sync.queue_stats,  # rendered on the store's threads
     )
+
+
+def last_pass_counts(last: PassResult | None) -> tuple[int, int, int]:
+    """Files refused, integrations refused, integrations waiting for secrets, as the last pass found them."""
+    return (len(last.files_refused), len(last.refused), len(last.waiting)) if last else (0, 0, 0)

@@ -26,7 +26,7 @@ from reconciler.delivery.attempts import attempt_of
 from reconciler.delivery.lane import LANE_BUFFER, Lane
 from reconciler.delivery.outcomes import OutcomeWriter
 from reconciler.delivery.profile import DeliveryProfile, Profiles
-from reconciler.delivery.retry import CircuitBreaker
+from reconciler.delivery.retry import CircuitBreaker, EndpointState
 from reconciler.events.envelope import new_id, now_timestamp
 from reconciler.metrics import DeliveryStats
 from reconciler.registry import AppliedIntegration
@@ -225,6 +225,17 @@ class DeliveryEngine:
     def breaker(self, profile: DeliveryProfile) -> CircuitBreaker:
         """One breaker per endpoint (scheme and host), shared by the integrations that post there."""
         return self._breakers.setdefault(profile.breaker_key, CircuitBreaker())
+
+    def endpoint_state(self, integration: AppliedIntegration) -> EndpointState:
+        """The breaker and the Retry-After pause that hold an integration's endpoint now (for
+        the health monitor; creates neither)."""
+        profile = self.profiles.of(integration)
+        breaker = self._breakers.get(profile.breaker_key)
+        paused_until = self._pauses.get(profile.pause_key)
+        return EndpointState(
+            breaker_open_until=breaker.open_until if breaker is not None and breaker.is_open else None,
+            paused_until=paused_until if paused_until is not None and paused_until > time.time() else None,
+        )
 
     def _lane(self, integration_id: str) -> Lane:
         lane = self._lanes.get(integration_id)

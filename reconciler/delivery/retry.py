@@ -87,3 +87,11 @@ class CircuitBreaker:
     @property
     def is_open(self) -> bool:
         return self.failures >= self.threshold
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointState:
+    """What holds an integration's endpoint at one instant, as the health monitor sees it."""
+
+    breaker_open_until: float | None  # set while its circuit breaker is open
+    paused_until: float | None  # set while a Retry-After pause holds

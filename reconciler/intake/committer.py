@@ -34,10 +34,12 @@ from reconciler.events.envelope import (
 from reconciler.intake.routing import Router
 from reconciler.registry import Snapshot, SnapshotSource
 from reconciler.store import AsyncStore, DueDelivery, NewDelivery, NewEvent, Outage, Store, StoreUnavailable
+from reconciler.store.records import StoredEvent
 
 log = logging.getLogger("reconciler.intake")
 
 MAX_GROUP = 1000  # events per commit; bounds a transaction's size under a burst
+IDEMPOTENCY_PREFIX = "idempotency:"  # the dedup keys of idempotent requests, apart from inbound message ids
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class Accepted:
     event: str
     timestamp: str
     deliveries: int
-    duplicate_of: str | None = None  # an inbound repeat: the event already stored
+    duplicate_of: str | None = None  # a repeat (same idempotency key or message id): the event already stored
 
     def as_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -58,12 +60,35 @@ class Accepted:
             "deliveries": self.deliveries,
         }
         if self.duplicate_of:
+            body["duplicate"] = True
             body["duplicateOf"] = self.duplicate_of
         return body
 
 
+class IdempotencyConflict(ValueError):
+    """An idempotency key already used for a different request: what differs, by field."""
+
+    def __init__(self, key: str, original: StoredEvent, fields: list[str]) -> None:
+        super().__init__(
+            f"the idempotency key {key!r} was used for event {original.id} with a different {', '.join(fields)}; "
+            "send a new key for a new event"
+        )
+        self.key = key
+        self.original = original
+        self.fields = fields
+
+
 class IntakeStopped(RuntimeError):
     """The committer has stopped (shutdown): nothing more can be made durable here."""
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What an idempotent repeat must match: the key, and the fields the sender chose."""
+
+    key: str
+    timestamp: str | None  # as sent; None when the daemon stamped the event
+    event_id: str | None  # as sent; None when the daemon named the event
 
 
 @dataclass
@@ -71,6 +96,7 @@ class _Pending:
     event: NewEvent
     deliveries: list[NewDelivery]
     done: asyncio.Future[Accepted]
+    request: _Request | None = None  # set for an idempotent request: a repeat is compared to it
 
 
 class Handoff(Protocol):
@@ -121,15 +147,32 @@ class Intake:
         timestamp: Any = None,
         source: str = "python",
         dedup_key: str | None = None,
+        idempotency_key: str | None = None,
+        event_id: str | None = None,
     ) -> Accepted:
-        """Check, route and durably store one event; raise EventRejected with every reason."""
+        """Check, route and durably store one event; raise EventRejected with every reason.
+
+        With an `idempotency_key` (or a sender's own `event_id`, which then serves as the key),
+        a repeat of the same request is answered with the event first stored (`duplicate_of`)
+        and creates nothing; the same key with a different event, data, timestamp or id raises
+        IdempotencyConflict. Keys live as long as their event is retained."""
         snapshot = self.reconciler.snapshot  # one state for the whole check and route
         data_json = serialize_data(data) if isinstance(data, dict) else None
         reasons = self.checker(snapshot).check(event, data, timestamp, data_json=data_json)
         if reasons:
             raise EventRejected(reasons)
         assert data_json is not None
-        envelope = {"id": new_id("evt"), "event": event, "timestamp": timestamp or now_timestamp(), "data": data}
+        envelope = {
+            "id": event_id or new_id("evt"),
+            "event": event,
+            "timestamp": timestamp or now_timestamp(),
+            "data": data,
+        }
+        request = None
+        key = idempotency_key or event_id
+        if key is not None:
+            request = _Request(key, timestamp, event_id)
+            dedup_key = IDEMPOTENCY_PREFIX + key
         now = time.time()
         deliveries = [
             NewDelivery(
@@ -145,7 +188,7 @@ class Intake:
             raise IntakeStopped("the daemon is shutting down; send the event again shortly")
         stored = NewEvent(envelope["id"], event, envelope["timestamp"], data, source, dedup_key, data_json)
         done: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(stored, deliveries, done))
+        await self._queue.put(_Pending(stored, deliveries, done, request))
         return await done
 
     def checker(self, snapshot: Snapshot | None = None) -> EventChecker:
@@ -181,7 +224,9 @@ class Intake:
             )
         return leased
 
-    def _hand_over(self, group: list[_Pending], deliveries: list[NewDelivery], duplicates: dict[str, str]) -> None:
+    def _hand_over(
+        self, group: list[_Pending], deliveries: list[NewDelivery], duplicates: dict[str, StoredEvent]
+    ) -> None:
         if self.handoff is None:
             return
         events = {p.event.id: p.event for p in group if p.event.id not in duplicates}
@@ -226,6 +271,14 @@ class Intake:
             await self._commit(group)
 
     async def _commit(self, group: list[_Pending]) -> None:
+        """Store a group; a second request for a key (or event id) already in the group waits
+        for the next commit, where it finds the first one stored and is answered as its repeat."""
+        firsts, repeats = _split_repeats(group)
+        await self._commit_group(firsts)
+        if repeats:
+            await self._commit(repeats)
+
+    async def _commit_group(self, group: list[_Pending]) -> None:
         backing_off = self._refusing_until - time.monotonic()
         if self._unavailable is not None and backing_off > 0:
             last = self._unavailable
@@ -251,18 +304,56 @@ class Intake:
             if pending.done.done():
                 continue  # the caller went away; the event is stored all the same
             original = duplicates.get(pending.event.id)
-            pending.done.set_result(
-                Accepted(
-                    original or pending.event.id,
-                    pending.event.event,
-                    pending.event.timestamp,
-                    0 if original else len(pending.deliveries),
-                    original,
+            if original is None:
+                accepted = Accepted(
+                    pending.event.id, pending.event.event, pending.event.timestamp, len(pending.deliveries)
                 )
+                pending.done.set_result(accepted)
+                continue
+            differs = _differences(pending, original)
+            if differs:
+                assert pending.request is not None
+                pending.done.set_exception(IdempotencyConflict(pending.request.key, original, differs))
+                continue
+            # the answer the first request got: its event, as it was stored
+            pending.done.set_result(
+                Accepted(original.id, original.event, original.timestamp, original.deliveries, original.id)
             )
         self._hand_over(group, deliveries, duplicates)
         if self.on_commit is not None:
             self.on_commit()
+
+
+def _split_repeats(group: list[_Pending]) -> tuple[list[_Pending], list[_Pending]]:
+    """The group without a second use of any dedup key or event id, and those second uses."""
+    seen: set[str] = set()
+    firsts, repeats = [], []
+    for pending in group:
+        names = {pending.event.id, *([pending.event.dedup_key] if pending.event.dedup_key else [])}
+        if names & seen:
+            repeats.append(pending)
+        else:
+            seen.update(names)
+            firsts.append(pending)
+    return firsts, repeats
+
+
+def _differences(pending: _Pending, original: StoredEvent) -> list[str]:
+    """The fields in which an idempotent repeat differs from the event stored under its key
+    (none for other repeats: an inbound message id says the same message, whatever its body)."""
+    request = pending.request
+    if request is None:
+        return []
+    differs = []
+    if request.event_id is not None and request.event_id != original.id:
+        differs.append("id")
+    if pending.event.event != original.event:
+        differs.append("event")
+    if pending.event.data != original.data:
+        differs.append("data")
+    if request.timestamp is not None and request.timestamp != original.timestamp:
+        differs.append("timestamp")
+    return differs
 
 
 def _fail(group: list[_Pending], error: Exception) -> None:

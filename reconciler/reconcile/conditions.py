@@ -19,7 +19,7 @@ class ConditionType(StrEnum):
     READY = "Ready"  # applied and delivering
     SYNCED = "Synced"  # the running version is the one declared in git
     SUSPENDED = "Suspended"  # an operator suspended it at runtime (drift from git)
-    DEGRADED = "Degraded"  # reserved for delivery trouble (a failing target); always Healthy for now
+    DEGRADED = "Degraded"  # something stands between its events and their target now (delivery/health.py)
 
 
 class Status(StrEnum):
@@ -42,6 +42,13 @@ class Reason:
     NOT_SUSPENDED = "NotSuspended"  # no runtime override
     REMOVING = "Removing"  # its file is gone; in-flight deliveries are finishing
     HEALTHY = "Healthy"  # no delivery trouble
+    # Degraded's reasons, measured by the health monitor (reconciler/delivery/health.py)
+    CIRCUIT_OPEN = "CircuitOpen"  # the endpoint's circuit breaker is open
+    PAUSED = "Paused"  # the endpoint asked to wait with Retry-After
+    DEAD_LETTERS = "DeadLetters"  # deliveries ran out of attempts in the window
+    DELIVERIES_FAILING = "DeliveriesFailing"  # the latest send and most sends in the window failed
+    SYNC_FAILING = "SyncFailing"  # the latest scheduled sync fetch failed
+    FILE_REFUSED = "FileRefused"  # its file no longer validates; an older version runs
 
 
 _ORDER = tuple(t.value for t in ConditionType)

@@ -135,7 +135,10 @@ def redact_url(url: str) -> str:
         for pair in parts.query.split("&")
         for name in (pair.partition("=")[0],)
     )
-    return parts._replace(netloc=netloc, query=query).geturl()
+    if netloc == parts.netloc and query == parts.query:
+        return url  # nothing to hide; geturl() would also turn sqlite:///state into sqlite:/state
+    rebuilt = f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+    return rebuilt + (f"#{parts.fragment}" if parts.fragment else "")
 
 
 def url_secrets(url: str) -> list[str]:

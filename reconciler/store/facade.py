@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from reconciler.store.base import AuditEntry, IntegrationRecord, Override, Store
 from reconciler.store.errors import StoreUnavailable
 from reconciler.store.history import LogFilter
-from reconciler.store.records import Attempt, DueDelivery, NewDelivery, NewEvent, Outcome
+from reconciler.store.records import Attempt, DueDelivery, NewDelivery, NewEvent, Outcome, StoredEvent
 
 STORE_THREADS = 8  # calls in flight at once; the connection pools allow more, the disk gains nothing
 PING_TIMEOUT_SECONDS = 5.0  # a readiness probe that waits longer than this says not ready
@@ -117,7 +117,7 @@ class AsyncStore:
 
     # --- the outbox ---------------------------------------------------------------------------------
 
-    async def enqueue(self, events: Sequence[NewEvent], deliveries: Sequence[NewDelivery]) -> dict[str, str]:
+    async def enqueue(self, events: Sequence[NewEvent], deliveries: Sequence[NewDelivery]) -> dict[str, StoredEvent]:
         return await self.call(self.sync.enqueue, events, deliveries)
 
     async def claim(

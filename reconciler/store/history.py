@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from reconciler.store import schema as t
+from reconciler.store.records import LastAttempt, RecentOutcomes
 
 LOG_KINDS = ("attempt", "test", "sync", "reconcile", "receipt")
 DELIVERY_STATUSES = ("pending", "failed", "delivered", "dead")
@@ -355,6 +356,46 @@ class History:
             for integration_id, outcome, count in connection.execute(query):
                 found.setdefault(integration_id, {})[outcome] = count
         return found
+
+    def recent_outcomes(self, since: float) -> dict[str, RecentOutcomes]:
+        """Integration id -> what its attempts since then measured: sends by outcome, the latest
+        send and the latest sync fetch (test sends are left out: an operator's probe says
+        nothing about the traffic), and its deliveries that went dead since then and still are."""
+        a = t.attempts.c
+        sends = self.attempt_outcomes(since)
+        is_sync = sa.case((a.trigger == "sync", 1), else_=0)
+        latest = (
+            sa.select(sa.func.max(a.seq))
+            .where(a.at >= since, a.trigger.in_(("scheduled", "replay", "sync")))
+            .group_by(a.integration_id, is_sync)
+        )
+        query = sa.select(a.integration_id, a.trigger, a.outcome, a.at, a.status_code, a.error).where(
+            a.seq.in_(latest.scalar_subquery())
+        )
+        d = t.deliveries.c
+        # dead letters of the window still dead: a replayed one no longer counts
+        dead_query = (
+            sa.select(d.integration_id, sa.func.count())
+            .where(d.status == "dead", d.updated_at >= since)
+            .group_by(d.integration_id)
+        )
+        last: dict[tuple[str, bool], LastAttempt] = {}
+        with self.engine.connect() as connection:
+            dead: dict[str, int] = {integration_id: count for integration_id, count in connection.execute(dead_query)}
+            for integration_id, trigger, outcome, at, status_code, error in connection.execute(query):
+                last[(integration_id, trigger == "sync")] = LastAttempt(
+                    outcome=outcome, at=at, status_code=status_code, error=error
+                )
+        ids = set(sends) | {integration_id for integration_id, _ in last} | set(dead)
+        return {
+            integration_id: RecentOutcomes(
+                sends=sends.get(integration_id, {}),
+                last_send=last.get((integration_id, False)),
+                last_sync=last.get((integration_id, True)),
+                dead_letters=dead.get(integration_id, 0),
+            )
+            for integration_id in ids
+        }
 
     def queue_stats(self, now: float | None = None) -> dict[str, Any]:
         """Deliveries waiting (pending or failed), the oldest one's age, and dead letters."""

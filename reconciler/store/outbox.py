@@ -18,12 +18,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from reconciler.store import schema as t
-from reconciler.store.records import Attempt, DueDelivery, NewDelivery, NewEvent, Outcome
+from reconciler.store.records import Attempt, DueDelivery, NewDelivery, NewEvent, Outcome, StoredEvent
 
 RETRYABLE = ("pending", "failed")
 # SQLite's default limit on bound parameters is 32,766; stay far below it per statement.
 IN_CHUNK = 500
 ATTEMPT_ROWS = 200  # rows per multi-row INSERT: 11 parameters each, far below SQLite's 32,766
+EVENT_ROWS = 500  # events per multi-row INSERT of a group with dedup keys: 7 parameters each
+EVENT_COLUMNS = "id, event, timestamp, data, source, dedup_key, created_at"
 
 
 class Outbox:
@@ -39,29 +41,24 @@ class Outbox:
         with self.engine.begin() as connection:
             yield connection
 
-    def enqueue(self, events: Sequence[NewEvent], deliveries: Sequence[NewDelivery]) -> dict[str, str]:
+    def enqueue(self, events: Sequence[NewEvent], deliveries: Sequence[NewDelivery]) -> dict[str, StoredEvent]:
         """Commit events and their deliveries in one transaction.
 
-        Returns {event id: id of the event already stored} for events whose dedup_key was seen
-        before (those are not stored again, nor are their deliveries).
+        Returns {event id: the event already stored} for events whose dedup key (or id) was
+        taken before, by an earlier commit, by a concurrent one on another replica, or earlier
+        in the same group: those are not stored again, nor are their deliveries.
         """
         now = time.time()
+        rows = [
+            (e.id, e.event, e.timestamp, e.data_json or json.dumps(e.data), e.source, e.dedup_key, now) for e in events
+        ]
         with self.engine.begin() as connection:
-            duplicates = self._known_dedup_keys(connection, events)
-            fresh = [e for e in events if e.id not in duplicates]
-            # The hot path of intake: plain driver executemany with JSON serialised here, about
-            # five times cheaper than SQLAlchemy's per-row bind processing.
-            mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-            if fresh:
-                connection.exec_driver_sql(
-                    f"INSERT INTO events (id, event, timestamp, data, source, dedup_key, created_at) "
-                    f"VALUES ({', '.join([mark] * 7)})",
-                    [
-                        (e.id, e.event, e.timestamp, e.data_json or json.dumps(e.data), e.source, e.dedup_key, now)
-                        for e in fresh
-                    ],
-                )
-            rows = [
+            if any(e.dedup_key for e in events):
+                duplicates = self._insert_keyed(connection, events, rows)
+            else:
+                duplicates = {}
+                self._insert_events(connection, rows)
+            delivery_rows = [
                 (
                     d.id,
                     d.event_id,
@@ -78,34 +75,71 @@ class Outbox:
                 for d in deliveries
                 if d.event_id not in duplicates
             ]
-            if rows:
+            if delivery_rows:
+                mark = self._mark()
                 connection.exec_driver_sql(
                     "INSERT INTO deliveries (id, event_id, integration_id, subscription, status, attempts, "
                     "next_attempt_at, lease_owner, lease_expires_at, created_at, updated_at) "
                     f"VALUES ({', '.join([mark] * 11)})",
-                    rows,
+                    delivery_rows,
                 )
         return duplicates
 
-    def _known_dedup_keys(self, connection: sa.Connection, events: Sequence[NewEvent]) -> dict[str, str]:
-        keyed = [e for e in events if e.dedup_key]
-        if not keyed:
+    def _mark(self) -> str:
+        return "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+
+    def _insert_events(self, connection: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+        """The hot path of intake: plain driver executemany with JSON serialised by the caller,
+        about five times cheaper than SQLAlchemy's per-row bind processing."""
+        if rows:
+            mark = self._mark()
+            connection.exec_driver_sql(
+                f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({', '.join([mark] * 7)})",
+                rows,
+            )
+
+    def _insert_keyed(
+        self, connection: sa.Connection, events: Sequence[NewEvent], rows: list[tuple[Any, ...]]
+    ) -> dict[str, StoredEvent]:
+        """Insert a group holding events with a dedup key: whichever key (or id) is already
+        taken is skipped by the database itself (ON CONFLICT DO NOTHING), so two replicas
+        committing one key at once store it once; RETURNING says which rows went in."""
+        inserted: set[str] = set()
+        mark = self._mark()
+        for start in range(0, len(rows), EVENT_ROWS):
+            chunk = rows[start : start + EVENT_ROWS]
+            values = ", ".join(f"({', '.join([mark] * 7)})" for _ in chunk)
+            statement = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES {values} ON CONFLICT DO NOTHING RETURNING id"
+            flat = [value for row in chunk for value in row]
+            inserted.update(row[0] for row in connection.exec_driver_sql(statement, tuple(flat)))
+        skipped = [e for e in events if e.id not in inserted]
+        if not skipped:
             return {}
-        existing = dict(
-            connection.execute(
-                sa.select(t.events.c.dedup_key, t.events.c.id).where(
-                    t.events.c.dedup_key.in_([e.dedup_key for e in keyed])
-                )
-            ).all()
-        )
+        found = self._stored_events(connection, skipped)
         duplicates = {}
-        for e in keyed:
-            assert e.dedup_key is not None
-            if e.dedup_key in existing:
-                duplicates[e.id] = existing[e.dedup_key]
-            else:
-                existing[e.dedup_key] = e.id  # a repeat within the same group commit
+        for event in skipped:
+            original = found.get(("key", event.dedup_key)) or found.get(("id", event.id))
+            if original is not None:
+                duplicates[event.id] = original
         return duplicates
+
+    def _stored_events(self, connection: sa.Connection, skipped: list[NewEvent]) -> dict[tuple[str, Any], StoredEvent]:
+        """The stored events holding the keys or ids of skipped ones, with their delivery counts."""
+        e, d = t.events.c, t.deliveries.c
+        keys = [x.dedup_key for x in skipped if x.dedup_key]
+        ids = [x.id for x in skipped]
+        deliveries = sa.select(sa.func.count()).where(d.event_id == e.id).correlate(t.events).scalar_subquery()
+        query = sa.select(e.id, e.event, e.timestamp, e.data, e.dedup_key, deliveries).where(
+            sa.or_(e.dedup_key.in_(keys), e.id.in_(ids))
+        )
+        found: dict[tuple[str, Any], StoredEvent] = {}
+        for row in connection.execute(query):
+            data = json.loads(row[3]) if isinstance(row[3], str) else row[3]
+            stored = StoredEvent(row[0], row[1], row[2], data, row[5])
+            found[("id", row[0])] = stored
+            if row[4] is not None:
+                found[("key", row[4])] = stored
+        return found
 
     def claim(
         self, owner: str, integration_ids: Iterable[str], now: float, limit: int, lease_seconds: float

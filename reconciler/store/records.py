@@ -23,6 +23,18 @@ class NewEvent:
     data_json: str | None = None  # the data serialized once by the intake, stored as is
 
 
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event already stored under the dedup key (or id) of one being committed: what a
+    repeat is answered with, and what its body is compared to."""
+
+    id: str
+    event: str
+    timestamp: str
+    data: Any
+    deliveries: int  # its deliveries still kept
+
+
 @dataclass(frozen=True)
 class NewDelivery:
     """A delivery as the intake commits it: the event, the integration, the subscription, when due."""
@@ -106,3 +118,30 @@ class Outcome:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "error", storable(self.error))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LastAttempt:
+    """The latest attempt of one kind (a send, a sync fetch) of an integration in a window."""
+
+    outcome: str  # delivered | failed | dead | gone | skipped
+    at: float
+    status_code: int | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecentOutcomes:
+    """What an integration's attempts measured in a window: sends (scheduled and replayed) by
+    outcome, the latest send and the latest sync fetch, dead letters not replayed; what the
+    Degraded condition is made of."""
+
+    sends: dict[str, int]
+    last_send: LastAttempt | None
+    last_sync: LastAttempt | None
+    dead_letters: int = 0  # deliveries that went dead in the window and have not been replayed
+
+    @property
+    def failed_share(self) -> float:
+        tried = sum(self.sends.values())
+        return 0.0 if not tried else 1 - self.sends.get("delivered", 0) / tried
