@@ -231,8 +231,7 @@ def test_the_readme_examples_are_what_the_commands_print(tmp_path):
 
         assert shape(printed.stdout) == shape(shown.group(2))
         refused_example = re.search(
-            r"\$ (?:bin/)?reconciler trigger user\.registered --data '(\{\"userId\": 123\})'\n"
-            r"((?:  .*\n|r.*\n)+)",
+            r"\$ (?:bin/)?reconciler trigger user\.registered --data '(\{\"userId\": 123\})'\n((?:  .*\n|r.*\n)+)",
             README,
         )
         assert refused_example, "the README's refused trigger example"

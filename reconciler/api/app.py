@@ -16,7 +16,7 @@ import logging
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
@@ -63,6 +63,7 @@ def create_app(runtime: Runtime) -> Starlette:
         exception_handlers={
             HTTPException: on_http_error,
             StoreUnavailable: on_store_unavailable,
+            ClientDisconnect: on_client_disconnect,
             Exception: on_error,
         },
     )
@@ -92,6 +93,15 @@ async def on_store_unavailable(request: Request, exc: Exception) -> Response:
         extra={"fields": {"method": request.method, "route": _route_of(request), "reason": exc.reason}},
     )
     return store_unavailable(exc)
+
+
+async def on_client_disconnect(request: Request, exc: Exception) -> Response:
+    """A client that went away before its body was complete: its mistake, not the daemon's (no
+    traceback in the log for anyone to cause at will). The answer is for the record only."""
+    log.info(
+        "the client closed the connection before its body was complete", extra={"fields": {"route": _route_of(request)}}
+    )
+    return problem(400, "Bad request", "the connection closed before the body was complete")
 
 
 def _route_of(request: Request) -> str:

@@ -33,6 +33,7 @@ from reconciler.reconcile.desired import (
     canonical_spec,
     desired_state,
     git_state,
+    own_store_refusal,
     resolve_secrets,
     secrets_fingerprint,
     spec_hash,
@@ -73,11 +74,14 @@ def compute_pass(
     environ: Mapping[str, str] | None = None,
     in_git: bool = False,
     scope: SecretScope = ANYWHERE,
+    store_url: str | None = None,
 ) -> PassPlan:
     """The next state, from the files as they are now and the snapshot `base`; secret
-    references are read within `scope`."""
+    references are read within `scope`; no integration may write into the store at `store_url`."""
     with paused_gc():
-        return _Pass(base, last_inputs, environ, scope).run(validator, config_dir, trigger, in_git)
+        computing = _Pass(base, last_inputs, environ, scope)
+        computing.store_url = store_url
+        return computing.run(validator, config_dir, trigger, in_git)
 
 
 class _Pass:
@@ -100,6 +104,7 @@ class _Pass:
         self.audit: list[AuditEntry] = []
         self.lifted: list[AuditEntry] = []
         self.git: GitState | None = None
+        self.store_url: str | None = None  # the daemon's own store
 
     def run(self, validator: TreeValidator, config_dir: Path, trigger: str, in_git: bool) -> PassPlan:
         started = time.time()
@@ -243,6 +248,9 @@ class _Pass:
         resolved, why = resolve_secrets(spec, self.environ, self.scope)
         if resolved is None:
             self._refuse(record, Reason.SECRET_MISSING, why, previous_attempt, result)
+            return
+        if why := own_store_refusal(spec, resolved, self.store_url):
+            self._refuse(record, Reason.OWN_STORE, f"{claimant.source_file}: {why}", previous_attempt, result)
             return
         if digest != record.spec_hash or not record.applied:
             action = "change" if record.applied else "add"

@@ -19,9 +19,10 @@ from reconciler.manifests import secrets
 from reconciler.manifests.checks import document_id
 from reconciler.manifests.diagnostics import Diagnostic
 from reconciler.manifests.fields import looks_like_credential_name, walk_strings
-from reconciler.manifests.models import AnyIntegration
+from reconciler.manifests.models import AnyIntegration, DatabaseIntegration
 from reconciler.manifests.validate import ValidationResult
-from reconciler.registry import Resolved
+from reconciler.registry import Resolved, substitute
+from reconciler.store.own_store import is_own_store
 
 REDACTED = "***"
 
@@ -158,6 +159,20 @@ def resolve_secrets(
             "use a long random value, such as the output of: openssl rand -hex 24"
         )
     return Resolved(values, _fingerprint(values)), ""
+
+
+def own_store_refusal(spec: AnyIntegration, resolved: Resolved, store_url: str | None) -> str:
+    """Why a database integration cannot be applied because its URL (resolved) is the daemon's
+    own store, or "" when it can. Refused when applied, so its status says why instead of every
+    event dead-lettering; the sink checks again at each attempt (a link can be repointed later)."""
+    if not isinstance(spec, DatabaseIntegration) or not store_url:
+        return ""
+    if not is_own_store(substitute(spec.config.url, resolved), spec.config.tableSchema, store_url):
+        return ""
+    return (
+        "config.url (resolved) is the daemon's own store: rows written there could forge its audit entries "
+        "and deliveries; point config.url at another database, or config.tableSchema at another schema"
+    )
 
 
 def secrets_fingerprint(

@@ -163,6 +163,7 @@ class Reconciler:
                 environ=self.environ,
                 in_git=self._in_git,
                 scope=self.secret_scope,
+                store_url=self.store.sync.url,
             )
             assert self._snapshot is base, "only a holder of the lock publishes"
             await self._store_plan(plan)
