@@ -268,10 +268,12 @@ def test_writes_answer_405_with_a_file_that_validates(tmp_path, peer):
 
             added = (await api.post("/api/integrations/hook/webhooks", json={"events": ["grade.published"]})).json()
             assert added["valid"] is True and added["file"] == "integrations.d/hook.yaml"
-            assert yaml.safe_load(added["yaml"])["webhooks"][-1] == {"events": ["grade.published"]}
+            # merged into the subscription the file has (a plain event list), not a second entry
+            assert yaml.safe_load(added["yaml"])["webhooks"] == [{"events": ["user.*", "grade.published"]}]
             _round_trip(tmp_path, p, "hook.yaml", added["yaml"])
 
-            broken = (await api.put("/api/integrations/hook", json={"name": "Hook", "type": "webhook"})).json()
+            # a PUT changes only the fields it sends; one that breaks the file gets its errors
+            broken = (await api.put("/api/integrations/hook", json={"config": {"method": "FETCH"}})).json()
             assert broken["valid"] is False and broken["errors"]
             assert all({"line", "column", "pointer", "message", "hint"} <= set(e) for e in broken["errors"])
 

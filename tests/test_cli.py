@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +129,63 @@ def test_pre_commit_hook_runs_the_validator():
     assert hook["id"] == "reconciler-validate"
     assert hook["entry"].startswith("reconciler validate")
     assert hook["pass_filenames"] is False, "cross-file checks need the whole directory"
+
+
+def test_validating_one_file_sees_the_event_types_of_its_siblings(tmp_path):
+    config = tmp_path / "integrations.d"
+    config.mkdir()
+    for name in ("inbound-partner.yaml", "event-types.yaml"):
+        shutil.copy(ROOT / "integrations.d" / name, config / name)
+    (config / "broken.yaml").write_text(BAD)  # a sibling's own errors are not this file's
+    alone = run("validate", str(config / "inbound-partner.yaml"))
+    assert (alone.returncode, alone.stdout) == (0, ""), alone.stdout
+    assert "1 file, 1 integration: valid" in alone.stderr
+    elsewhere = tmp_path / "partner.yaml"
+    shutil.copy(config / "inbound-partner.yaml", elsewhere)
+    assert run("validate", str(elsewhere)).returncode == 1, "no sibling declares the event type"
+    assert run("validate", "--config-dir", str(config), str(elsewhere)).returncode == 0
+    # a type declared twice is reported in the file validated, never in the sibling
+    twice = config / "twice.yaml"
+    twice.write_text((config / "event-types.yaml").read_text())
+    dup = run("validate", str(twice))
+    assert dup.returncode == 1 and f"{twice}:5:7: error: event type partner.roster.updated is also" in dup.stdout
+    assert not any(line.startswith(str(config / "event-types.yaml")) for line in dup.stdout.splitlines())
+
+
+def test_validate_reads_standard_input_as_stdin(tmp_path):
+    text = (ROOT / "integrations.d" / "inbound-partner.yaml").read_text()
+    alone = subprocess.run(
+        [sys.executable, "-m", "reconciler", "validate", "-"],
+        input=text,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert alone.returncode == 1
+    assert alone.stdout.startswith("<stdin>:15:10: error: receive.event 'partner.roster.updated' is not a known")
+    with_dir = subprocess.run(
+        [sys.executable, "-m", "reconciler", "validate", "--config-dir", str(ROOT / "integrations.d"), "-"],
+        input=text,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert (with_dir.returncode, with_dir.stdout) == (0, ""), with_dir.stdout
+
+
+def test_a_warning_is_shown_but_the_file_is_valid(tmp_path, capsys):
+    quiet = HEADER + "name: Quiet\ntype: webhook\nconfig: {endpoint: https://a.example.org/hook}\n"
+    (tmp_path / "quiet.yaml").write_text(quiet)
+    assert main(["validate", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{tmp_path}/quiet.yaml:1:1: warning: integration 'quiet' is active but subscribes to no")
+    assert "1 file, 1 integration: valid, 1 warning" in err
+    assert main(["validate", "--format", "json", str(tmp_path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["valid"], report["errors"], report["warnings"]) == (True, 0, 1)
+    assert main(["validate", "--quiet", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == ""

@@ -729,3 +729,38 @@ def test_check_env_does_not_echo_resolved_secrets(write, validate):
 def test_a_directory_of_event_types_only_has_no_integrations(write, validate):
     write("t.yaml", HEADER.replace("Integration", "EventType") + "name: custom.a\nschema: {type: object}\n")
     assert [d.code for d in validate().diagnostics] == ["no-integrations"]
+
+
+# --- warnings -------------------------------------------------------------------------------
+
+
+def test_an_active_integration_subscribing_to_nothing_is_warned_about_not_refused(write, validate):
+    write("sis.yaml", VALID_API.replace("webhooks:\n  - events: [user.registered]\n", ""))
+    result = validate()
+    assert result.ok and result.diagnostics == []  # a warning never makes a file invalid
+    [warning] = result.warnings
+    assert (warning.severity.value, warning.code, warning.pointer) == ("warning", "no-subscriptions", "/webhooks")
+    assert warning.message == "integration 'sis' is active but subscribes to no event: it will never deliver"
+    assert "active: false" in warning.hint
+    assert result.summary()["warnings"] == 1
+
+
+def test_integrations_with_work_besides_events_or_inactive_are_not_warned_about(write, validate):
+    write("off.yaml", HEADER + "name: Paused\ntype: webhook\nactive: false\nconfig: {endpoint: https://a.example.org}\n")
+    write(  # inbound only: it emits events
+        "partner.yaml",
+        HEADER + "name: P\ntype: webhook\nreceive: {secret: '${env:PARTNER_SECRET_PATH}', event: custom.partner}\n",
+    )
+    write(  # a scheduled sync emits integration.synced
+        "sync.yaml",
+        HEADER + "name: S\ntype: api\nsyncFrequency: 60\n"
+        "config: {endpoint: https://a.example.org/x, syncEndpoint: https://a.example.org/sync}\n",
+    )
+    write(  # a watched source emits file.received
+        "drop.yaml",
+        HEADER + "name: D\ntype: file\nsyncFrequency: 60\nconfig: {url: 'file:///tmp/drop', source: incoming/}\n",
+    )
+    result = validate()
+    assert result.diagnostics == [] and result.warnings == []
+    write("plain-api.yaml", HEADER + "name: A\ntype: api\nsyncFrequency: 60\nconfig: {endpoint: https://a.example.org}\n")
+    assert [w.file.rsplit("/", 1)[-1] for w in validate().warnings] == ["plain-api.yaml"]

@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ruamel.yaml.comments import CommentedMap
 from starlette.requests import Request
 from starlette.responses import Response
 
 from reconciler.api.common import Runtime, admin_only, json_body, not_found, problem, runtime_of
+from reconciler.manifests import secrets
+from reconciler.manifests.checks import document_id
 from reconciler.manifests.diagnostics import Diagnostic
-from reconciler.manifests.loader import discover, read_file
+from reconciler.manifests.edit import TOP_LEVEL_ORDER, EditError, edit_document, merge, new_document, unified_diff
+from reconciler.manifests.guide import translate_integration, translate_subscription
+from reconciler.manifests.loader import Document, LoadedFile, discover, load_bytes, read_file
 from reconciler.manifests.modeline import modeline
 from reconciler.manifests.validate import TreeValidator
 from reconciler.store import IntegrationRecord
@@ -74,24 +80,15 @@ async def _answer(runtime: Runtime, request: Request, integration_id: str | None
             "body to get the YAML file to commit, checked against the files already declared"
         )
     else:
-        document = await _document(body, integration_id, action, runtime, record)
-        if isinstance(document, Response):
-            return document
-        file_name = source or f"{document.get('id') or 'integration'}.yaml"
-        text, secrets_to_set, diagnostics = await asyncio.to_thread(
-            _checked_file, document, file_name, config_dir, runtime.reconciler.environ
-        )
-        extra = {
-            "file": f"{config_dir.name}/{file_name}",
-            "yaml": text,
-            "valid": not diagnostics,
-            "errors": [_error(d) for d in diagnostics],
-            "secretsToSet": secrets_to_set,
-        }
-        verb = "replace" if source else "add"
+        checker = _checker(request)
+        proposal = await asyncio.to_thread(_propose, body, record, integration_id, action, runtime, checker)
+        if isinstance(proposal, str):
+            return problem(409, "Conflict", proposal, "conflict")
+        extra = proposal.answer(config_dir.name)
+        verb = "change" if proposal.before is not None else "add"
         detail = (
-            f"integrations are declared in git: {verb} {config_dir.name}/{file_name} with the yaml below in a pull "
-            "request" + ("" if not diagnostics else "; fix the errors listed first")
+            f"integrations are declared in git: {verb} {config_dir.name}/{proposal.file_name} as the yaml below (the "
+            "diff beside it) in a pull request" + ("" if not proposal.errors else "; fix the errors listed first")
         )
     response = problem(405, "Method not allowed", detail, "declared-in-git", **extra)
     # what this path does allow: reads (nothing at all on .../webhooks)
@@ -99,76 +96,215 @@ async def _answer(runtime: Runtime, request: Request, integration_id: str | None
     return response
 
 
-async def _document(
+@dataclass
+class _Proposal:
+    """The file a write asks for: the file as it is (None: a new file) and as it would be."""
+
+    file_name: str
+    before: str | None
+    text: str = ""
+    index: int = 0  # the integration's document in the file
+    errors: list[Diagnostic] = field(default_factory=list)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    secrets_to_set: list[dict[str, str]] = field(default_factory=list)
+
+    def answer(self, directory: str) -> dict[str, Any]:
+        path = f"{directory}/{self.file_name}"
+        return {
+            "file": path,
+            "yaml": self.text,
+            "diff": unified_diff(self.before or "", self.text, path, new=self.before is None),
+            "valid": not self.errors,
+            "errors": [_located(d) for d in self.errors],
+            "warnings": self.warnings,
+            "secretsToSet": self.secrets_to_set,
+        }
+
+
+class _Checker:
+    """One validator for the answers of the write routes: a declared file that has not changed
+    since the previous check (or credential round) is not parsed again. Validators keep state,
+    so one check runs at a time."""
+
+    def __init__(self) -> None:
+        self.validator = TreeValidator()
+        self.lock = threading.Lock()
+
+
+def _checker(request: Request) -> _Checker:
+    checker = getattr(request.app.state, "declared_checker", None)
+    if checker is None:  # set on the event loop's thread: no two requests race here
+        checker = request.app.state.declared_checker = _Checker()
+    assert isinstance(checker, _Checker)
+    return checker
+
+
+def _propose(
     body: dict[str, Any],
+    record: IntegrationRecord | None,
     integration_id: str | None,
     action: str,
     runtime: Runtime,
-    record: IntegrationRecord | None,
-) -> dict[str, Any] | Response:
-    """The YAML document this request asks for: the body in the file format, with its id."""
-    if action == "add-webhook":
-        assert integration_id is not None
-        current = await asyncio.to_thread(_declared, runtime.reconciler.config_dir, record)  # a file read
-        if current is None:
-            return problem(409, "Conflict", f"the file that declares {integration_id!r} cannot be read", "conflict")
-        subscription = {k: v for k, v in body.items() if k != "url"}  # the guide's url is the integration's
-        current.setdefault("webhooks", [])
-        if not isinstance(current["webhooks"], list):
-            current["webhooks"] = []
-        current["webhooks"].append(subscription)
+    checker: _Checker,
+) -> _Proposal | str:
+    """The file to commit for this write (runs off the event loop: it reads and validates
+    files), or why the declaring file cannot be edited."""
+    config_dir = runtime.reconciler.config_dir
+    current = _declared(config_dir, record)
+    if isinstance(current, str):
         return current
-    document = {k: v for k, v in body.items() if k not in ("apiVersion", "kind", "id")}
-    ident = body.get("id") or integration_id or _slug(str(body.get("name") or ""))
-    return {"apiVersion": API_VERSION, "kind": "Integration", "id": ident or None, **document}
+    document = current[1].data if current else {}
+    if action == "add-webhook":
+        translation = translate_subscription(body, document)
+    else:
+        fields = {k: v for k, v in body.items() if k not in ("apiVersion", "kind")}
+        translation = translate_integration(fields, document)
+    if current is None:
+        ident = body.get("id") or integration_id or _slug(str(body.get("name") or "")) or None
+        proposal = _Proposal(_free_name(config_dir, _slug(str(ident or "")) or "integration"), None)
+        base = {"apiVersion": API_VERSION, "kind": "Integration", "id": ident}
+        changes = {**base, **{k: v for k, v in translation.changes.items() if k != "id"}}
+    else:
+        assert record is not None and record.source_file
+        proposal = _Proposal(record.source_file, current[0], index=current[1].index)
+        changes = translation.changes
+    proposal.warnings = [u.as_dict() for u in translation.unmapped]
+    try:
+        with checker.lock:
+            _write_checked(proposal, changes, document, config_dir, runtime.reconciler.environ, checker.validator)
+    except EditError as exc:
+        return f"{config_dir.name}/{proposal.file_name} cannot be edited in place: {exc}"
+    return proposal
 
 
-def _declared(config_dir: Path, record: IntegrationRecord | None) -> dict[str, Any] | None:
-    """The document that declares an integration now, as written in its file."""
+def _free_name(config_dir: Path, stem: str) -> str:
+    """`<id>.yaml`, or `<id>-2.yaml`, ... when a file of that name declares something else."""
+    name, number = f"{stem}.yaml", 2
+    while (config_dir / name).exists():
+        name, number = f"{stem}-{number}.yaml", number + 1
+    return name
+
+
+def _declared(config_dir: Path, record: IntegrationRecord | None) -> tuple[str, Document] | str | None:
+    """The file that declares an integration now, and its document; None when there is no
+    file (a new integration); a reason when the file no longer holds it."""
     if record is None or not record.source_file:
         return None
-    path = config_dir / record.source_file
-    try:
-        documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
+    where = f"{config_dir.name}/{record.source_file}"
+    raw = read_file(config_dir / record.source_file, record.source_file)
+    if isinstance(raw, LoadedFile):
+        return f"the file that declares {record.id!r}, {where}, cannot be read"
+    loaded = load_bytes(raw, record.source_file)
     index = record.source_document or 0
-    if index >= len(documents) or not isinstance(documents[index], dict):
-        return None
-    document: dict[str, Any] = documents[index]
-    return document
+    if index >= len(loaded.documents) or document_id(loaded.documents[index]) != record.id:
+        # changed since the last pass: the next one finds where the integration is now
+        return f"{where} no longer holds {record.id!r} where the last reconcile pass found it; try again shortly"
+    return raw.decode("utf-8", errors="replace").removeprefix("\ufeff"), loaded.documents[index]
 
 
-def _checked_file(
-    document: dict[str, Any], file_name: str, config_dir: Path, environ: Any
-) -> tuple[str, list[dict[str, str]], list[Diagnostic]]:
-    """The YAML text of the document, its literal credentials replaced by references, and the
-    problems it has beside the other declared files."""
-    secrets_to_set: list[dict[str, str]] = []
-    diagnostics: list[Diagnostic] = []
-    header = modeline("integration.schema.json", config_dir)  # resolves from the folder the file goes in
+def _write_checked(
+    proposal: _Proposal,
+    changes: dict[str, Any],
+    document: dict[str, Any],
+    config_dir: Path,
+    environ: Any,
+    validator: TreeValidator,
+) -> None:
+    """Write the change into the file, and check it beside the other declared files; a literal
+    credential becomes a reference (the file's own where it has one), and checking runs again."""
+    replaced: dict[str, str] = {}
+
+    def change(target: CommentedMap) -> None:
+        merge(target, changes, TOP_LEVEL_ORDER)
+        for pointer, reference in replaced.items():
+            _put(target, pointer, reference)
+
     for _ in range(MAX_CREDENTIAL_ROUNDS):
-        text = header + yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
-        diagnostics = _validate(text, file_name, config_dir, environ)
-        replaced = False
-        for diagnostic in diagnostics:
-            if _is_literal_credential(diagnostic) and _replace(document, diagnostic.pointer, secrets_to_set):
-                replaced = True
-        if not replaced:
+        if proposal.before is None:
+            # the modeline resolves from the folder the file goes in
+            proposal.text = new_document(modeline("integration.schema.json", config_dir), change)
+        else:
+            proposal.text = edit_document(proposal.before, proposal.index, change)
+        errors, warnings = _validate(validator, proposal, config_dir, environ)
+        proposal.errors = errors
+        literal = [d for d in errors if _is_literal_credential(d) and d.pointer not in replaced]
+        if not literal:
             break
-    return text, secrets_to_set, diagnostics
+        for diagnostic in literal:
+            replaced[diagnostic.pointer] = _reference_for(diagnostic.pointer, changes, document, proposal)
+    proposal.warnings += [_located(d) for d in warnings]
 
 
-def _validate(text: str, file_name: str, config_dir: Path, environ: Any) -> list[Diagnostic]:
+def _reference_for(pointer: str, changes: dict[str, Any], document: dict[str, Any], proposal: _Proposal) -> str:
+    """The reference that replaces a literal credential: the one the file has there already
+    (a changed secret is set outside git, under the same name), or a new variable."""
+    existing = _at(document, pointer)
+    sent = _at(changes, pointer)
+    if isinstance(existing, str) and secrets.is_single_reference(existing):
+        if not _is_redacted(sent):
+            reference = secrets.parse_references(existing)[0]
+            where = "variable" if reference.scheme == "env" else "file"
+            proposal.secrets_to_set.append({where: reference.target, "field": pointer})
+        return existing
+    ident = str(changes.get("id") or document.get("id") or Path(proposal.file_name).stem)
+    name = _env_name(ident, _parts(pointer))
+    proposal.secrets_to_set.append({"variable": name, "field": pointer})
+    return "${env:" + name + "}"
+
+
+def _is_redacted(value: Any) -> bool:
+    """What the API shows in place of a credential (`***`): sent back, it means "unchanged"."""
+    return isinstance(value, str) and bool(_REDACTED.match(value))
+
+
+_REDACTED = re.compile(r"^\s*(\*{3,}|\[?<?redacted>?\]?)\s*$", re.IGNORECASE)
+
+
+def _parts(pointer: str) -> list[str]:
+    return [p.replace("~1", "/").replace("~0", "~") for p in pointer.lstrip("/").split("/")]
+
+
+def _at(data: Any, pointer: str) -> Any:
+    for part in _parts(pointer):
+        if isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        elif isinstance(data, dict):
+            data = data.get(part)
+        else:
+            return None
+    return data
+
+
+def _put(document: CommentedMap, pointer: str, value: str) -> None:
+    parts = _parts(pointer)
+    holder: Any = document
+    for part in parts[:-1]:
+        holder = holder[int(part)] if isinstance(holder, list) else holder.get(part)
+        if holder is None:
+            return
+    if isinstance(holder, list):
+        holder[int(parts[-1])] = value
+    elif isinstance(holder, dict):
+        holder[parts[-1]] = value
+
+
+def _validate(
+    validator: TreeValidator, proposal: _Proposal, config_dir: Path, environ: Any
+) -> tuple[list[Diagnostic], list[Diagnostic]]:
+    """The errors and warnings of the integration's document, checked beside the other files."""
     files, _ = discover([config_dir]) if config_dir.is_dir() else ([], [])
     sources: list[tuple[str, Any]] = []
     for path in files:
         name = Path(path).relative_to(config_dir).as_posix()
-        if name != file_name:
+        if name != proposal.file_name:
             sources.append((name, read_file(path, name)))
-    sources.append((file_name, text.encode()))
-    result = TreeValidator().validate_sources(sources, total=len(sources), where=str(config_dir), environ=environ)
-    return [d for d in result.diagnostics if d.file == file_name]
+    sources.append((proposal.file_name, proposal.text.encode()))
+    result = validator.validate_sources(sources, total=len(sources), where=str(config_dir), environ=environ)
+
+    def ours(d: Diagnostic) -> bool:
+        return d.file == proposal.file_name and d.document in (None, proposal.index)
+
+    return [d for d in result.diagnostics if ours(d)], [d for d in result.warnings if ours(d)]
 
 
 _CREDENTIAL_MESSAGES = (
@@ -181,27 +317,6 @@ _CREDENTIAL_MESSAGES = (
 
 def _is_literal_credential(diagnostic: Diagnostic) -> bool:
     return bool(diagnostic.pointer) and any(text in diagnostic.message for text in _CREDENTIAL_MESSAGES)
-
-
-def _replace(document: dict[str, Any], pointer: str, secrets_to_set: list[dict[str, str]]) -> bool:
-    """Put an environment reference where a literal credential was; note the variable to set."""
-    parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer.lstrip("/").split("/")]
-    holder: Any = document
-    for part in parts[:-1]:
-        holder = holder[int(part)] if isinstance(holder, list) else holder.get(part)
-        if holder is None:
-            return False
-    last: Any = int(parts[-1]) if isinstance(holder, list) else parts[-1]
-    try:
-        value = holder[last]
-    except (KeyError, IndexError, TypeError):
-        return False
-    if not isinstance(value, str):
-        return False
-    name = _env_name(str(document.get("id") or "integration"), parts)
-    holder[last] = "${env:" + name + "}"
-    secrets_to_set.append({"variable": name, "field": pointer})
-    return True
 
 
 def _env_name(ident: str, parts: list[str]) -> str:
@@ -217,8 +332,9 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:63]
 
 
-def _error(diagnostic: Diagnostic) -> dict[str, Any]:
+def _located(diagnostic: Diagnostic) -> dict[str, Any]:
     return {
+        "code": diagnostic.code,
         "line": diagnostic.line,
         "column": diagnostic.column,
         "pointer": diagnostic.pointer,

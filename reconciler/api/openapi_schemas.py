@@ -34,14 +34,29 @@ SCHEMAS: dict[str, Any] = {
                 "type": "object",
                 "properties": {
                     "file": {"type": "string"},
-                    "yaml": {"type": "string"},
+                    "yaml": {"type": "string", "description": "the whole file to commit"},
+                    "diff": {
+                        "type": "string",
+                        "description": "unified diff from the file in git to `yaml` (git apply, patch -p1); "
+                        "empty when nothing changes",
+                    },
                     "valid": {"type": "boolean"},
                     "errors": {"type": "array", "items": ANY_OBJECT},
+                    "warnings": {
+                        "type": "array",
+                        "description": "fields of the body with no place in the file format (code not-mapped, "
+                        "by JSON pointer), and validation warnings",
+                        "items": ANY_OBJECT,
+                    },
                     "secretsToSet": {
                         "type": "array",
                         "items": {
                             "type": "object",
-                            "properties": {"variable": {"type": "string"}, "field": {"type": "string"}},
+                            "properties": {
+                                "variable": {"type": "string"},
+                                "file": {"type": "string"},
+                                "field": {"type": "string"},
+                            },
                         },
                     },
                 },

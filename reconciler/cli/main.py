@@ -56,7 +56,15 @@ def _parser() -> argparse.ArgumentParser:
         description="Check integration files against the schema and the semantic rules, "
         "reporting every error as file:line:col.",
     )
-    validate.add_argument("paths", nargs="*", metavar="PATH", help="files or directories (default: integrations.d)")
+    validate.add_argument(
+        "paths", nargs="*", metavar="PATH", help="files or directories (default: integrations.d); - for standard input"
+    )
+    validate.add_argument(
+        "--config-dir",
+        metavar="DIR",
+        help="the config directory whose event types (kind: EventType) the files may use "
+        "(default: the directory of each file given)",
+    )
     validate.add_argument(
         "--format",
         choices=("text", "json", "github"),
@@ -264,22 +272,56 @@ def _validate(args: argparse.Namespace) -> int:
     from reconciler.manifests.validate import validate_paths
 
     paths = args.paths or ["integrations.d"]
-    missing = [p for p in paths if not os.path.exists(p)]
+    from_stdin = "-" in paths
+    paths = [p for p in paths if p != "-"]
+    missing = [p for p in [*paths, *([args.config_dir] if args.config_dir else [])] if not os.path.exists(p)]
     if missing:
         print(f"reconciler validate: no such file or directory: {', '.join(missing)}", file=sys.stderr)
         return EXIT_ERROR
+    stdin = _read_stdin() if from_stdin else None
     progress = _ProgressLine() if sys.stderr.isatty() and args.format != "json" else None
-    result = validate_paths(paths, check_env=args.check_env, progress=progress)
+    result = validate_paths(
+        paths, check_env=args.check_env, progress=progress, stdin=stdin, context=_validation_context(args, paths)
+    )
     if progress is not None:
         progress.clear()
-    output = render(result.diagnostics, args.format, result.summary())
+    shown = result.diagnostics + ([] if args.quiet else result.warnings)
+    output = render(shown, args.format, result.summary())
     if output:
         print(output)
     if args.format == "text" and not args.quiet:
         s = result.summary()
         verdict = "valid" if result.ok else f"{s['errors']} error{'s' * (s['errors'] != 1)}"
+        if s["warnings"]:
+            verdict += f", {count(s['warnings'], 'warning')}"
         print(f"{count(s['files'], 'file')}, {count(s['integrations'], 'integration')}: {verdict}", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_INVALID
+
+
+def _validation_context(args: argparse.Namespace, paths: list[str]) -> list[str]:
+    """Where the event types a file may use are declared: `--config-dir` (its whole tree, as the
+    daemon reads it), else the directory of each file given (its files only: a file's directory
+    may be a home directory, not worth walking)."""
+    if args.config_dir:
+        return [args.config_dir]
+    from reconciler.manifests.discovery import EXTENSIONS
+
+    siblings: list[str] = []
+    for directory in sorted({os.path.dirname(os.path.abspath(p)) for p in paths if not os.path.isdir(p)}):
+        with os.scandir(directory) as entries:
+            siblings += sorted(
+                e.path
+                for e in entries
+                if e.name.endswith(EXTENSIONS) and not e.name.startswith(".") and e.is_file(follow_symlinks=False)
+            )
+    return siblings
+
+
+def _read_stdin() -> bytes:
+    """Standard input, up to one byte over the file size limit (enough to say it is too large)."""
+    from reconciler.manifests.loader import MAX_FILE_BYTES
+
+    return sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
 
 
 class _ProgressLine:

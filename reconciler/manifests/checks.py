@@ -7,6 +7,7 @@ subscribed type, and (with --check-env) that every secret reference resolves.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import json
@@ -30,10 +31,17 @@ from reconciler.events.templates import (
     render_context,
 )
 from reconciler.manifests import secrets
-from reconciler.manifests.diagnostics import Diagnostic, pointer_of
+from reconciler.manifests.diagnostics import Diagnostic, Severity, pointer_of
 from reconciler.manifests.fields import FieldProblem, check_public_host, check_url, walk_strings
 from reconciler.manifests.loader import Document
-from reconciler.manifests.models import DATABASE_SCHEMES, HOST_PROTOCOLS, DatabaseConfig, FileConfig, HttpConfig
+from reconciler.manifests.models import (
+    DATABASE_SCHEMES,
+    HOST_PROTOCOLS,
+    AnyIntegration,
+    DatabaseConfig,
+    FileConfig,
+    HttpConfig,
+)
 
 if TYPE_CHECKING:
     from reconciler.manifests.validate import ValidationResult, ValidIntegration
@@ -74,6 +82,34 @@ def check_across_documents(
         for item in result.integrations:
             out += _resolve_references(item, environ)
     return out
+
+
+def never_delivering(integrations: Iterable[ValidIntegration]) -> Iterator[Diagnostic]:
+    """Warnings: an active integration that subscribes to no event never delivers one.
+
+    Not for one that has other work: receiving a partner's webhooks (`receive:`), fetching a
+    `syncEndpoint` or listing a file `source` every `syncFrequency` seconds."""
+    for item in integrations:
+        spec = item.spec
+        if not spec.active or spec.webhooks or _works_without_events(spec):
+            continue
+        diagnostic = item.doc.diagnostic(
+            ("webhooks",),
+            f"integration {spec.id!r} is active but subscribes to no event: it will never deliver",
+            "add webhooks: [{events: [user.registered]}] (see `reconciler new`), or set active: false",
+            "no-subscriptions",
+            at_key=True,
+        )
+        yield dataclasses.replace(diagnostic, severity=Severity.WARNING)
+
+
+def _works_without_events(spec: AnyIntegration) -> bool:
+    config = spec.config
+    if getattr(spec, "receive", None) is not None:
+        return True  # inbound: it emits events rather than taking them
+    if spec.syncFrequency > 0 and isinstance(config, HttpConfig) and config.syncEndpoint:
+        return True  # a scheduled sync emits integration.synced
+    return spec.syncFrequency > 0 and isinstance(config, FileConfig) and config.source is not None
 
 
 def event_catalog(result: ValidationResult) -> dict[str, EventType]:

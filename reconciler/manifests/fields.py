@@ -204,6 +204,25 @@ def _is_secret_path_webhook(host: str, path: str) -> bool:
     return prefix is not None and path.startswith(prefix)
 
 
+# The built-in template that shapes a body for each chat service's incoming webhooks.
+_CHAT_TEMPLATES = {"hooks.slack.com": "slack", "discord.com": "discord", "discordapp.com": "discord"}
+
+
+def chat_template_for(url: str) -> str | None:
+    """`slack`, `teams` or `discord` for that service's incoming-webhook URL, else None: those
+    services answer 400 to a raw event envelope."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    host = (parts.hostname or "").lower()
+    if not _is_secret_path_webhook(host, parts.path):
+        return None
+    if host.endswith(".webhook.office.com") or host.endswith(".logic.azure.com"):
+        return "teams"
+    return _CHAT_TEMPLATES.get(host)
+
+
 def _password_of(url: str) -> str:
     """The password part of the user info, references included (masked parsing loses them)."""
     netloc = url.split("://", 1)[-1].split("/", 1)[0]

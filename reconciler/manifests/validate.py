@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -67,6 +68,8 @@ class ValidationResult:
     # every document of kind Integration, valid or not: checks across files read these
     integration_docs: list[Document] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    # what does not make a file invalid, but is likely not what its author meant
+    warnings: list[Diagnostic] = field(default_factory=list)
     files: int = 0
     documents: int = 0
     # content hash per file, for the reconciler's cache and plans
@@ -82,6 +85,7 @@ class ValidationResult:
             "documents": self.documents,
             "integrations": len(self.integrations),
             "errors": len(self.diagnostics),
+            "warnings": len(self.warnings),
         }
 
 
@@ -92,9 +96,49 @@ def validate_paths(
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
     root: Path | None = None,
+    stdin: bytes | None = None,
+    context: Iterable[str | Path] = (),
 ) -> ValidationResult:
-    """Load and validate every integration file under `paths`."""
-    return TreeValidator().validate_paths(paths, check_env=check_env, environ=environ, progress=progress, root=root)
+    """Load and validate every integration file under `paths` (and `stdin`, as `<stdin>`).
+
+    `context`: files and directories whose `kind: EventType` declarations count (a file's
+    siblings in its config directory) without being validated: none of their problems is
+    reported."""
+    paths = list(paths)
+    files, problems = discover(paths)
+    read = ((_display(path, root), read_file(path, _display(path, root))) for path in files)
+    sources: Iterable[Source] = itertools.chain([(STDIN_NAME, stdin)] if stdin is not None else [], read)
+    declared = _context_event_types(context, {os.path.realpath(f) for f in files}, root)
+    where = ", ".join(str(p) for p in paths) or (STDIN_NAME if stdin is not None else ".")
+    total = len(files) + (stdin is not None)
+    with paused_gc():
+        return TreeValidator()._validate_sources(
+            sources, total, where, problems, check_env, environ, progress, context=declared
+        )
+
+
+STDIN_NAME = "<stdin>"
+
+
+def _context_event_types(
+    context: Iterable[str | Path], validated: set[str], root: Path | None
+) -> list[ValidEventType]:
+    """The valid EventType declarations of the context files that are not validated themselves."""
+    found: list[ValidEventType] = []
+    files, _ = discover(context)  # a sibling's problems are its own: not reported here
+    for path in files:
+        if os.path.realpath(path) in validated:
+            continue
+        name = _display(path, root)
+        raw = read_file(path, name)
+        if not isinstance(raw, bytes):
+            continue
+        for doc in load_bytes(raw, name).documents:
+            if doc.data.get("kind") == "EventType":
+                spec, _problems = validate_document(doc)
+                if isinstance(spec, EventTypeDecl):
+                    found.append(ValidEventType(doc, spec))
+    return found
 
 
 # the file's display name, and its content (or a load failure, or its still-valid cache entry)
@@ -199,10 +243,14 @@ class TreeValidator:
         check_env: bool,
         environ: Mapping[str, str] | None,
         progress: Progress | None,
+        context: list[ValidEventType] | None = None,
     ) -> ValidationResult:
-        from reconciler.manifests.checks import check_across_documents
+        from reconciler.manifests.checks import check_across_documents, never_delivering
 
         result = ValidationResult(diagnostics=list(problems or []), files=total)
+        # first, so that a type declared both there and here is reported here, where it is checked
+        result.event_types.extend(context or [])
+        context_files = {item.doc.file for item in context or []}
         seen: dict[str, _CheckedFile] = {}
         for number, (name, content) in enumerate(sources, 1):
             entry = self._check_file(name, content)
@@ -217,9 +265,9 @@ class TreeValidator:
         self._files = seen  # forget files that are gone
         if not result.integration_docs and not result.diagnostics:
             result.diagnostics.append(_nothing_found(where))
-        result.diagnostics.extend(
-            check_across_documents(result, check_env=check_env, environ=environ, memo=self._cross_file_memo)
-        )
+        across = check_across_documents(result, check_env=check_env, environ=environ, memo=self._cross_file_memo)
+        result.diagnostics.extend(d for d in across if d.file not in context_files)
+        result.warnings.extend(never_delivering(result.integrations))
         return result
 
     def _check_file(self, name: str, content: bytes | LoadedFile | _CheckedFile) -> _CheckedFile:
