@@ -29,6 +29,7 @@ OPEN_ROUTES = {
     ("GET", "/metrics"),
     ("GET", "/api/openapi.json"),
     ("POST", "/api/integrations/webhook/receive/{secret}"),
+    ("POST", "/api/source/webhook"),
 }
 
 

@@ -96,6 +96,16 @@ def _detail(response: httpx.Response) -> str:
 # --- commands -----------------------------------------------------------------------------------
 
 
+def _print_source(source: dict[str, Any]) -> None:
+    """The git source: where, which commit, when it fetched and will fetch, what went wrong."""
+    commit = (source.get("commit") or "none")[:12]
+    print(f"source: {source['url']} ref {source['ref']}" + (f" path {source['path']}" if source.get("path") else ""))
+    fetched, upcoming = source.get("lastFetch") or "never", source.get("nextFetch") or "-"
+    print(f"  commit {commit}, last fetch {fetched}, next fetch {upcoming}")
+    if source.get("lastError"):
+        print(f"  last error: {source['lastError']}")
+
+
 def _status(args: argparse.Namespace, client: httpx.Client) -> int:
     health = _call(client, "GET", "/api/integrations/health/status").json()
     if args.json:
@@ -118,6 +128,9 @@ def _status(args: argparse.Namespace, client: httpx.Client) -> int:
         ]
         outcome = "ok" if last.get("ok") else ", ".join(problems) or (last.get("error") or "failed")
         print(f"last pass: {last['at']} ({last['trigger']}, {last['durationMs']} ms): {outcome}")
+    source = (health.get("config") or {}).get("source")
+    if source:
+        _print_source(source)
     by_status = ", ".join(f"{count} {word}" for word, count in health["integrationsByStatus"].items()) or "none"
     print(f"integrations: {by_status}")
     print(f"queue: {queue['depth']} waiting, oldest {queue['oldestPendingSeconds']}s, {queue['dead']} dead letters")

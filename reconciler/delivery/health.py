@@ -50,6 +50,8 @@ FAILED_SHARE = 0.5  # more than this share of the window's sends failed (with th
 
 @dataclass(frozen=True, slots=True)
 class Finding:
+    """One reason Degraded holds, with its message."""
+
     reason: str
     message: str
 

@@ -72,11 +72,13 @@ def compute_pass(
     environ: Mapping[str, str] | None = None,
     in_git: bool = False,
     scope: SecretScope = ANYWHERE,
+    commit: str | None = None,
 ) -> PassPlan:
     """The next state, from the files as they are now and the snapshot `base`; secret
-    references are read within `scope`."""
+    references are read within `scope`. `commit`: the revision the files are at, as a git
+    source checked them out (otherwise the HEAD of the work tree holding them, when `in_git`)."""
     with paused_gc():
-        return _Pass(base, last_inputs, environ, scope).run(validator, config_dir, trigger, in_git)
+        return _Pass(base, last_inputs, environ, scope).run(validator, config_dir, trigger, in_git, commit)
 
 
 class _Pass:
@@ -99,10 +101,12 @@ class _Pass:
         self.audit: list[AuditEntry] = []
         self.lifted: list[AuditEntry] = []
 
-    def run(self, validator: TreeValidator, config_dir: Path, trigger: str, in_git: bool) -> PassPlan:
+    def run(
+        self, validator: TreeValidator, config_dir: Path, trigger: str, in_git: bool, known_commit: str | None
+    ) -> PassPlan:
         started = time.time()
         clock = time.perf_counter()
-        commit = git_commit(config_dir) if in_git else None
+        commit = known_commit or (git_commit(config_dir) if in_git else None)
         if not config_dir.is_dir():
             # A missing directory is a mount or checkout problem, not "delete everything".
             result = PassResult(
