@@ -256,7 +256,7 @@ def _full_pass(folder: Path) -> None:
     )
 
 
-from bench import api, database, files, inbound, pipeline  # noqa: E402 - after sys.path is set
+from bench import api, database, files, inbound, pipeline, source  # noqa: E402 - after sys.path is set
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], list[dict[str, object]]]] = {
     "validate": bench_validate,
@@ -270,6 +270,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], list[dict[str, object]]]] = {
     "database": database.bench_database,
     "inbound": inbound.bench_inbound,
     "api": api.bench_api,
+    "source": source.bench_source,
 }
 
 
@@ -293,6 +294,7 @@ def main() -> int:
     parser.add_argument("--objects", type=int, default=1000, help="objects written by the files section")
     parser.add_argument("--api-integrations", type=int, default=1000, help="integrations in the api section")
     parser.add_argument("--api-requests", type=int, default=300, help="requests timed per route in the api section")
+    parser.add_argument("--pushes", type=int, default=30, help="pushes timed per mode in the source section")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()
     unknown = [name for name in args.sections if name not in SECTIONS]

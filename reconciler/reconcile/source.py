@@ -298,6 +298,7 @@ class GitSource:
     def sync_blocking(self) -> bool:
         """Fetch the ref and switch to its head if it may be followed; True when `current` moved."""
         self._prepare()
+        started = time.perf_counter()
         try:
             self._fetch()
         except GitFailed as exc:
@@ -308,6 +309,7 @@ class GitSource:
         finally:
             self.last_fetch_at = time.time()
             self.fetches += 1
+        fetched = time.perf_counter()
         head = self._git("rev-parse", "--verify", FETCHED_REF).strip()
         self.head = head
         if head == self.commit and self.current_link.exists():
@@ -339,7 +341,15 @@ class GitSource:
         self._switch(tree, head)
         log.info(
             "source: following a new commit",
-            extra={"fields": {"commit": head, "ref": self.spec.ref, "url": self.spec.display}},
+            extra={
+                "fields": {
+                    "commit": head,
+                    "ref": self.spec.ref,
+                    "url": self.spec.display,
+                    "fetchMs": round((fetched - started) * 1000, 1),
+                    "checkoutMs": round((time.perf_counter() - fetched) * 1000, 1),
+                }
+            },
         )
         self._following()
         self._prune()
@@ -361,6 +371,7 @@ class GitSource:
             "--quiet",
             "--no-tags",
             "--no-write-fetch-head",
+            "--no-show-forced-updates",  # the source checks ancestry itself, against the applied commit
             "--",
             self.spec.remote,
             f"+{self.spec.ref}:{FETCHED_REF}",
