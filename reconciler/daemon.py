@@ -35,7 +35,7 @@ from reconciler.delivery.sync import SyncScheduler
 from reconciler.intake.committer import Intake
 from reconciler.manifests.secrets import SecretScope
 from reconciler.reconcile.loop import RESYNC_SECONDS, Reconciler
-from reconciler.reconcile.source import DEFAULT_INTERVAL, Credentials, GitSource, SourceSpec
+from reconciler.reconcile.source import DEFAULT_INTERVAL, Credentials, GitSource, SignerPolicy, SourceSpec
 from reconciler.reconcile.watch import watch
 from reconciler.sinks.files import FileSink
 from reconciler.sinks.http import HttpSink
@@ -73,6 +73,7 @@ class Settings:
     source_credentials: Credentials = field(default_factory=Credentials)
     source_allow_rewrite: bool = False
     source_webhook_secret: str | None = None  # resolved; None: no push webhooks
+    source_verify: SignerPolicy | None = None  # only heads signed by these keys are followed
 
     @property
     def state_dir(self) -> Path:
@@ -254,6 +255,7 @@ async def start_source(settings: Settings) -> GitSource | None:
         interval=settings.source_interval,
         credentials=lambda: credentials,
         allow_rewrite=settings.source_allow_rewrite,
+        verify=settings.source_verify,
     )
     await source.sync()
     return source

@@ -25,8 +25,10 @@ GIT_ENV = {
 }
 
 
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, capture_output=True, text=True, check=False)
+def git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, env={**GIT_ENV, **(env or {})}, capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         raise AssertionError(f"git {' '.join(args)} failed: {done.stderr}")
     return done.stdout.strip()
@@ -49,8 +51,15 @@ class Repo:
     def file_url(self) -> str:
         return f"git+file://{self.bare}"
 
-    def commit(self, files: dict[str, str | None], message: str = "change") -> str:
-        """Write (or, for None, delete) files in the work clone and commit them; the new commit."""
+    def commit(
+        self,
+        files: dict[str, str | None],
+        message: str = "change",
+        sign: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> str:
+        """Write (or, for None, delete) files in the work clone and commit them; the new commit.
+        `sign`: the `git -c` settings that sign it (gpg.format=ssh, user.signingkey=...)."""
         for name, text in files.items():
             path = self.work / name
             if text is None:
@@ -59,7 +68,9 @@ class Repo:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
         git(self.work, "add", "-A")
-        git(self.work, "commit", "--quiet", "--allow-empty", "-m", message)
+        settings = [part for setting in sign or [] for part in ("-c", setting)]
+        signing = ["-S"] if sign else []
+        git(self.work, *settings, "commit", "--quiet", "--allow-empty", *signing, "-m", message, env=env)
         return git(self.work, "rev-parse", "HEAD")
 
     def push(self, ref: str = "main", force: bool = False) -> None:

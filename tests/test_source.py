@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from reconciler.reconcile.source import Credentials, GitSource, Reason, SourceError, parse_source
+from reconciler.reconcile.source import Credentials, GitSource, Reason, SignerPolicy, SourceError, parse_source
 from tests.conftest import ROOT
 from tests.gitserver import GitHttpServer, Repo
 from tests.test_daemon import SECRET, Daemon
@@ -175,6 +175,82 @@ def test_a_restart_keeps_the_commit_already_checked_out(repo, tmp_path):
     assert again.sync_blocking() is False
     assert again.commit == first.commit and again.hold().commit == first.commit
     assert "name: Export" in read(again)
+
+
+# --- signed commits ------------------------------------------------------------------------------
+
+
+def ssh_key(folder: Path, name: str) -> Path:
+    key = folder / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)], check=True)
+    return key
+
+
+def test_only_heads_signed_by_an_allowed_ssh_key_are_followed(repo, tmp_path):
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    admin, stranger = ssh_key(keys, "admin"), ssh_key(keys, "stranger")
+    allowed = keys / "allowed_signers"
+    allowed.write_text(f'admin@example.org namespaces="git" {(keys / "admin.pub").read_text()}')
+    signed_by = {k: ["gpg.format=ssh", f"user.signingkey={k}"] for k in (admin, stranger)}
+    trusted = repo.commit({"integrations.d/export.yaml": export("Signed")}, sign=signed_by[admin])
+    repo.push()
+    source = source_of(repo, tmp_path / "state", verify=SignerPolicy.of(allowed))
+    assert source.sync_blocking() is True and source.commit == trusted
+
+    unsigned = repo.commit({"integrations.d/export.yaml": export("Unsigned")})
+    repo.push()
+    assert source.sync_blocking() is False
+    assert source.commit == trusted and "name: Signed" in read(source)
+    assert source.condition["reason"] == Reason.UNSIGNED_COMMIT
+    assert f"commit {unsigned[:12]} is not signed" in source.condition["message"]
+
+    untrusted = repo.commit({"integrations.d/export.yaml": export("Stranger")}, sign=signed_by[stranger])
+    repo.push()
+    assert source.sync_blocking() is False
+    assert source.commit == trusted and source.condition["reason"] == Reason.UNTRUSTED_SIGNER
+    fingerprint = subprocess.run(
+        ["ssh-keygen", "-l", "-f", str(keys / "stranger.pub")], capture_output=True, text=True, check=True
+    ).stdout.split()[1]
+    assert untrusted[:12] in source.condition["message"] and fingerprint in source.condition["message"]
+
+    again = repo.commit({"integrations.d/export.yaml": export("Signed again")}, sign=signed_by[admin])
+    repo.push()
+    assert source.sync_blocking() is True
+    assert source.commit == again and "Signed again" in read(source)
+
+
+def test_only_heads_signed_by_an_allowed_openpgp_key_are_followed(repo, tmp_path):
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    env = {"GNUPGHOME": str(home)}
+    gpg = ["gpg", "--batch", "--quiet", "--passphrase", ""]
+    for who in ("Admin <admin@example.org>", "Stranger <stranger@example.org>"):
+        generate = [*gpg, "--quick-gen-key", who, "ed25519", "sign", "never"]
+        subprocess.run(generate, env={**os.environ, **env}, check=True)
+    exported = subprocess.run(
+        ["gpg", "--armor", "--export", "admin@example.org"], env={**os.environ, **env}, capture_output=True, check=True
+    ).stdout
+    allowed = tmp_path / "allowed.asc"
+    allowed.write_bytes(exported)
+    source = source_of(repo, tmp_path / "state", verify=SignerPolicy.of(allowed))
+    assert source.sync_blocking() is False and source.condition["reason"] == Reason.UNSIGNED_COMMIT
+
+    def signed(name: str, by: str) -> str:
+        return repo.commit(
+            {"integrations.d/export.yaml": export(name)}, sign=["gpg.format=openpgp", f"user.signingkey={by}"], env=env
+        )
+
+    try:
+        trusted = signed("Signed", "admin@example.org")
+        repo.push()
+        assert source.sync_blocking() is True and source.commit == trusted
+        stranger = signed("Stranger", "stranger@example.org")
+        repo.push()
+        assert source.sync_blocking() is False and source.commit == trusted
+        assert source.condition["reason"] == Reason.UNTRUSTED_SIGNER and stranger[:12] in source.condition["message"]
+    finally:  # the agent that signing started
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env={**os.environ, **env}, check=False)
 
 
 # --- over HTTP: token, remote down and up ---------------------------------------------------------
@@ -382,3 +458,21 @@ def test_status_and_plan_against_the_source(repo, served, tmp_path):
         assert repo.head()[:12] in plan.stdout
     finally:
         daemon.stop()
+
+
+def test_unusable_source_settings_exit_2_naming_the_flag(tmp_path):
+    empty = tmp_path / "allowed_signers"
+    empty.write_text("# nobody yet\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for flags, said in (
+        (["--source", "git+https://me:hunter2@git.example.org/c.git"], "--source-token-file"),
+        (["--source", f"git+file://{tmp_path}/c.git", "--source-verify", str(empty)], "holds no key"),
+        (["--source", f"git+file://{tmp_path}/c.git", "--source-token", "plain-token"], "never the secret itself"),
+        (["--source", f"git+file://{tmp_path}/c.git", "--source-interval", "0s"], "--source-interval"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "reconciler", "run", "--listen", "127.0.0.1:0", *flags],
+            cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2 and said in done.stderr, (flags, done.stderr)
+        assert "hunter2" not in done.stderr and "plain-token" not in done.stderr

@@ -161,6 +161,12 @@ def _parser() -> argparse.ArgumentParser:
         "turns on POST /api/source/webhook",
     )
     run.add_argument(
+        "--source-verify",
+        metavar="FILE",
+        help="with --source: follow only heads signed by these keys: an SSH allowed-signers file "
+        "(as git verify-commit reads it) or armored OpenPGP public keys; otherwise the last trusted commit stays",
+    )
+    run.add_argument(
         "--source-allow-rewrite",
         action="store_true",
         help="with --source: follow a force-pushed ref to a commit never followed before (default: keep the "
@@ -411,9 +417,10 @@ def _run(args: argparse.Namespace) -> int:
 def _add_source(settings: Settings, args: argparse.Namespace) -> None:
     """The source settings from `run`'s flags; ValueError (SourceError) names the flag and the fix."""
     from reconciler.manifests.durations import parse_duration
-    from reconciler.reconcile.source import resolve_credential
+    from reconciler.reconcile.source import SignerPolicy, resolve_credential
 
     settings.source, settings.source_credentials = _source_settings(args)
+    settings.source_verify = SignerPolicy.of(Path(args.source_verify)) if args.source_verify else None
     try:
         settings.source_interval = parse_duration(args.source_interval)
     except ValueError as exc:

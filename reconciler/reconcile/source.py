@@ -68,6 +68,8 @@ class Reason:
     HISTORY_REWRITTEN = "HistoryRewritten"  # the head is not a descendant of the applied commit
     PATH_NOT_FOUND = "PathNotFound"  # the head's tree has no such path
     CHECKOUT_FAILED = "CheckoutFailed"  # the commit could not be written out (disk full, ...)
+    UNSIGNED_COMMIT = "UnsignedCommit"  # --source-verify: the head is not signed; the last trusted commit stays
+    UNTRUSTED_SIGNER = "UntrustedSigner"  # --source-verify: signed, but not by an allowed key (or a bad signature)
     NOT_FETCHED = "NotFetched"  # nothing was fetched yet
 
 
@@ -170,6 +172,57 @@ def resolve_credential(reference: str | None, what: str) -> str | None:
     return value.strip()
 
 
+@dataclass(frozen=True)
+class SignerPolicy:
+    """`--source-verify FILE`: the keys a followed head must be signed with.
+
+    An SSH allowed-signers file (`principal namespaces="git" ssh-ed25519 AAAA...`, as
+    `git verify-commit` reads it), or OpenPGP public keys (an armored export), imported into a
+    keyring of the source's own: a head is trusted when git reports a good signature (G)."""
+
+    path: Path
+    openpgp: bool
+
+    @classmethod
+    def of(cls, path: Path) -> SignerPolicy:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise SourceError(f"--source-verify {path}: {exc.strerror}; give a readable allowed-signers file") from None
+        openpgp = "BEGIN PGP PUBLIC KEY BLOCK" in text
+        if not openpgp and not any(line.strip() and not line.startswith("#") for line in text.splitlines()):
+            raise SourceError(
+                f"--source-verify {path} holds no key; write one line per key: "
+                'admin@example.org namespaces="git" ssh-ed25519 AAAA...'
+            )
+        return cls(path.resolve(), openpgp)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What git says of a commit's signature: %G? (G good, N none, ...), the signer and key."""
+
+    code: str
+    signer: str
+    key: str
+    problem: str = ""  # why it could not be judged at all
+
+    @property
+    def trusted(self) -> bool:
+        return self.code == "G"
+
+    def describe(self, commit: str) -> str:
+        if self.problem:
+            return f"commit {commit[:12]} {self.problem}"
+        if self.code == "N":
+            return f"commit {commit[:12]} is not signed"
+        who = self.signer or "an unknown signer"
+        key = f" with key {self.key}" if self.key else ""
+        if self.code in ("U", "E"):
+            return f"commit {commit[:12]} is signed by {who}{key}, which is not among the allowed keys"
+        return f"commit {commit[:12]} has a signature by {who}{key} that does not verify (status {self.code})"
+
+
 class GitFailed(RuntimeError):
     """A git command failed; `detail` is its last error line, with no credential in it."""
 
@@ -199,6 +252,7 @@ class GitSource:
         credentials: Callable[[], Credentials] | None = None,
         allow_rewrite: bool = False,
         on_change: Callable[[], None] | None = None,
+        verify: SignerPolicy | None = None,
     ) -> None:
         self.spec = spec
         self.root = (state_dir / "source").absolute()  # compared with resolved links when pruning
@@ -208,6 +262,8 @@ class GitSource:
         self.interval = interval
         self.credentials = credentials or Credentials
         self.allow_rewrite = allow_rewrite
+        self.verify = verify
+        self.gnupg_home = self.root / "gnupg"  # the OpenPGP keys of --source-verify, and no others
         self.on_change = on_change
         self.commit: str | None = None  # checked out into `current`
         self.head: str | None = None  # the remote ref's head at the last fetch
@@ -290,6 +346,7 @@ class GitSource:
             "nextFetch": _iso(self.next_fetch_at),
             "lastError": self.last_error,
             "fetches": self.fetches,
+            "verify": str(self.verify.path) if self.verify is not None else None,
             "conditions": [self.condition],
         }
 
@@ -323,6 +380,17 @@ class GitSource:
                 "--source-allow-rewrite to follow rewritten history",
             )
             return False
+        if self.verify is not None:
+            try:
+                verdict = self._signature(head)
+            except GitFailed as exc:
+                verdict = Verdict("?", "", "", f"could not be verified: {exc.detail}")
+            if not verdict.trusted:
+                self._failed(
+                    Reason.UNSIGNED_COMMIT if verdict.code == "N" else Reason.UNTRUSTED_SIGNER,
+                    verdict.describe(head) + f" (--source-verify {self.verify.path})",
+                )
+                return False
         try:
             tree = self._checkout(head)
         except GitFailed as exc:
@@ -364,6 +432,47 @@ class GitSource:
             target = Path(os.path.realpath(self.current_link))
             if target.is_dir():
                 self.commit = _commit_of_tree(target)
+
+    def _signature(self, commit: str) -> Verdict:
+        """The head's signature as `git verify-commit` judges it against the allowed keys."""
+        assert self.verify is not None
+        if self.verify.openpgp:
+            self._import_openpgp_keys()
+        out = self._git(
+            "-c",
+            f"gpg.ssh.allowedSignersFile={self.verify.path}",
+            "log",
+            "-1",
+            "--format=%G?%x00%GS%x00%GK",
+            commit,
+        )
+        code, _, rest = out.strip("\n").partition("\0")
+        signer, _, key = rest.partition("\0")
+        return Verdict(code or "N", signer, key)
+
+    def _import_openpgp_keys(self) -> None:
+        """A keyring of the allowed keys only, each trusted fully (it is the list of who may sign)."""
+        assert self.verify is not None
+        marker = self.gnupg_home / ".imported"
+        if marker.exists() and marker.stat().st_mtime >= self.verify.path.stat().st_mtime:
+            return
+        self.gnupg_home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._gpg("--import", str(self.verify.path))
+        listed = self._gpg("--with-colons", "--fingerprint", "--list-keys").decode()
+        fingerprints = [line.split(":")[9] for line in listed.splitlines() if line.startswith("fpr:")]
+        self._gpg("--import-ownertrust", given="".join(f"{fpr}:6:\n" for fpr in fingerprints).encode())
+        marker.touch()
+
+    def _gpg(self, *args: str, given: bytes | None = None) -> bytes:
+        env = {**git_environment({}), "GNUPGHOME": str(self.gnupg_home)}
+        command = ["gpg", "--batch", "--quiet", "--no-tty", *args]
+        try:
+            done = subprocess.run(command, input=given, env=env, capture_output=True, timeout=60, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise GitFailed(["gpg"], f"gpg could not run ({exc}); install gnupg to verify OpenPGP signatures") from None
+        if done.returncode != 0:
+            raise GitFailed(["gpg"], _last_line(done.stderr) or f"gpg {args[0]} failed")
+        return done.stdout
 
     def _fetch(self) -> None:
         self._git(
@@ -437,6 +546,8 @@ class GitSource:
     def _git_bytes(self, *args: str, git_dir: bool = True, remote: bool = False) -> bytes:
         command = ["git", *((f"--git-dir={self.mirror}",) if git_dir else ()), *args]
         env = git_environment(self.credentials().environment(self.spec.remote) if remote else {})
+        if self.verify is not None and self.verify.openpgp:
+            env["GNUPGHOME"] = str(self.gnupg_home)
         try:
             done = subprocess.run(command, capture_output=True, env=env, timeout=GIT_TIMEOUT, check=False)
         except subprocess.TimeoutExpired:
