@@ -521,11 +521,11 @@ class GitSource:
 
     def _prune(self) -> None:
         """Old trees go, except the current one and any a pass still reads."""
-        with self._lock:
+        with self._lock:  # chosen under the lock; a tree that is not current can never be held later
             current = Path(os.path.realpath(self.current_link))
-            for entry in self.trees.iterdir():
-                if entry != current and entry not in self._pins:
-                    shutil.rmtree(entry, ignore_errors=True)
+            victims = [entry for entry in self.trees.iterdir() if entry != current and entry not in self._pins]
+        for entry in victims:
+            shutil.rmtree(entry, ignore_errors=True)
 
     def _following(self) -> None:
         assert self.commit is not None
