@@ -35,7 +35,14 @@ from reconciler.delivery.sync import SyncScheduler
 from reconciler.intake.committer import Intake
 from reconciler.manifests.secrets import SecretScope
 from reconciler.reconcile.loop import RESYNC_SECONDS, Reconciler
-from reconciler.reconcile.source import DEFAULT_INTERVAL, Credentials, GitSource, SignerPolicy, SourceSpec
+from reconciler.reconcile.source import (
+    DEFAULT_INTERVAL,
+    FIRST_FETCH_SECONDS,
+    Credentials,
+    GitSource,
+    SignerPolicy,
+    SourceSpec,
+)
 from reconciler.reconcile.watch import watch
 from reconciler.sinks.files import FileSink
 from reconciler.sinks.http import HttpSink
@@ -257,7 +264,13 @@ async def start_source(settings: Settings) -> GitSource | None:
         allow_rewrite=settings.source_allow_rewrite,
         verify=settings.source_verify,
     )
-    await source.sync()
+    try:
+        await asyncio.wait_for(source.sync(), FIRST_FETCH_SECONDS)
+    except TimeoutError:
+        log.warning(
+            "source: the first fetch is taking long; serving what was checked out before until it ends",
+            extra={"fields": {"url": source.spec.display, "seconds": FIRST_FETCH_SECONDS}},
+        )
     return source
 
 

@@ -46,6 +46,7 @@ from reconciler.store.errors import redact_url
 log = logging.getLogger("reconciler.source")
 
 DEFAULT_INTERVAL = 60.0  # seconds between polls
+FIRST_FETCH_SECONDS = 30.0  # the daemon starts serving the commit it has after this long
 GIT_TIMEOUT = 300.0  # a fetch of a large repository on a slow link; beyond that it is stuck
 SCHEMES = {"git+https": "https", "git+http": "http", "git+ssh": "ssh", "git+file": "file"}
 EXAMPLE = "git+https://host/org/repo.git?ref=main&path=integrations.d"
@@ -275,6 +276,7 @@ class GitSource:
         self._wake: asyncio.Event | None = None
         self._pins: Counter[Path] = Counter()
         self._lock = threading.Lock()  # pins, the switch and pruning
+        self._syncing = threading.Lock()
 
     @property
     def config_dir(self) -> Path:
@@ -292,12 +294,17 @@ class GitSource:
         """Fetch every `interval` and whenever asked, until `stop`."""
         self._wake = asyncio.Event()
         loop = asyncio.get_running_loop()
+        first = True
         while not stop.is_set():
             self._wake.clear()
             try:
-                await self.sync()
+                changed = await self.sync()
             except Exception:  # the role must outlive any one fetch
                 log.exception("source fetch failed")
+            else:
+                if first and not changed and self.on_change is not None:
+                    self.on_change()  # a first fetch that outlasted the daemon's start may have switched
+            first = False
             self.next_fetch_at = time.time() + self.interval
             stopping = loop.create_task(stop.wait())
             woken = loop.create_task(self._wake.wait())
@@ -354,6 +361,10 @@ class GitSource:
 
     def sync_blocking(self) -> bool:
         """Fetch the ref and switch to its head if it may be followed; True when `current` moved."""
+        with self._syncing:  # one fetch into the mirror at a time (a slow first fetch may still run)
+            return self._sync()
+
+    def _sync(self) -> bool:
         self._prepare()
         started = time.perf_counter()
         try:
