@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import logging
 import os
@@ -316,9 +317,11 @@ class GitSource:
 
     async def sync(self) -> bool:
         """One fetch, off the event loop; True (and `on_change` called) when a new commit is current."""
-        changed = await asyncio.to_thread(self.sync_blocking)
-        if changed and self.on_change is not None:
-            self.on_change()
+        changed = await asyncio.to_thread(self._sync_locked)
+        if changed:
+            if self.on_change is not None:
+                self.on_change()  # the pass starts now; old trees go meanwhile
+            await asyncio.to_thread(self._prune)
         return changed
 
     # --- what a pass reads ---------------------------------------------------------------------
@@ -361,6 +364,12 @@ class GitSource:
 
     def sync_blocking(self) -> bool:
         """Fetch the ref and switch to its head if it may be followed; True when `current` moved."""
+        changed = self._sync_locked()
+        if changed:
+            self._prune()
+        return changed
+
+    def _sync_locked(self) -> bool:
         with self._syncing:  # one fetch into the mirror at a time (a slow first fetch may still run)
             return self._sync()
 
@@ -378,7 +387,7 @@ class GitSource:
             self.last_fetch_at = time.time()
             self.fetches += 1
         fetched = time.perf_counter()
-        head = self._git("rev-parse", "--verify", FETCHED_REF).strip()
+        head = self._fetched_head()
         self.head = head
         if head == self.commit and self.current_link.exists():
             self._following()
@@ -431,7 +440,6 @@ class GitSource:
             },
         )
         self._following()
-        self._prune()
         return True
 
     def _prepare(self) -> None:
@@ -497,6 +505,15 @@ class GitSource:
             f"+{self.spec.ref}:{FETCHED_REF}",
             remote=True,
         )
+
+    def _fetched_head(self) -> str:
+        """The fetched commit: the loose ref fetch just wrote (a process less on the way to a
+        pass), or what rev-parse says once refs are packed."""
+        with contextlib.suppress(OSError):
+            text = (self.mirror / FETCHED_REF).read_text().strip()
+            if re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", text):
+                return text
+        return self._git("rev-parse", "--verify", FETCHED_REF).strip()
 
     def _may_follow(self, applied: str, head: str) -> bool:
         """A fast-forward, or a rollback to a commit the source already followed (an ancestor)."""
