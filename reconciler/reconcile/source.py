@@ -444,8 +444,8 @@ class GitSource:
 
     def _prepare(self) -> None:
         """The mirror, once; after a restart, the commit `current` already holds."""
+        self.trees.mkdir(parents=True, exist_ok=True)
         if not (self.mirror / "HEAD").exists():
-            self.trees.mkdir(parents=True, exist_ok=True)
             self._git("init", "--quiet", "--bare", str(self.mirror), git_dir=False)
         if self.commit is None and self.current_link.is_symlink():
             target = Path(os.path.realpath(self.current_link))
@@ -564,8 +564,11 @@ class GitSource:
 
     def _failed(self, reason: str, message: str) -> None:
         kept = f"; keeping {self.commit[:12]}" if self.commit else "; nothing is checked out yet"
+        repeated = self.last_error == message + kept
         self.last_error = message + kept
         self.condition = _condition(False, reason, self.last_error, self.condition)
+        if repeated:  # said once, not at every poll; status and the condition keep saying it
+            return
         log.warning("source: " + self.last_error, extra={"fields": {"reason": reason, "url": self.spec.display}})
 
     def _git(self, *args: str, git_dir: bool = True, remote: bool = False) -> str:
