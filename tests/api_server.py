@@ -21,13 +21,15 @@ from tests.pipeline import Pipeline
 SECRET = "admin-secret-for-the-api-tests-0123"
 
 # The routes that answer without the admin secret: the probes, /metrics (unless `run
-# --metrics-auth`), the API's document, and inbound receipt (the path secret and the signature
-# are the sender's credentials). Every other route the app serves is an admin route.
+# --metrics-auth`), the API's document, the file format's schemas, and inbound receipt (the
+# path secret and the signature are the sender's credentials). Every other route the app serves is an admin route.
 OPEN_ROUTES = {
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/api/openapi.json"),
+    ("GET", "/schemas/{name}"),
+    ("GET", "/schemas/events/{name}"),
     ("POST", "/api/integrations/webhook/receive/{secret}"),
     ("POST", "/api/source/webhook"),
 }

@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from reconciler import __version__
-from reconciler.api import declared, inbound, integrations, operations, source, status
+from reconciler.api import declared, inbound, integrations, operations, schemas, source, status
 from reconciler.api.common import TITLES, Runtime, problem, store_unavailable
 from reconciler.api.openapi import openapi_json
 from reconciler.store import StoreUnavailable
@@ -40,6 +40,8 @@ ROUTES: list[BaseRoute] = [
     Route("/api/integrations/templates", status.templates, methods=["GET"]),
     Route("/api/integrations/health/status", status.health, methods=["GET"]),
     Route("/api/openapi.json", openapi_json, methods=["GET"]),
+    Route("/schemas/{name}", schemas.file_format, methods=["GET"]),
+    Route("/schemas/events/{name}", schemas.event_data, methods=["GET"]),
     Route("/api/integrations", integrations.list_integrations, methods=["GET"]),
     Route("/api/integrations", declared.create, methods=["POST"]),
     Route("/api/integrations/{id}", declared.update_or_delete, methods=["PUT", "DELETE"]),

@@ -139,13 +139,17 @@ _REFERENCES_MAX = 100_000
 def resolve_secrets(
     spec: AnyIntegration, environ: Mapping[str, str] | None = None, scope: secrets.SecretScope = secrets.ANYWHERE
 ) -> tuple[Resolved | None, str]:
-    """Resolve every reference in the spec; (None, reason) names the first that fails."""
+    """Resolve every reference in the spec; (None, reason) names every one that fails, so that
+    one restart after setting them all is enough."""
     values: dict[str, str] = {}
+    failures: list[secrets.ReferenceError] = []
     for reference in references_of(spec):
         try:
             values[str(reference)] = secrets.resolve_reference(reference, environ, scope)
         except secrets.ReferenceError as exc:
-            return None, exc.message
+            failures.append(exc)
+    if failures:
+        return None, secrets.describe_failures(failures)
     receive = getattr(spec, "receive", None)
     if receive is not None and len(values.get(receive.secret, receive.secret)) < secrets.MIN_PATH_SECRET_CHARS:
         # the path secret is the only thing between the internet and this event type
@@ -167,6 +171,58 @@ def secrets_fingerprint(
 def _fingerprint(values: Mapping[str, str]) -> str:
     # Compared in memory only, within one process: Python's (salted) hash is enough and cheap.
     return format(hash(tuple(sorted(values.items()))) & 0xFFFFFFFFFFFFFFFF, "016x")
+
+
+@dataclass(frozen=True)
+class GitState:
+    """The commit a config directory is checked out at, and which of its files differ from it."""
+
+    commit: str
+    changed: frozenset[str]  # paths relative to the directory: modified, staged, untracked or ignored
+    changed_dirs: tuple[str, ...] = ()  # directories git lists whole (relative, ending in /)
+
+    def dirty(self, file: str) -> bool:
+        """Whether the file's content is not the one at `commit` (so the commit alone does not name it)."""
+        return file in self.changed or any(file.startswith(d) for d in self.changed_dirs)
+
+
+def git_state(directory: Path) -> GitState | None:
+    """HEAD and the files of `directory` that differ from it, with one `git status` for the whole
+    tree (not one call per file); None outside a git work tree or before its first commit."""
+    head = _git_text(directory, "rev-parse", "--show-prefix", "HEAD")
+    if head is None:
+        return None
+    lines = head.split("\n")
+    prefix, commit = (lines[0], lines[1]) if len(lines) >= 2 else ("", lines[0])
+    if len(commit) < 40:
+        return None
+    status = _git_text(
+        directory, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching", "--", "."
+    )
+    if status is None:
+        return None
+    changed: set[str] = set()
+    fields = iter(status.split("\0"))
+    for entry in fields:
+        if len(entry) < 4:
+            continue
+        code, path = entry[:2], entry[3:]
+        if "R" in code or "C" in code:
+            next(fields, None)  # the path it was renamed or copied from
+        if path.startswith(prefix):  # porcelain paths are relative to the repository's top
+            changed.add(path[len(prefix) :])
+    dirs = tuple(sorted(p for p in changed if p.endswith("/")))
+    return GitState(commit, frozenset(changed), dirs)
+
+
+def _git_text(directory: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip("\n") if out.returncode == 0 else None
 
 
 def git_commit(directory: Path) -> str | None:
