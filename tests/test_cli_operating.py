@@ -231,7 +231,8 @@ def test_the_readme_examples_are_what_the_commands_print(tmp_path):
 
         assert shape(printed.stdout) == shape(shown.group(2))
         refused_example = re.search(
-            r"\$ (?:bin/)?reconciler trigger user\.registered --data '(\{\"userId\": 123\})'\n((?:  .*\n|r.*\n)+)", README
+            r"\$ (?:bin/)?reconciler trigger user\.registered --data '(\{\"userId\": 123\})'\n((?:  .*\n|r.*\n)+)",
+            README,
         )
         assert refused_example, "the README's refused trigger example"
         refused = cli("trigger", "user.registered", "--data", refused_example.group(1), *server)
