@@ -16,6 +16,7 @@ RUN_ARGS  ?=
 # --no-compile leaves bytecode to the first import, which compiles only the modules used.
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed, found " + sys.version'
+	@command -v git >/dev/null || { echo "git is needed (run --source, plan): install it, e.g. apt-get install git" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
 $(RUN_STAMP): pyproject.toml | $(BIN)/python

@@ -256,7 +256,7 @@ def _full_pass(folder: Path) -> None:
     )
 
 
-from bench import api, database, e2e, files, inbound, pipeline  # noqa: E402 - after sys.path is set
+from bench import api, database, e2e, files, inbound, pipeline, source  # noqa: E402 - after sys.path is set
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], list[dict[str, object]]]] = {
     "validate": bench_validate,
@@ -271,6 +271,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], list[dict[str, object]]]] = {
     "inbound": inbound.bench_inbound,
     "api": api.bench_api,
     "e2e": e2e.bench_e2e,
+    "source": source.bench_source,
 }
 
 
@@ -308,6 +309,7 @@ def main() -> int:
         metavar="POOL:N",
         help="Celery pools and concurrencies the e2e section tries (the best is reported)",
     )
+    parser.add_argument("--pushes", type=int, default=30, help="pushes timed per mode in the source section")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()
     unknown = [name for name in args.sections if name not in SECTIONS]

@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
@@ -35,6 +35,14 @@ from reconciler.delivery.sync import SyncScheduler
 from reconciler.intake.committer import Intake
 from reconciler.manifests.secrets import SecretScope
 from reconciler.reconcile.loop import RESYNC_SECONDS, Reconciler
+from reconciler.reconcile.source import (
+    DEFAULT_INTERVAL,
+    FIRST_FETCH_SECONDS,
+    Credentials,
+    GitSource,
+    SignerPolicy,
+    SourceSpec,
+)
 from reconciler.reconcile.watch import watch
 from reconciler.sinks.files import FileSink
 from reconciler.sinks.http import HttpSink
@@ -67,6 +75,12 @@ class Settings:
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_retry_after: float = MAX_RETRY_AFTER_SECONDS
+    source: SourceSpec | None = None  # follow a git remote instead of watching config_dir
+    source_interval: float = DEFAULT_INTERVAL
+    source_credentials: Credentials = field(default_factory=Credentials)
+    source_allow_rewrite: bool = False
+    source_webhook_secret: str | None = None  # resolved; None: no push webhooks
+    source_verify: SignerPolicy | None = None  # only heads signed by these keys are followed
 
     @property
     def state_dir(self) -> Path:
@@ -109,7 +123,7 @@ def bind(listen: str) -> socket.socket:
 
 
 async def serve(settings: Settings) -> int:
-    if not settings.config_dir.is_dir():
+    if settings.source is None and not settings.config_dir.is_dir():
         raise StartupError(f"config directory {settings.config_dir} does not exist; create it or pass --config-dir")
     sock = bind(settings.listen)
     store = AsyncStore.of(await asyncio.to_thread(open_store, settings.store_url))
@@ -131,9 +145,17 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
         await engine_holder[0].drain(integration_id)
 
     scope = SecretScope.beside(settings.config_dir, settings.secrets_dirs, settings.secret_env_prefix)
+    source = await start_source(settings)
     reconciler = Reconciler(
-        store, settings.config_dir, resync_seconds=settings.resync_seconds, on_remove=drain, secret_scope=scope
+        store,
+        settings.config_dir,
+        resync_seconds=settings.resync_seconds,
+        on_remove=drain,
+        secret_scope=scope,
+        source=source,
     )
+    if source is not None:
+        source.on_change = reconciler.trigger
     engine = DeliveryEngine(
         store,
         reconciler,
@@ -160,6 +182,8 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
                     metrics_need_admin=settings.metrics_need_admin,
                     stop=stop,
                     health=health,
+                    source=source,
+                    source_webhook_secret=settings.source_webhook_secret,
                 )
             ),
             log_config=None,
@@ -177,7 +201,8 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
         "starting",
         extra={
             "fields": {
-                "configDir": str(settings.config_dir),
+                "configDir": str(reconciler.config_dir),
+                **({"source": source.spec.display, "ref": source.spec.ref} if source is not None else {}),
                 "store": store.describe(),
                 "listen": f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}",
                 "adminSecret": secret_source,
@@ -189,7 +214,11 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
     intake_stop, engine_stop = asyncio.Event(), asyncio.Event()
     roles = {
         "reconcile": asyncio.create_task(reconciler.run(stop), name="reconcile"),
-        "watch": asyncio.create_task(watch(settings.config_dir, reconciler.trigger, stop), name="watch"),
+        # with a git source, the source role fetches and switches trees, then asks for a pass itself
+        "watch": asyncio.create_task(
+            source.run(stop) if source is not None else watch(settings.config_dir, reconciler.trigger, stop),
+            name="source" if source is not None else "watch",
+        ),
         "api": asyncio.create_task(server.serve(sockets=[sock]), name="api"),
         "intake": asyncio.create_task(intake.run(intake_stop), name="intake"),
         "delivery": asyncio.create_task(engine.run(engine_stop), name="delivery"),
@@ -219,6 +248,30 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
         return 1
     log.info("stopped")
     return 0
+
+
+async def start_source(settings: Settings) -> GitSource | None:
+    """The git source, with its first fetch done, so the first pass reads the followed head (or,
+    if the remote cannot be reached now, the commit checked out before a restart)."""
+    if settings.source is None:
+        return None
+    credentials = settings.source_credentials
+    source = GitSource(
+        settings.source,
+        settings.state_dir,
+        interval=settings.source_interval,
+        credentials=lambda: credentials,
+        allow_rewrite=settings.source_allow_rewrite,
+        verify=settings.source_verify,
+    )
+    try:
+        await asyncio.wait_for(source.sync(), FIRST_FETCH_SECONDS)
+    except TimeoutError:
+        log.warning(
+            "source: the first fetch is taking long; serving what was checked out before until it ends",
+            extra={"fields": {"url": source.spec.display, "seconds": FIRST_FETCH_SECONDS}},
+        )
+    return source
 
 
 def source_watcher(reconciler: Reconciler, intake: Intake, engine: DeliveryEngine, settings: Settings) -> SourceWatcher:

@@ -33,6 +33,7 @@ OPEN_ROUTES = {
     ("GET", "/schemas/{name}"),
     ("GET", "/schemas/events/{name}"),
     ("POST", "/api/integrations/webhook/receive/{secret}"),
+    ("POST", "/api/source/webhook"),
 }
 
 

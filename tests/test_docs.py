@@ -135,6 +135,9 @@ def test_the_docs_say_which_routes_are_open_as_the_app_serves_them():
                 "/readyz": "probes",
                 "/api/openapi.json": "the API's description",
                 "/api/integrations/webhook/receive/{secret}": "inbound receipt",
+                "/api/source/webhook": "push webhooks",
+                "/schemas/{name}": "the file format's schemas",
+                "/schemas/events/{name}": "the file format's schemas",
             }.get(path, path)
             in said
         )

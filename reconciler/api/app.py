@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from reconciler import __version__
-from reconciler.api import declared, inbound, integrations, operations, schemas, status
+from reconciler.api import declared, inbound, integrations, operations, schemas, source, status
 from reconciler.api.common import TITLES, Runtime, problem, store_unavailable
 from reconciler.api.openapi import openapi_json
 from reconciler.store import StoreUnavailable
@@ -33,6 +33,7 @@ log = logging.getLogger("reconciler.api")
 ROUTES: list[BaseRoute] = [
     Route("/api/integrations/webhooks/trigger", integrations.trigger, methods=["POST"]),
     Route(inbound.RECEIVE_PATH, inbound.receive, methods=["POST"], name="inbound-receive"),
+    Route(source.WEBHOOK_PATH, source.webhook, methods=["POST"], name="source-webhook"),
     Route("/healthz", status.healthz),
     Route("/readyz", status.readyz),
     Route("/metrics", status.metrics, methods=["GET"]),

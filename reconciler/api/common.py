@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from reconciler.delivery.health import HealthMonitor
     from reconciler.intake.committer import Intake
     from reconciler.reconcile.loop import Reconciler
+    from reconciler.reconcile.source import GitSource
     from reconciler.store import IntegrationRecord
 
 MAX_BODY_BYTES = 512 * 1024  # an event's data (at most 256 KiB) with room for its envelope
@@ -44,6 +45,8 @@ class Runtime:
     metrics_need_admin: bool = False  # `run --metrics-auth`: /metrics behind the admin secret
     stop: asyncio.Event | None = None  # set at shutdown: streams end so the server can stop
     health: HealthMonitor | None = None  # the Degraded conditions; None: none measured (the bare app)
+    source: GitSource | None = None  # `run --source`: the git source the daemon follows
+    source_webhook_secret: str | None = field(default=None, repr=False)  # push webhooks' secret; None: off
 
     def degraded(self, integration_id: str) -> dict[str, Any] | None:
         """The integration's latest Degraded condition, as the health monitor measured it."""

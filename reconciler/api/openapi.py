@@ -240,6 +240,21 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/api/source/webhook": {
+            "post": {
+                "summary": "Push webhook from GitHub, GitLab or Gitea: a push to the followed ref fetches now",
+                "tags": ["source"],
+                "security": [],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": ANY_OBJECT}}},
+                "responses": {
+                    "200": _json(ANY_OBJECT, "Verified, but not a push to the followed ref: nothing fetched"),
+                    "202": _json(ANY_OBJECT, "A push to the followed ref: the source fetches now"),
+                    "401": _problem("The signature or token does not verify, or the sender is not a known forge"),
+                    "404": _problem("The daemon follows no git source, or push webhooks are off"),
+                    "413": _problem("The body is too large"),
+                },
+            }
+        },
         "/api/integrations/{id}": {
             "get": _admin(
                 "One integration: spec, conditions, revisions, delivery counters",

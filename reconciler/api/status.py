@@ -124,6 +124,8 @@ def health_status(runtime: Runtime) -> dict[str, Any]:
             }
         )
     problems = health_problems(last, by_condition, reconciler.config_dir)
+    if runtime.source is not None and runtime.source.last_error:
+        problems.append(f"git source: {runtime.source.last_error}")
     return {
         "status": "degraded" if problems else "ok",
         "problems": problems,
@@ -131,6 +133,7 @@ def health_status(runtime: Runtime) -> dict[str, Any]:
         "config": {
             "directory": str(reconciler.config_dir),
             "revision": last.revision if last else None,
+            "source": runtime.source.status() if runtime.source is not None else None,
         },
         "lastPass": None
         if last is None

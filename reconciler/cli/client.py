@@ -119,6 +119,16 @@ def _detail(response: httpx.Response) -> str:
 # --- commands -----------------------------------------------------------------------------------
 
 
+def _print_source(source: dict[str, Any]) -> None:
+    """The git source: where, which commit, when it fetched and will fetch, what went wrong."""
+    commit = (source.get("commit") or "none")[:12]
+    print(f"source: {source['url']} ref {source['ref']}" + (f" path {source['path']}" if source.get("path") else ""))
+    fetched, upcoming = source.get("lastFetch") or "never", source.get("nextFetch") or "-"
+    print(f"  commit {commit}, last fetch {fetched}, next fetch {upcoming}")
+    if source.get("lastError"):
+        print(f"  last error: {source['lastError']}")
+
+
 def _status(args: argparse.Namespace, client: httpx.Client) -> int:
     health = _call(client, "GET", "/api/integrations/health/status").json()
     if args.json:
@@ -148,6 +158,9 @@ def _status(args: argparse.Namespace, client: httpx.Client) -> int:
         if revision:
             changes = f" with uncommitted changes to {count(len(dirty), 'file')}: {', '.join(dirty)}" if dirty else ""
             print(f"config: {health['config']['directory']} at {revision[:12]}{changes}")
+    source = (health.get("config") or {}).get("source")
+    if source:
+        _print_source(source)
     by_status = ", ".join(f"{n} {word}" for word, n in health["integrationsByStatus"].items()) or "none"
     print(f"integrations: {by_status}")
     dead = count(queue["dead"], "dead letter")

@@ -7,12 +7,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from reconciler import __version__
 from reconciler.cli import colour, environment
 from reconciler.cli.secret import AdminSecret, NoAdminSecret, find_admin_secret
 from reconciler.logs import count
+
+if TYPE_CHECKING:
+    from reconciler.daemon import Settings
+    from reconciler.reconcile.source import Credentials, SourceSpec
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -161,6 +165,31 @@ def _parser() -> argparse.ArgumentParser:
         help="${env:...} references may read only variables starting with PREFIX (default: any "
         "but the daemon's own settings)",
     )
+    _source_arguments(run)
+    run.add_argument(
+        "--source-interval",
+        default="1m",
+        metavar="DURATION",
+        help="with --source: fetch this often (default 1m); push webhooks fetch at once",
+    )
+    run.add_argument(
+        "--source-webhook-secret",
+        metavar="REF",
+        help="with --source: the push webhooks' secret, '${env:NAME}' or '${file:/path}'; "
+        "turns on POST /api/source/webhook",
+    )
+    run.add_argument(
+        "--source-verify",
+        metavar="FILE",
+        help="with --source: follow only heads signed by these keys: an SSH allowed-signers file "
+        "(as git verify-commit reads it) or armored OpenPGP public keys; otherwise the last trusted commit stays",
+    )
+    run.add_argument(
+        "--source-allow-rewrite",
+        action="store_true",
+        help="with --source: follow a force-pushed ref to a commit never followed before (default: keep the "
+        "last good commit and say so)",
+    )
     run.add_argument(
         "--log-format",
         choices=("auto", "json", "text"),
@@ -180,6 +209,15 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--base", metavar="REV", help="git revision to compare from (origin/main in a pull request)")
     plan.add_argument("--head", metavar="REV", help="git revision to compare to (default: the work tree)")
     plan.add_argument("--server", metavar="URL", help="compare from a running daemon's registry instead of --base")
+    plan.add_argument(
+        "--source",
+        metavar="URL",
+        help="compare the head of a git source (as `run --source` takes it) with the running daemon (--server)",
+    )
+    plan.add_argument("--source-token", metavar="REF", help=argparse.SUPPRESS)
+    plan.add_argument("--source-token-file", metavar="FILE", help=argparse.SUPPRESS)
+    plan.add_argument("--source-ssh-key", metavar="FILE", help=argparse.SUPPRESS)
+    plan.add_argument("--source-known-hosts", metavar="FILE", help=argparse.SUPPRESS)
     plan.add_argument(
         "--admin-secret-file",
         metavar="FILE",
@@ -265,6 +303,44 @@ def _completion(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
 
     sys.stdout.write(script(parser, args.shell))
     return EXIT_OK
+
+
+def _source_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--source",
+        metavar="URL",
+        help="follow a git repository instead of watching --config-dir: "
+        "git+https://host/org/repo.git?ref=main&path=integrations.d (or git+ssh://, git+file://)",
+    )
+    parser.add_argument(
+        "--source-token", metavar="REF", help="with --source: an HTTPS token, '${env:NAME}' or '${file:/path}'"
+    )
+    parser.add_argument("--source-token-file", metavar="FILE", help="with --source: a file holding the HTTPS token")
+    parser.add_argument("--source-ssh-key", metavar="FILE", help="with --source: the SSH private key for git+ssh://")
+    parser.add_argument(
+        "--source-known-hosts", metavar="FILE", help="with --source: the SSH host keys to trust (known_hosts format)"
+    )
+
+
+def _source_settings(args: argparse.Namespace) -> tuple[SourceSpec, Credentials]:
+    """The source and its credentials from the flags; SourceError names the flag and the fix."""
+    from urllib.parse import urlsplit
+
+    from reconciler.reconcile.source import Credentials, SourceError, parse_source, resolve_credential
+
+    spec = parse_source(args.source)
+    if args.source_token and args.source_token_file:
+        raise SourceError("give --source-token or --source-token-file, not both")
+    token_reference = args.source_token
+    if args.source_token_file:
+        token_reference = f"${{file:{Path(args.source_token_file).resolve()}}}"
+    credentials = Credentials(
+        token=resolve_credential(token_reference, "source-token"),
+        ssh_key=Path(args.source_ssh_key).resolve() if args.source_ssh_key else None,
+        known_hosts=Path(args.source_known_hosts).resolve() if args.source_known_hosts else None,
+        username=urlsplit(spec.remote).username or "git",
+    )
+    return spec, credentials
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -432,6 +508,12 @@ def _run(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         max_retry_after=timeouts["max_retry_after"],
     )
+    if args.source:
+        try:
+            _add_source(settings, args)
+        except ValueError as exc:
+            print(f"reconciler run: {exc}", file=sys.stderr)
+            return EXIT_ERROR
     try:
         return asyncio.run(serve(settings))
     except (StartupError, StoreError, AdminSecretError) as exc:
@@ -439,10 +521,29 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
 
 
+def _add_source(settings: Settings, args: argparse.Namespace) -> None:
+    """The source settings from `run`'s flags; ValueError (SourceError) names the flag and the fix."""
+    from reconciler.manifests.durations import parse_duration
+    from reconciler.reconcile.source import SignerPolicy, resolve_credential
+
+    settings.source, settings.source_credentials = _source_settings(args)
+    settings.source_verify = SignerPolicy.of(Path(args.source_verify)) if args.source_verify else None
+    try:
+        settings.source_interval = parse_duration(args.source_interval)
+    except ValueError as exc:
+        raise ValueError(f"--source-interval: {exc}") from None
+    if settings.source_interval <= 0:
+        raise ValueError("--source-interval must be more than 0 (for example 1m)")
+    settings.source_allow_rewrite = args.source_allow_rewrite
+    settings.source_webhook_secret = resolve_credential(args.source_webhook_secret, "source-webhook-secret")
+
+
 def _plan(args: argparse.Namespace) -> int:
     from reconciler.manifests.diagnostics import render
     from reconciler.reconcile import plan as planning
 
+    if args.source:
+        return _plan_source(args)
     if bool(args.base) == bool(args.server):
         print("reconciler plan: give either --base REV or --server URL", file=sys.stderr)
         return EXIT_ERROR
@@ -469,6 +570,37 @@ def _plan(args: argparse.Namespace) -> int:
         palette = colour.Palette.of(sys.stdout, args.color)
         rendered = "\n".join(palette.plan_line(line) for line in rendered.splitlines())
     print(rendered)
+    return EXIT_INVALID if result.changes else EXIT_OK
+
+
+def _plan_source(args: argparse.Namespace) -> int:
+    """The followed ref's head against the running daemon's registry."""
+    from reconciler.manifests.diagnostics import render
+    from reconciler.reconcile import plan as planning
+
+    if args.base or args.head:
+        print(
+            "reconciler plan: --source compares with the running daemon (--server); drop --base and --head",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    server = args.server or os.environ.get("RECONCILER_SERVER", "http://127.0.0.1:8080")
+    try:
+        spec, credentials = _source_settings(args)
+        head = planning.side_from_source(spec, credentials)
+        if head.diagnostics:
+            print(render(head.diagnostics, "text", {}), file=sys.stderr)
+            print(
+                f"reconciler plan: {head.label} does not validate; the daemon would keep the last good "
+                "version of what these errors touch",
+                file=sys.stderr,
+            )
+        base = planning.side_from_server(server, _admin_secret(args).value)
+    except (planning.PlanError, ValueError, OSError, NoAdminSecret) as exc:
+        print(f"reconciler plan: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    result = planning.make_plan(base, head)
+    print(planning.RENDERERS[args.format](result))
     return EXIT_INVALID if result.changes else EXIT_OK
 
 

@@ -75,13 +75,16 @@ def compute_pass(
     in_git: bool = False,
     scope: SecretScope = ANYWHERE,
     store_url: str | None = None,
+    commit: str | None = None,
 ) -> PassPlan:
     """The next state, from the files as they are now and the snapshot `base`; secret
-    references are read within `scope`; no integration may write into the store at `store_url`."""
+    references are read within `scope`; no integration may write into the store at `store_url`.
+    `commit`: the revision the files are at, as a git source checked them out (otherwise the
+    HEAD of the work tree holding them, when `in_git`)."""
     with paused_gc():
         computing = _Pass(base, last_inputs, environ, scope)
         computing.store_url = store_url
-        return computing.run(validator, config_dir, trigger, in_git)
+        return computing.run(validator, config_dir, trigger, in_git, commit)
 
 
 class _Pass:
@@ -106,11 +109,13 @@ class _Pass:
         self.git: GitState | None = None
         self.store_url: str | None = None  # the daemon's own store
 
-    def run(self, validator: TreeValidator, config_dir: Path, trigger: str, in_git: bool) -> PassPlan:
+    def run(
+        self, validator: TreeValidator, config_dir: Path, trigger: str, in_git: bool, known_commit: str | None
+    ) -> PassPlan:
         started = time.time()
         clock = time.perf_counter()
-        self.git = git_state(config_dir) if in_git else None
-        commit = self.git.commit if self.git else None
+        self.git = git_state(config_dir) if in_git and known_commit is None else None
+        commit = known_commit or (self.git.commit if self.git else None)
         if not config_dir.is_dir():
             # A missing directory is a mount or checkout problem, not "delete everything".
             result = PassResult(

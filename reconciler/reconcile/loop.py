@@ -29,6 +29,7 @@ from reconciler.manifests.secrets import SecretScope
 from reconciler.manifests.validate import TreeValidator, paused_gc
 from reconciler.reconcile.converge import Inputs, PassPlan, compute_pass
 from reconciler.reconcile.desired import git_commit, resolve_secrets
+from reconciler.reconcile.source import GitSource
 from reconciler.registry import AppliedIntegration, PassResult, Snapshot, frozen
 from reconciler.store import AsyncStore, AuditEntry, IntegrationRecord, Outage, Override, Store, StoreUnavailable
 
@@ -56,8 +57,13 @@ class Reconciler:
         resync_seconds: float = RESYNC_SECONDS,
         on_remove: RemovalHook | None = None,
         secret_scope: SecretScope | None = None,
+        source: GitSource | None = None,
     ) -> None:
         self.store = AsyncStore.of(store)
+        # a git source: passes read the tree it checked out, at its commit, not `config_dir`
+        self.source = source
+        if source is not None:
+            config_dir = source.config_dir
         # where secret references may read from: by default a secrets/ directory beside the
         # config directory and /run/secrets, never the daemon's own settings
         self.secret_scope = secret_scope or SecretScope.beside(config_dir)
@@ -153,18 +159,25 @@ class Reconciler:
         await self.restore()
         async with self._lock:
             base = self._snapshot
-            plan: PassPlan = await self._off_loop(
-                compute_pass,
-                self.validator,
-                self.config_dir,
-                base,
-                self._last_inputs,
-                trigger,
-                environ=self.environ,
-                in_git=self._in_git,
-                scope=self.secret_scope,
-                store_url=self.store.sync.url,
-            )
+            # the tree of one commit for the whole pass, even if the source switches meanwhile
+            checkout = self.source.hold() if self.source is not None else None
+            try:
+                plan: PassPlan = await self._off_loop(
+                    compute_pass,
+                    self.validator,
+                    checkout.directory if checkout is not None else self.config_dir,
+                    base,
+                    self._last_inputs,
+                    trigger,
+                    environ=self.environ,
+                    in_git=self._in_git and checkout is None,
+                    scope=self.secret_scope,
+                    store_url=self.store.sync.url,
+                    commit=checkout.commit if checkout is not None else None,
+                )
+            finally:
+                if checkout is not None and self.source is not None:
+                    self.source.release(checkout)
             assert self._snapshot is base, "only a holder of the lock publishes"
             await self._store_plan(plan)
             self._last_inputs = plan.inputs
@@ -292,7 +305,7 @@ class Reconciler:
             resolved, _ = resolve_secrets(spec, self.environ, self.secret_scope)
             suspended = bool(overrides.get(record.id) and overrides[record.id].suspended)
             applied[record.id] = AppliedIntegration(record.id, record.generation, spec, resolved, suspended)
-        in_git = git_commit(self.config_dir) is not None if self.config_dir.is_dir() else False
+        in_git = self.source is None and self.config_dir.is_dir() and git_commit(self.config_dir) is not None
         return registry, overrides, applied, in_git
 
 

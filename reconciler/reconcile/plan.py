@@ -22,6 +22,7 @@ from reconciler.manifests.loader import EXTENSIONS
 from reconciler.manifests.validate import TreeValidator, ValidationResult
 from reconciler.reconcile.desired import canonical_spec, git_state, redact
 from reconciler.reconcile.diff import FieldChange, added_fields, diff_specs
+from reconciler.reconcile.source import Credentials, GitSource, SourceSpec
 
 
 class PlanError(RuntimeError):
@@ -111,6 +112,20 @@ def side_from_git(config_dir: Path, revision: str) -> Side:
     sources = git_sources(config_dir, revision)
     result = TreeValidator().validate_sources(sources, total=len(sources), where=f"{revision}:{config_dir}")
     return side_from_validation(revision, result)
+
+
+def side_from_source(spec: SourceSpec, credentials: Credentials) -> Side:
+    """The head of a git source's followed ref, fetched into a throwaway mirror."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="reconciler-plan-") as scratch:
+        source = GitSource(spec, Path(scratch), credentials=lambda: credentials)
+        source.sync_blocking()
+        checkout = source.hold()
+        if checkout.commit is None:
+            raise PlanError(source.last_error or f"{spec.display} could not be fetched")
+        result = TreeValidator().validate_paths([checkout.directory], root=checkout.directory)
+        return side_from_validation(f"{spec.ref} at {checkout.commit[:12]}", result)
 
 
 def side_from_server(server: str, admin_secret: str) -> Side:
