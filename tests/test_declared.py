@@ -101,7 +101,11 @@ SIS_GUIDE_BODY: dict[str, Any] = {
     "timeout": 30000,
 }
 SLACK_URL = "https://hooks.slack.com/services/T000/B000/XXXXXXXX"
-ENVIRON = {"SIS_API_KEY": "k", "TEAM_CHAT_URL": "https://chat.example.org/a", "GRADE_CHAT_URL": "https://chat.example.org/b"}
+ENVIRON = {
+    "SIS_API_KEY": "k",
+    "TEAM_CHAT_URL": "https://chat.example.org/a",
+    "GRADE_CHAT_URL": "https://chat.example.org/b",
+}
 FILES = {"sis.yaml": SIS_FILE, "event-types.yaml": EVENT_TYPES, "chat.yaml": CHAT_FILE}
 
 

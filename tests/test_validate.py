@@ -746,7 +746,9 @@ def test_an_active_integration_subscribing_to_nothing_is_warned_about_not_refuse
 
 
 def test_integrations_with_work_besides_events_or_inactive_are_not_warned_about(write, validate):
-    write("off.yaml", HEADER + "name: Paused\ntype: webhook\nactive: false\nconfig: {endpoint: https://a.example.org}\n")
+    write(
+        "off.yaml", HEADER + "name: Paused\ntype: webhook\nactive: false\nconfig: {endpoint: https://a.example.org}\n"
+    )
     write(  # inbound only: it emits events
         "partner.yaml",
         HEADER + "name: P\ntype: webhook\nreceive: {secret: '${env:PARTNER_SECRET_PATH}', event: custom.partner}\n",
@@ -762,5 +764,7 @@ def test_integrations_with_work_besides_events_or_inactive_are_not_warned_about(
     )
     result = validate()
     assert result.diagnostics == [] and result.warnings == []
-    write("plain-api.yaml", HEADER + "name: A\ntype: api\nsyncFrequency: 60\nconfig: {endpoint: https://a.example.org}\n")
+    write(
+        "plain-api.yaml", HEADER + "name: A\ntype: api\nsyncFrequency: 60\nconfig: {endpoint: https://a.example.org}\n"
+    )
     assert [w.file.rsplit("/", 1)[-1] for w in validate().warnings] == ["plain-api.yaml"]

@@ -84,7 +84,7 @@ def interface_name(event: str) -> str:
 def _interface(event: str, schema: Mapping[str, Any]) -> str:
     where = f"schemas/events/{event}.schema.json"
     if schema.get("type") != "object":
-        raise UnsupportedSchema(f"{where}: an event's data must be an object (\"type\": \"object\")")
+        raise UnsupportedSchema(f'{where}: an event\'s data must be an object ("type": "object")')
     body = _members(schema, where, "", indent="  ")
     return f"{_doc(schema, '')}export interface {interface_name(event)} {body}\n"
 

@@ -120,9 +120,7 @@ def validate_paths(
 STDIN_NAME = "<stdin>"
 
 
-def _context_event_types(
-    context: Iterable[str | Path], validated: set[str], root: Path | None
-) -> list[ValidEventType]:
+def _context_event_types(context: Iterable[str | Path], validated: set[str], root: Path | None) -> list[ValidEventType]:
     """The valid EventType declarations of the context files that are not validated themselves."""
     found: list[ValidEventType] = []
     files, _ = discover(context)  # a sibling's problems are its own: not reported here
