@@ -83,6 +83,8 @@ class PassResult:
     waiting: list[str] = field(default_factory=list)  # a valid version whose secrets do not resolve
     files_refused: list[str] = field(default_factory=list)
     error: str | None = None
+    # the errors of the refused files, `file:line:col: message` each (the first few per file)
+    refusals: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -44,6 +44,7 @@ class Runtime:
     metrics_need_admin: bool = False  # `run --metrics-auth`: /metrics behind the admin secret
     stop: asyncio.Event | None = None  # set at shutdown: streams end so the server can stop
     health: HealthMonitor | None = None  # the Degraded conditions; None: none measured (the bare app)
+    public_status: bool = False  # `run --public-status`: the status page is readable without the secret
 
     def degraded(self, integration_id: str) -> dict[str, Any] | None:
         """The integration's latest Degraded condition, as the health monitor measured it."""

@@ -50,6 +50,8 @@ FAILED_SHARE = 0.5  # more than this share of the window's sends failed (with th
 
 @dataclass(frozen=True, slots=True)
 class Finding:
+    """One reason an integration is degraded, with the message that says so."""
+
     reason: str
     message: str
 

@@ -1,0 +1,260 @@
+"""The status page over HTTP (no browser): who may read it, signing in and out, CSRF on actions,
+the headers every page sends, and that it renders what the API answers. tests/test_browser.py
+drives the same pages in Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlsplit
+
+import httpx
+
+from reconciler.api.pages.render import CONTENT_SECURITY_POLICY
+from reconciler.api.pages.session import COOKIE, SESSION_SECONDS, Sessions
+from tests.api_server import SECRET, page_routes, serve
+from tests.peers import Peer, Reply
+from tests.pipeline import Pipeline, webhook_to
+
+USER = {"userId": 7, "email": "ada@example.edu", "name": "Ada"}
+ANONYMOUS = {"x-admin-secret": ""}
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(scenario())
+
+
+def hook(peer: Peer) -> str:
+    return webhook_to(peer.url, retry="retry: {schedule: [1s], maxAttempts: 1}")
+
+
+@contextlib.asynccontextmanager
+async def signed_in(api: httpx.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser-like client of the same server: no header secret, the session cookie of a sign-in."""
+    async with httpx.AsyncClient(base_url=str(api.base_url), timeout=20) as browser:
+        answer = await browser.post("/sign-in", data={"secret": SECRET, "next": "/"})
+        assert answer.status_code == 303 and answer.headers["location"] == "/"
+        yield browser
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, "no CSRF token in the page"
+    return found.group(1)
+
+
+def test_the_page_needs_the_secret_unless_public(tmp_path, peer):
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"hook.yaml": hook(peer)}) as p, serve(p) as api:
+            anonymous = await api.get("/", headers=ANONYMOUS)
+            assert anonymous.status_code == 401
+            assert 'action="/sign-in"' in anonymous.text and "hook" not in anonymous.text.split("<main")[1]
+            one = await api.get("/integrations/hook", headers=ANONYMOUS)
+            assert one.status_code == 401 and 'value="/integrations/hook"' in one.text  # back there once signed in
+            stream = await api.get("/integrations/hook/log", headers=ANONYMOUS)
+            assert stream.status_code == 401
+            by_header = await api.get("/")
+            assert by_header.status_code == 200 and 'id="row-hook"' in by_header.text
+            bearer = await api.get("/", headers={"x-admin-secret": "", "authorization": f"Bearer {SECRET}"})
+            assert bearer.status_code == 200 and 'id="row-hook"' in bearer.text
+            in_query = await api.get("/", params={"x-admin-secret": SECRET}, headers=ANONYMOUS)
+            assert in_query.status_code == 401
+        async with Pipeline(tmp_path / "public", {"hook.yaml": hook(peer)}) as p, serve(p, public_status=True) as api:
+            reading = await api.get("/integrations/hook", headers=ANONYMOUS)
+            assert reading.status_code == 200 and "Conditions" in reading.text
+            assert 'action="/integrations/hook/suspend"' not in reading.text  # actions are for admins only
+            acting = await api.post("/integrations/hook/suspend", content="reason=x", headers={**ANONYMOUS, **FORM})
+            assert acting.status_code == 401
+            assert p.reconciler.snapshot.overrides.get("hook") is None
+
+    (tmp_path / "public").mkdir()
+    run(scenario)
+
+
+def test_sign_in_sets_a_strict_httponly_cookie_that_is_not_the_secret(tmp_path, peer):
+    async def scenario() -> None:
+        async with (
+            Pipeline(tmp_path, {"hook.yaml": hook(peer)}) as p,
+            serve(p) as api,
+            httpx.AsyncClient(base_url=str(api.base_url), timeout=20) as browser,
+        ):
+            wrong = await browser.post("/sign-in", data={"secret": "not-the-admin-secret-at-all", "next": "/"})
+            assert wrong.status_code == 401 and "That is not the admin secret." in wrong.text
+            assert COOKIE not in wrong.headers.get("set-cookie", "")
+            right = await browser.post("/sign-in", data={"secret": SECRET, "next": "/integrations/hook"})
+            assert right.status_code == 303 and right.headers["location"] == "/integrations/hook"
+            cookie = right.headers["set-cookie"]
+            assert cookie.startswith(f"{COOKIE}=")
+            assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+            assert f"Max-Age={SESSION_SECONDS}" in cookie
+            assert SECRET not in cookie and SECRET not in right.text
+            page = await browser.get("/integrations/hook")
+            assert page.status_code == 200 and 'action="/integrations/hook/suspend"' in page.text
+            # only a path of this daemon is followed after signing in
+            for elsewhere in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
+                sent = await browser.post("/sign-in", data={"secret": SECRET, "next": elsewhere})
+                assert sent.headers["location"] == "/", elsewhere
+            # signing out revokes the token: the old cookie no longer reads the page
+            token = browser.cookies[COOKIE]
+            page = await browser.get("/integrations/hook")  # the forms of the latest session
+            out = await browser.post("/sign-out", data={"csrf": csrf_of(page.text)})
+            assert out.status_code == 303 and f'{COOKIE}=""' in out.headers["set-cookie"]
+            replayed = await api.get("/", headers={**ANONYMOUS, "cookie": f"{COOKIE}={token}"})
+            assert replayed.status_code == 401
+
+    run(scenario)
+
+
+def test_an_action_needs_the_session_csrf_token(tmp_path, peer):
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"hook.yaml": hook(peer)}) as p, serve(p) as api, signed_in(api) as browser:
+            page = await browser.get("/integrations/hook")
+            token = csrf_of(page.text)
+            for form in ({"reason": "no token"}, {"reason": "wrong token", "csrf": token[:-2] + "xx"}):
+                refused = await browser.post("/integrations/hook/suspend", data=form)
+                assert refused.status_code == 403 and 'id="refused"' in refused.text
+                assert p.reconciler.snapshot.overrides.get("hook") is None
+            # another site's form, even with a token lifted from the page: the Origin says no
+            foreign = await browser.post(
+                "/integrations/hook/suspend",
+                data={"reason": "x", "csrf": token},
+                headers={"origin": "https://evil.example"},
+            )
+            assert foreign.status_code == 403
+            # a token of another session is not this one's
+            other = Sessions(SECRET)
+            stolen = other.csrf_token(other.nonce_of(other.issue()) or "")
+            forged = await browser.post("/integrations/hook/suspend", data={"reason": "x", "csrf": stolen})
+            assert forged.status_code == 403
+            done = await browser.post(
+                "/integrations/hook/suspend", data={"reason": "maintenance window", "csrf": token}
+            )
+            assert done.status_code == 303 and done.headers["location"] == "/integrations/hook"
+            override = p.reconciler.snapshot.overrides["hook"]
+            assert override.suspended and override.reason == "maintenance window"
+            after = await browser.get("/integrations/hook")
+            assert 'id="flash"' in after.text and "suspended" in after.text
+            assert 'id="drift"' in after.text and "maintenance window" in after.text
+            # a script with the header needs no token: browsers never add that header for another site
+            resumed = await api.post("/integrations/hook/resume", content="reason=done", headers=FORM)
+            assert resumed.status_code == 303
+            override = p.reconciler.snapshot.overrides.get("hook")
+            assert override is None or not override.suspended
+
+    run(scenario)
+
+
+def test_every_page_sends_the_security_headers_and_no_inline_script(tmp_path, peer):
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"hook.yaml": hook(peer)}) as p, serve(p) as api:
+            for path in ("/", "/integrations/hook", "/sign-in", "/integrations/nope"):
+                answer = await api.get(path)
+                assert answer.headers["content-security-policy"] == CONTENT_SECURITY_POLICY, path
+                assert "script-src 'self'" in CONTENT_SECURITY_POLICY and "unsafe-inline" not in CONTENT_SECURITY_POLICY
+                assert answer.headers["x-content-type-options"] == "nosniff"
+                assert answer.headers["cache-control"] == "no-store"
+                scripts = re.findall(r"<script\b[^>]*>", answer.text)
+                assert scripts and all(re.search(r'src="/static/[\w.]+\?v=\w+"', s) for s in scripts), scripts
+                assert not re.search(r"\son\w+=", answer.text), "an inline event handler"
+            # every asset is served by the daemon itself
+            for asset in re.findall(r'(?:href|src)="(/static/[^"]+)"', (await api.get("/")).text):
+                served = await api.get(asset, headers=ANONYMOUS)
+                assert served.status_code == 200 and served.content, asset
+            assert (await api.get("/static/../app.py")).status_code == 404
+            assert (await api.get("/integrations/nope")).status_code == 404
+
+    run(scenario)
+
+
+def test_the_pages_are_not_in_the_api_document(tmp_path, peer):
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"hook.yaml": hook(peer)}) as p, serve(p) as api:
+            paths = (await api.get("/api/openapi.json")).json()["paths"]
+            for _, path in page_routes():
+                assert path not in paths, path
+            assert ("GET", "/") in page_routes()
+
+    run(scenario)
+
+
+def test_the_list_renders_the_api_view_and_filters(tmp_path, peer):
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"hook.yaml": hook(peer)}) as p, serve(p) as api:
+            peer.script = lambda _seen: Reply(500, "no")
+            await p.emit("user.registered", USER)
+            await p.until(lambda: p.statuses("hook") == {"dead": 1})
+            listed = (await api.get("/")).text
+            row = listed.split('id="row-hook"')[1].split("</tr>")[0]
+            view = (await api.get("/api/integrations/hook")).json()
+            assert f"<code>{view['sourceFile']}</code>" in row
+            assert view["lastAppliedRevision"]["contentHash"][:10] in row
+            assert "1 dead" in row and "1 sent, 0.0 % ok" in row
+            assert "failed" in row or "dead" in row  # the last attempt's outcome
+            for condition in view["conditions"]:
+                assert f"<b>{condition['type']}</b>={condition['status']}" in row
+            assert 'id="row-hook"' in (await api.get("/", params={"type": "webhook"})).text
+            assert 'id="row-hook"' not in (await api.get("/", params={"type": "database"})).text
+            assert 'id="row-hook"' in (await api.get("/", params={"status": view["status"], "type": ""})).text
+            bad = await api.get("/", params={"status": "sleepy"})
+            assert bad.status_code == 400 and "filter by type" in bad.text
+
+    run(scenario)
+
+
+def test_a_refused_file_shows_its_line_and_column(tmp_path, peer):
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"hook.yaml": hook(peer)}) as p, serve(p) as api:
+            (p.config / "broken.yaml").write_text(
+                "apiVersion: cms.integrations/v1\nkind: Integration\nid: broken\nname: Broken\ntype: webhook\n"
+                "config: {endpoint: http://127.0.0.1:9/x, allowPrivateNetwork: true}\nwebhooks: [{events: nope}]\n"
+            )
+            await p.reconciler.reconcile_once()
+            page = (await api.get("/")).text
+            section = page.split('id="refused-files"')[1].split("</section>")[0]
+            assert re.search(r"broken\.yaml:\d+:\d+: ", section), section
+
+    run(scenario)
+
+
+def test_the_log_stream_of_the_page_is_the_api_stream(tmp_path, peer):
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"hook.yaml": hook(peer)}) as p, serve(p) as api:
+            page = (await api.get("/integrations/hook")).text
+            after = re.search(r'data-after="([^"]*)"', page)
+            assert after is not None
+            async with api.stream(
+                "GET", "/integrations/hook/log", params={"follow": "true", "after": after.group(1)}
+            ) as stream:
+                assert stream.headers["content-type"].startswith("text/event-stream")
+                await p.emit("user.registered", USER)
+                seen = ""
+                async for chunk in stream.aiter_text():
+                    seen += chunk
+                    if "event: attempt" in seen:
+                        break
+                assert "user.registered" in seen
+
+    run(scenario)
+
+
+def test_replay_from_the_page_queues_the_dead_delivery(tmp_path, peer):
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"hook.yaml": hook(peer)}) as p, serve(p) as api:
+            peer.script = lambda _seen: Reply(500, "no")
+            await p.emit("user.registered", USER)
+            await p.until(lambda: p.statuses("hook") == {"dead": 1})
+            peer.script = lambda _seen: Reply()
+            page = (await api.get("/integrations/hook", params={"deliveries": "dead"})).text
+            delivery = re.search(r'id="delivery-([^"]+)" data-status="dead"', page)
+            assert delivery is not None
+            replayed = await api.post(
+                "/integrations/hook/replay", content=f"deliveryId={delivery.group(1)}", headers=FORM
+            )
+            assert replayed.status_code == 303
+            await p.until(lambda: p.statuses("hook") == {"delivered": 1})
+            assert urlsplit(replayed.headers["location"]).path == "/integrations/hook"
+
+    run(scenario)
