@@ -189,9 +189,12 @@ def test_the_list_renders_the_api_view_and_filters(tmp_path, peer):
             listed = (await api.get("/")).text
             row = listed.split('id="row-hook"')[1].split("</tr>")[0]
             view = (await api.get("/api/integrations/hook")).json()
-            assert f"<code>{view['sourceFile']}</code>" in row
+            assert f"<code>{view['sourceFile']}:1</code>" in row  # the file, and the line its document starts at
             assert view["lastAppliedRevision"]["contentHash"][:10] in row
             assert "1 dead" in row and "1 sent, 0.0 % ok" in row
+            one = (await api.get("/integrations/hook")).text
+            assert '<rect class="failed"' in one  # the plot has the failed send's bar
+            assert "description:" not in one.split('id="spec"')[1]  # unset fields are left out
             assert "failed" in row or "dead" in row  # the last attempt's outcome
             for condition in view["conditions"]:
                 assert f"<b>{condition['type']}</b>={condition['status']}" in row
@@ -258,3 +261,18 @@ def test_replay_from_the_page_queues_the_dead_delivery(tmp_path, peer):
             assert urlsplit(replayed.headers["location"]).path == "/integrations/hook"
 
     run(scenario)
+
+
+def test_the_source_line_is_where_the_document_starts(tmp_path):
+    from reconciler.api.pages.sources import document_line
+    from reconciler.manifests.loader import content_hash
+
+    first = "kind: Integration\nid: one\n"
+    text = "# two integrations in one file\n" + first + "---\nkind: Integration\nid: two\n"
+    (tmp_path / "two.yaml").write_text(text)
+    digest = content_hash(text.encode())
+    assert document_line(tmp_path, "two.yaml", 0, digest) == 2
+    assert document_line(tmp_path, "two.yaml", 1, digest) == 5
+    # the file changed since the revision: no line rather than a wrong one
+    assert document_line(tmp_path, "two.yaml", 1, "sha256:" + "0" * 64) is None
+    assert document_line(tmp_path, None, 0, digest) is None

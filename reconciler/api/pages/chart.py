@@ -45,9 +45,9 @@ def plot(series: list[dict[str, Any]], title: str) -> Markup:
     top_latency = _nice_max(max((b["latencyMs"] or 0.0) for b in series))
     height = 2 * PANEL + GAP + BOTTOM + 16
     parts = [
-        f'<svg class=plot viewBox="0 0 {WIDTH} {height}" role=img aria-labelledby=plot-title '
+        f'<svg class="plot" viewBox="0 0 {WIDTH} {height}" role="img" aria-labelledby="plot-title" '
         'xmlns="http://www.w3.org/2000/svg">',
-        f"<title id=plot-title>{escape(title)}</title>",
+        f'<title id="plot-title">{escape(title)}</title>',
     ]
     parts += _panel_frame(12, f"sends / min (max {top_sends:g})")
     for i, bucket in enumerate(series):
@@ -73,20 +73,20 @@ def plot(series: list[dict[str, Any]], title: str) -> Markup:
         if b["latencyMs"] is not None
     ]
     if points:
-        parts.append(f'<polyline class=latency fill=none points="{" ".join(points)}"/>')
+        parts.append(f'<polyline class="latency" fill="none" points="{" ".join(points)}"/>')
     axis_y = latency_top + PANEL + 14
     for i in range(0, n, max(1, n // 6)):
-        parts.append(f'<text class=axis x="{LEFT + i * step:.1f}" y="{axis_y}">{_clock(series[i]["at"])}</text>')
+        parts.append(f'<text class="axis" x="{LEFT + i * step:.1f}" y="{axis_y}">{_clock(series[i]["at"])}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
 
 
 def _panel_frame(top: float, label: str) -> list[str]:
     return [
-        f'<rect class=frame x="{LEFT}" y="{top}" width="{WIDTH - LEFT - 8}" height="{PANEL}" fill=none/>',
-        f'<text class=axis x="{LEFT}" y="{top - 3}">{escape(label)}</text>',
+        f'<rect class="frame" x="{LEFT}" y="{top}" width="{WIDTH - LEFT - 8}" height="{PANEL}" fill="none"/>',
+        f'<text class="axis" x="{LEFT}" y="{top - 3}">{escape(label)}</text>',
     ]
 
 
 def _rect(x: float, y: float, w: float, h: float, kind: str) -> str:
-    return f'<rect class={kind} x="{x:.1f}" y="{y:.1f}" width="{max(w - 0.5, 0.5):.1f}" height="{h:.1f}"/>'
+    return f'<rect class="{kind}" x="{x:.1f}" y="{y:.1f}" width="{max(w - 0.5, 0.5):.1f}" height="{h:.1f}"/>'

@@ -54,6 +54,11 @@ def time_element(value: Any) -> Markup:
     return Markup('<time datetime="{0}" title="{0}">{1}</time>').format(text, shown)
 
 
+def short_hash(value: str) -> str:
+    """A content hash (`sha256:...`) as its first ten hex digits."""
+    return value.rpartition(":")[2][:10]
+
+
 def percent(value: float | None) -> str:
     return "\u2013" if value is None else f"{value * 100:.1f} %"  # an en dash: no figure
 
@@ -93,12 +98,11 @@ def static_response(name: str) -> Response | None:
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("reconciler.api.pages", "templates"),
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
+        autoescape=True,  # whitespace kept: it is what separates inline elements
     )
     env.filters["when"] = time_element
     env.filters["percent"] = percent
+    env.filters["short_hash"] = short_hash
     env.globals["asset"] = asset_url
     return env
 

@@ -8,9 +8,11 @@ form's CSRF token holds, then redirects back with what it answered.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
 
@@ -25,8 +27,10 @@ from reconciler.api.integrations import INTEGRATION_TYPES, integration_detail, m
 from reconciler.api.operations import read_log, run_replay, run_test
 from reconciler.api.pages.chart import plot
 from reconciler.api.pages.render import page, secured, static_response
+from reconciler.api.pages.sources import document_line
 from reconciler.api.pages.session import COOKIE, CSRF_FIELD, SESSION_SECONDS, Sessions, Viewer
 from reconciler.api.status import SUCCESS_WINDOW_SECONDS, health_status
+from reconciler.store import IntegrationRecord
 from reconciler.store.history import DELIVERY_STATUSES, LOG_KINDS, LogFilter
 
 FLASH_COOKIE = "reconciler_flash"
@@ -128,11 +132,19 @@ def _list_figures(runtime: Runtime) -> dict[str, Any]:
     one call on the store's threads."""
     health = health_status(runtime)
     recent = runtime.reconciler.store.sync.recent_outcomes(time.time() - SUCCESS_WINDOW_SECONDS)
+    config_dir = runtime.reconciler.config_dir
     return {
+        "lines": {r.id: _line_of(config_dir, r) for r in runtime.reconciler.snapshot.registry.values()},
         "health": health,
         "by_id": {item["id"]: item for item in health["integrations"]},
         "last_send": {i: r.last_send for i, r in recent.items() if r.last_send is not None},
     }
+
+
+def _line_of(config_dir: Path, record: IntegrationRecord) -> int | None:
+    """The line of the integration's document in its file (the version last attempted)."""
+    revision = record.last_attempted_revision or record.last_applied_revision or {}
+    return document_line(config_dir, record.source_file, record.source_document, revision.get("contentHash"))
 
 
 def _row(view: dict[str, Any], figures: dict[str, Any]) -> dict[str, Any]:
@@ -141,6 +153,7 @@ def _row(view: dict[str, Any], figures: dict[str, Any]) -> dict[str, Any]:
     return {
         **view,
         "labels": ((view.get("spec") or {}).get("labels") or {}),
+        "sourceLine": figures["lines"].get(view["id"]),
         "queue": health.get("queue", {"depth": 0, "dead": 0}),
         "attempts24h": health.get("attempts24h", 0),
         "successRate24h": health.get("successRate24h"),
@@ -165,6 +178,7 @@ async def integration(request: Request) -> Response:
         context["missing"] = integration_id
         return await page("not_found.html", context, 404)
     detail = await integration_detail(runtime, snapshot, record)
+    detail["sourceLine"] = await asyncio.to_thread(_line_of, runtime.reconciler.config_dir, record)
     hours = _plot_hours(request.query_params.get("hours"))
     statuses = _delivery_statuses(request.query_params.get("deliveries"))
     found = await runtime.reconciler.store.call(_integration_figures, runtime, integration_id, statuses, hours)
@@ -209,9 +223,18 @@ def _integration_figures(runtime: Runtime, integration_id: str, statuses: list[s
 
 
 def _yaml(spec: dict[str, Any] | None) -> str:
+    """The spec as YAML, without the fields left unset (null): what a file would say."""
     if spec is None:
         return ""
-    return yaml.safe_dump(spec, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    return yaml.safe_dump(_set_fields(spec), sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+def _set_fields(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _set_fields(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_set_fields(v) for v in value]
+    return value
 
 
 async def log_stream(request: Request) -> Response:
