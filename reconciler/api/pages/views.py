@@ -27,8 +27,8 @@ from reconciler.api.integrations import INTEGRATION_TYPES, integration_detail, m
 from reconciler.api.operations import read_log, run_replay, run_test
 from reconciler.api.pages.chart import plot
 from reconciler.api.pages.render import page, secured, static_response
-from reconciler.api.pages.sources import document_line
 from reconciler.api.pages.session import COOKIE, CSRF_FIELD, SESSION_SECONDS, Sessions, Viewer
+from reconciler.api.pages.sources import document_line
 from reconciler.api.status import SUCCESS_WINDOW_SECONDS, health_status
 from reconciler.store import IntegrationRecord
 from reconciler.store.history import DELIVERY_STATUSES, LOG_KINDS, LogFilter
