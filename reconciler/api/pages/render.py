@@ -1,21 +1,20 @@
 """HTML answers of the status page: the Jinja2 environment, its filters, the headers every page sends.
 
 Templates are rendered off the event loop (a list of 1,000 integrations takes milliseconds
-the intake should not wait for). Times are written as `<time>` elements in UTC with their
-RFC 3339 value in `datetime` and `title`; the page's script shows them in the viewer's zone.
+the intake should not wait for). The markup they share is in markup.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
 import jinja2
-from markupsafe import Markup, escape
 from starlette.responses import HTMLResponse, Response
+
+from reconciler.api.pages.markup import percent, revision, short_hash, status_badge, time_element
 
 # No inline script and no script from elsewhere: the page's one script is served by the daemon.
 CONTENT_SECURITY_POLICY = (
@@ -30,37 +29,6 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",  # what an admin saw is not kept by the browser or a proxy
 }
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
-
-
-def rfc3339(value: Any) -> str | None:
-    """A time (epoch seconds or an RFC 3339 string) as RFC 3339 in UTC; None for none."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    return str(value)
-
-
-def time_element(value: Any) -> Markup:
-    """`<time>` in UTC, with the RFC 3339 value on hover; the page's script rewrites the text
-    in the viewer's zone."""
-    text = rfc3339(value)
-    if text is None:
-        return Markup("<span class=muted>never</span>")
-    try:
-        shown = datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    except ValueError:
-        shown = text
-    return Markup('<time datetime="{0}" title="{0}">{1}</time>').format(text, shown)
-
-
-def short_hash(value: str) -> str:
-    """A content hash (`sha256:...`) as its first ten hex digits."""
-    return value.rpartition(":")[2][:10]
-
-
-def percent(value: float | None) -> str:
-    return "\u2013" if value is None else f"{value * 100:.1f} %"  # an en dash: no figure
 
 
 def _load_static() -> dict[str, tuple[bytes, str, str]]:
@@ -104,6 +72,8 @@ def _environment() -> jinja2.Environment:
     env.filters["percent"] = percent
     env.filters["short_hash"] = short_hash
     env.globals["asset"] = asset_url
+    env.globals["status_badge"] = status_badge
+    env.globals["revision"] = revision
     return env
 
 
@@ -122,4 +92,4 @@ def secured(response: Response) -> Response:
     return response
 
 
-__all__ = ["CONTENT_SECURITY_POLICY", "escape", "page", "secured", "static_response", "time_element"]
+__all__ = ["CONTENT_SECURITY_POLICY", "page", "secured", "static_response"]

@@ -26,6 +26,7 @@ from reconciler.api.common import STATUS_WORDS, Runtime, runtime_of
 from reconciler.api.integrations import INTEGRATION_TYPES, integration_detail, matching, set_override
 from reconciler.api.operations import read_log, run_replay, run_test
 from reconciler.api.pages.chart import plot
+from reconciler.api.pages.markup import list_rows
 from reconciler.api.pages.render import page, secured, static_response
 from reconciler.api.pages.session import COOKIE, CSRF_FIELD, SESSION_SECONDS, Sessions, Viewer
 from reconciler.api.pages.sources import document_line
@@ -110,6 +111,7 @@ async def index(request: Request) -> Response:
     context.update(
         {
             "rows": rows,
+            "rows_html": await asyncio.to_thread(list_rows, rows),
             "total": len(snapshot.registry),
             "health": figures["health"],
             "refusals": runtime.reconciler.last_pass.refusals if runtime.reconciler.last_pass else [],
