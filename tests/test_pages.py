@@ -276,3 +276,47 @@ def test_the_source_line_is_where_the_document_starts(tmp_path):
     # the file changed since the revision: no line rather than a wrong one
     assert document_line(tmp_path, "two.yaml", 1, "sha256:" + "0" * 64) is None
     assert document_line(tmp_path, None, 0, digest) is None
+
+
+def test_test_and_replay_since_from_the_page(tmp_path, peer):
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"hook.yaml": hook(peer)}) as p, serve(p) as api:
+            tested = await api.post("/integrations/hook/test", content="message=from+the+page", headers=FORM)
+            assert tested.status_code == 303
+            [seen] = peer.requests("/hook")
+            assert seen.json()["data"] == {"integrationId": "hook", "message": "from the page"}
+            flash = (await api.get("/integrations/hook", headers={"cookie": tested.headers["set-cookie"]})).text
+            assert "Test: delivered (HTTP 200" in flash
+            peer.script = lambda _seen: Reply(500, "no")
+            for _ in range(2):
+                await p.emit("user.registered", USER)
+            await p.until(lambda: p.statuses("hook") == {"dead": 2})
+            peer.script = lambda _seen: Reply()
+            # what the replay route refuses, the page says, and nothing is queued
+            refused = await api.post("/integrations/hook/replay", content="since=yesterday-ish", headers=FORM)
+            page = (await api.get("/integrations/hook", headers={"cookie": refused.headers["set-cookie"]})).text
+            assert "neither an RFC 3339 time" in page and p.statuses("hook") == {"dead": 2}
+            replayed = await api.post("/integrations/hook/replay", content="since=1h", headers=FORM)
+            assert replayed.status_code == 303
+            await p.until(lambda: p.statuses("hook") == {"delivered": 2})
+            audit = (await api.get("/api/integrations/hook")).json()["auditTrail"]
+            assert any(entry["action"] == "replay" and entry["actor"] == "admin (status page)" for entry in audit)
+
+    run(scenario)
+
+
+def test_run_public_status_opens_reading_only(tmp_path):
+    from tests.test_daemon import EXPORT, SECRET as DAEMON_SECRET, Daemon
+
+    (tmp_path / "integrations.d").mkdir()
+    (tmp_path / "integrations.d" / "export.yaml").write_text(EXPORT)
+    daemon = Daemon(tmp_path, "--public-status", env={"ADMIN_SECRET": DAEMON_SECRET})
+    try:
+        daemon.wait_ready()
+        page = httpx.get(daemon.url + "/", timeout=10)
+        assert page.status_code == 200 and 'id="row-export"' in page.text
+        acting = httpx.post(daemon.url + "/integrations/export/suspend", data={"reason": "x"}, timeout=10)
+        assert acting.status_code == 401
+        assert httpx.get(daemon.url + "/api/integrations", timeout=10).status_code == 401  # the API is not opened
+    finally:
+        daemon.stop()
