@@ -14,9 +14,13 @@ import httpx
 
 from reconciler.api.pages.render import CONTENT_SECURITY_POLICY
 from reconciler.api.pages.session import COOKIE, SESSION_SECONDS, Sessions
+from reconciler.api.pages.sources import document_line
+from reconciler.manifests.loader import content_hash
 from tests.api_server import SECRET, page_routes, serve
 from tests.peers import Peer, Reply
 from tests.pipeline import Pipeline, webhook_to
+from tests.test_daemon import EXPORT, Daemon
+from tests.test_daemon import SECRET as DAEMON_SECRET
 
 USER = {"userId": 7, "email": "ada@example.edu", "name": "Ada"}
 ANONYMOUS = {"x-admin-secret": ""}
@@ -264,9 +268,6 @@ def test_replay_from_the_page_queues_the_dead_delivery(tmp_path, peer):
 
 
 def test_the_source_line_is_where_the_document_starts(tmp_path):
-    from reconciler.api.pages.sources import document_line
-    from reconciler.manifests.loader import content_hash
-
     first = "kind: Integration\nid: one\n"
     text = "# two integrations in one file\n" + first + "---\nkind: Integration\nid: two\n"
     (tmp_path / "two.yaml").write_text(text)
@@ -306,8 +307,6 @@ def test_test_and_replay_since_from_the_page(tmp_path, peer):
 
 
 def test_run_public_status_opens_reading_only(tmp_path):
-    from tests.test_daemon import EXPORT, SECRET as DAEMON_SECRET, Daemon
-
     (tmp_path / "integrations.d").mkdir()
     (tmp_path / "integrations.d" / "export.yaml").write_text(EXPORT)
     daemon = Daemon(tmp_path, "--public-status", env={"ADMIN_SECRET": DAEMON_SECRET})
