@@ -166,6 +166,8 @@ def test_an_admin_signs_in_watches_acts_and_signs_out(chromium, site, peer, tmp_
         until(lambda: api.get("/api/integrations/hook").json()["deliveries"].get("delivered") == 1, "the replay")
         page.wait_for_selector("#log li.k-attempt:has-text('delivered')")  # rendered, or live if it came later
 
+        page.goto(site.url + "/integrations/hook?deliveries=delivered&hours=1")
+        assert page.locator("#deliveries tr[data-status=delivered] .attempts li").count() == 2  # dead, then replayed
         screenshot(page, tmp_path, "status-integration.png")
         page.goto(site.url + "/")
         screenshot(page, tmp_path, "status-list.png")

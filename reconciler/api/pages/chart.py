@@ -68,15 +68,23 @@ def plot(series: list[dict[str, Any]], title: str) -> Markup:
     latency_top = 12 + PANEL + GAP
     parts += _panel_frame(latency_top, f"mean latency, ms (max {top_latency:g})")
     points = [
-        f"{LEFT + (i + 0.5) * step:.1f},{latency_top + PANEL - PANEL * b['latencyMs'] / top_latency:.1f}"
+        (LEFT + (i + 0.5) * step, latency_top + PANEL - PANEL * b["latencyMs"] / top_latency, b)
         for i, b in enumerate(series)
         if b["latencyMs"] is not None
     ]
-    if points:
-        parts.append(f'<polyline class="latency" fill="none" points="{" ".join(points)}"/>')
+    if len(points) > 1:
+        line = " ".join(f"{x:.1f},{y:.1f}" for x, y, _ in points)
+        parts.append(f'<polyline class="latency" fill="none" points="{line}"/>')
+    for x, y, bucket in points:  # a dot each: a lone minute with sends shows too
+        label = escape(
+            f"{_clock(bucket['at'])} UTC: mean {bucket['latencyMs']:g} ms, highest {bucket['latencyMaxMs']:g} ms"
+        )
+        parts.append(f'<circle class="latency-point" cx="{x:.1f}" cy="{y:.1f}" r="2.5"><title>{label}</title></circle>')
     axis_y = latency_top + PANEL + 14
     for i in range(0, n, max(1, n // 6)):
-        parts.append(f'<text class="axis" x="{LEFT + i * step:.1f}" y="{axis_y}">{_clock(series[i]["at"])}</text>')
+        x = LEFT + i * step
+        if x < WIDTH - 40:  # a label at the right edge would be cut off
+            parts.append(f'<text class="axis" x="{x:.1f}" y="{axis_y}">{_clock(series[i]["at"])}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
 
