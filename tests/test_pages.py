@@ -169,6 +169,12 @@ def test_every_page_sends_the_security_headers_and_no_inline_script(tmp_path, pe
                 assert served.status_code == 200 and served.content, asset
             assert (await api.get("/static/../app.py")).status_code == 404
             assert (await api.get("/integrations/nope")).status_code == 404
+            # a form body that is not a small urlencoded form is refused before anything runs
+            many = "&".join(f"f{i}=x" for i in range(50))
+            assert (await api.post("/integrations/hook/suspend", content=many, headers=FORM)).status_code == 400
+            as_json = await api.post("/integrations/hook/suspend", json={"reason": "x"})
+            assert as_json.status_code == 415
+            assert p.reconciler.snapshot.overrides.get("hook") is None
 
     run(scenario)
 

@@ -36,6 +36,7 @@ from reconciler.store.history import DELIVERY_STATUSES, LOG_KINDS, LogFilter
 
 FLASH_COOKIE = "reconciler_flash"
 MAX_FORM_BYTES = 16 * 1024
+MAX_FORM_FIELDS = 20
 LOG_LENGTH = 50
 DELIVERY_PAGE = 25
 PLOT_HOURS = (1, 6, 24)
@@ -346,7 +347,10 @@ async def _form(request: Request) -> dict[str, str] | Response:
         raw += chunk
         if len(raw) > MAX_FORM_BYTES:
             return secured(Response(f"forms are limited to {MAX_FORM_BYTES} bytes", 413, media_type="text/plain"))
-    parsed = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=20)
+    try:
+        parsed = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:
+        return secured(Response(f"forms have at most {MAX_FORM_FIELDS} fields", 400, media_type="text/plain"))
     return {name: values[0].replace("\x00", "") for name, values in parsed.items()}
 
 
