@@ -256,7 +256,7 @@ def _full_pass(folder: Path) -> None:
     )
 
 
-from bench import api, database, files, inbound, page, pipeline  # noqa: E402 - after sys.path is set
+from bench import api, database, e2e, files, inbound, page, pipeline  # noqa: E402 - after sys.path is set
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], list[dict[str, object]]]] = {
     "validate": bench_validate,
@@ -270,8 +270,14 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], list[dict[str, object]]]] = {
     "database": database.bench_database,
     "inbound": inbound.bench_inbound,
     "api": api.bench_api,
+    "e2e": e2e.bench_e2e,
     "page": page.bench_page,
 }
+
+
+def _pool(text: str) -> tuple[str, int]:
+    pool, _, size = text.partition(":")
+    return pool, int(size or 8)
 
 
 def main() -> int:
@@ -294,6 +300,15 @@ def main() -> int:
     parser.add_argument("--objects", type=int, default=1000, help="objects written by the files section")
     parser.add_argument("--api-integrations", type=int, default=1000, help="integrations in the api and page sections")
     parser.add_argument("--api-requests", type=int, default=300, help="requests timed per route in the api section")
+    parser.add_argument("--clients", type=int, default=32, help="clients posting at once in the e2e section")
+    parser.add_argument(
+        "--celery-pools",
+        type=_pool,
+        nargs="+",
+        default=[("prefork", 8), ("threads", 32)],
+        metavar="POOL:N",
+        help="Celery pools and concurrencies the e2e section tries (the best is reported)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()
     unknown = [name for name in args.sections if name not in SECTIONS]

@@ -57,3 +57,9 @@ def configure(fmt: str = "auto", level: int = logging.INFO) -> None:
     root.setLevel(level)
     for noisy in ("uvicorn.access", "watchfiles"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def count(number: int, singular: str, plural: str | None = None) -> str:
+    """`1 integration`, `2 integrations`, `0 deliveries` (with `plural` where adding an s is wrong):
+    the one way log lines and the command line say how many."""
+    return f"{number} {singular if number == 1 else plural or singular + 's'}"

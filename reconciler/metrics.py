@@ -55,7 +55,9 @@ class DeliveryStats:
 
     def observe(self, attempt: Attempt) -> None:
         self.attempts[(attempt.integration_id, attempt.outcome)] += 1
-        if attempt.latency_ms is not None and attempt.status_code is not None:
+        # every sink's tries: an HTTP request, a database write, a file write. A try refused
+        # before it reached the sink (a template that does not render) measured no time: 0.
+        if attempt.latency_ms is not None and attempt.latency_ms > 0:
             histogram = self.latency.get(attempt.integration_id)
             if histogram is None:
                 histogram = self.latency[attempt.integration_id] = _Histogram()
@@ -66,7 +68,9 @@ class DeliveryStats:
 class Sources:
     """Where the collector reads from; each is optional (a CLI-only process has none)."""
 
-    passes: Callable[[], tuple[int, int]] | None = None  # (passes, passes with errors)
+    passes: Callable[[], tuple[int, int]] | None = None  # (passes run, passes that failed)
+    # what the last pass found in the files: (files refused, integrations refused, waiting for secrets)
+    last_pass: Callable[[], tuple[int, int, int]] | None = None
     integrations: Callable[[], Counter[str]] | None = None  # by status word
     intake: Callable[[], tuple[int, int]] | None = None  # (events accepted, deliveries queued)
     delivery: DeliveryStats | None = None
@@ -81,8 +85,28 @@ class _Collector(Collector):
         s = self.sources
         if s.passes is not None:
             passes, errors = s.passes()
-            yield _counter("reconciler_reconcile_passes", "Reconcile passes run.", passes)
-            yield _counter("reconciler_reconcile_errors", "Reconcile passes that failed or refused a file.", errors)
+            yield _counter("reconciler_reconcile_passes", "Reconcile passes run, failed ones included.", passes)
+            yield _counter(
+                "reconciler_reconcile_errors",
+                "Reconcile passes that failed (raised, or found no config directory); "
+                "a refused file or a missing secret is not a failure.",
+                errors,
+            )
+        if s.last_pass is not None:
+            files, refused, waiting = s.last_pass()
+            yield _gauge(
+                "reconciler_files_refused", "Files the last reconcile pass refused (they do not validate).", files
+            )
+            yield _gauge(
+                "reconciler_integrations_refused",
+                "Integrations whose declared version the last pass refused (it does not validate).",
+                refused,
+            )
+            yield _gauge(
+                "reconciler_integrations_waiting_for_secrets",
+                "Integrations whose declared version waits for secrets that do not resolve.",
+                waiting,
+            )
         if s.integrations is not None:
             family = GaugeMetricFamily("reconciler_integrations", "Integrations by status.", labels=["status"])
             for status, count in sorted(s.integrations().items()):
@@ -100,7 +124,9 @@ class _Collector(Collector):
                 attempts.add_metric([integration, outcome], count)
             yield attempts
             latency = HistogramMetricFamily(
-                "reconciler_delivery_latency_seconds", "Time from request to response.", labels=["integration"]
+                "reconciler_delivery_latency_seconds",
+                "Time one try at the sink took: an HTTP request to its response, a database or file write.",
+                labels=["integration"],
             )
             for integration, histogram in sorted(s.delivery.latency.items()):
                 latency.add_metric([integration], histogram.cumulative(), histogram.total)

@@ -83,12 +83,16 @@ class PassResult:
     waiting: list[str] = field(default_factory=list)  # a valid version whose secrets do not resolve
     files_refused: list[str] = field(default_factory=list)
     error: str | None = None
+    dirty_files: list[str] = field(default_factory=list)  # files that differ from `revision` (uncommitted)
+    why: dict[str, str] = field(default_factory=dict)  # refused or waiting integration -> what holds it back
     # the errors of the refused files, `file:line:col: message` each (the first few per file)
     refusals: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.error is None and not self.refused and not self.waiting and not self.files_refused
+        """The pass ran to its end. A file refused or a secret not yet set is the state of the
+        files (`refused`, `waiting`, `files_refused` say which), not a failure of the pass."""
+        return self.error is None
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -21,13 +23,15 @@ from tests.pipeline import Pipeline
 SECRET = "admin-secret-for-the-api-tests-0123"
 
 # The routes that answer without the admin secret: the probes, /metrics (unless `run
-# --metrics-auth`), the API's document, and inbound receipt (the path secret and the signature
-# are the sender's credentials). Every other route the app serves is an admin route.
+# --metrics-auth`), the API's document, the file format's schemas, and inbound receipt (the
+# path secret and the signature are the sender's credentials). Every other route the app serves is an admin route.
 OPEN_ROUTES = {
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/api/openapi.json"),
+    ("GET", "/schemas/{name}"),
+    ("GET", "/schemas/events/{name}"),
     ("POST", "/api/integrations/webhook/receive/{secret}"),
 }
 
@@ -98,3 +102,51 @@ async def serve(
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, timeout=20)
+
+
+class ThreadedApi:
+    """create_app on an in-process pipeline, served by uvicorn on loopback in a thread of its own,
+    for tests that drive it from synchronous code (one app for many requests, as property tests need)."""
+
+    def __init__(self, tmp: Path, files: dict[str, str], environ: dict[str, str], admin_secret: str = SECRET) -> None:
+        self.tmp, self.files, self.environ, self.admin_secret = tmp, files, environ, admin_secret
+        self.loop = asyncio.new_event_loop()
+        self.started = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, daemon=True)
+        self.thread.start()
+        if not self.started.wait(30) or self.error is not None:
+            raise AssertionError(f"the app did not start: {self.error!r}")
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._serve())
+        except BaseException as exc:  # reported to the test thread
+            self.error = exc
+            self.started.set()
+
+    async def _serve(self) -> None:
+        self.stop = asyncio.Event()
+        async with Pipeline(self.tmp, self.files, self.environ) as pipe:
+            self.pipe = pipe
+            app = create_app(Runtime(pipe.reconciler, self.admin_secret, pipe.intake, pipe.engine))
+            sock = bind("127.0.0.1:0")
+            self.port = sock.getsockname()[1]
+            server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=True, lifespan="off"))
+            serving = asyncio.create_task(server.serve(sockets=[sock]))
+            while not server.started:  # polled; the test thread waits for `started` with a deadline
+                if serving.done():
+                    serving.result()  # why it failed, if it did
+                    raise AssertionError("uvicorn stopped before it started")
+                await asyncio.sleep(0.01)
+            self.started.set()
+            await self.stop.wait()
+            server.should_exit = True
+            await serving
+
+    def close(self) -> None:
+        self.client.close()
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(30)

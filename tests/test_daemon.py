@@ -41,10 +41,21 @@ class Daemon:
 
     _count = itertools.count()
 
-    def __init__(self, workdir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        listen: str | None = "127.0.0.1:0",
+        unset: tuple[str, ...] = (),
+    ) -> None:
         self.workdir = workdir
         self._url: str | None = None
-        environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        # the daemon's own RECONCILER_* settings only when a test gives them, never from the shell running the tests
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
+        environment = {**inherited, "PYTHONPATH": str(ROOT), **(env or {})}
+        for name in unset:  # a variable the test needs absent, whatever the machine sets
+            environment.pop(name, None)
         # logs go to a file: a pipe nobody reads would block the daemon once it fills
         self.log_path = workdir / f"daemon-{next(Daemon._count)}.log"
         command = [
@@ -52,8 +63,7 @@ class Daemon:
             "-m",
             "reconciler",
             "run",
-            "--listen",
-            "127.0.0.1:0",
+            *(["--listen", listen] if listen else []),  # None: RECONCILER_LISTEN in `env` says where
             "--log-format",
             "json",
             *extra,

@@ -116,3 +116,27 @@ def test_the_migration_guide_names_only_commands_that_exist():
     named = set(re.findall(r"`reconciler ([a-z-]+)", MIGRATING))
     assert named, "docs/migrating.md names no command"
     assert named <= set(commands), f"docs/migrating.md names commands that do not exist: {named - set(commands)}"
+
+
+def test_the_docs_say_which_routes_are_open_as_the_app_serves_them():
+    """The routes that answer without the admin secret (tests/api_server.OPEN_ROUTES, which the API
+    tests hold the app to) are the ones the README and the security document name as open."""
+    from tests.api_server import OPEN_ROUTES
+
+    sentence = re.search(r"Everything but (.*?) needs the admin secret", README, re.S)
+    assert sentence, "README.md says which routes need the admin secret"
+    security = (ROOT / "docs" / "security.md").read_text()
+    said = " ".join(sentence.group(1).split())
+    for _, path in OPEN_ROUTES:
+        named = (
+            path in said
+            or {
+                "/healthz": "probes",
+                "/readyz": "probes",
+                "/api/openapi.json": "the API's description",
+                "/api/integrations/webhook/receive/{secret}": "inbound receipt",
+            }.get(path, path)
+            in said
+        )
+        assert named, f"README.md does not say {path} is open"
+    assert "/api/openapi.json" in security and "open" in security

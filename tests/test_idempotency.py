@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from reconciler.store import schema as t
+from tests.answer_dropper import AnswerDropper
 from tests.api_server import SECRET, serve
 from tests.peers import Peer
 from tests.pipeline import Pipeline, webhook_to
@@ -33,43 +34,6 @@ def events_stored(p: Pipeline) -> int:
 
 def deliveries_stored(p: Pipeline) -> int:
     return sum(p.statuses("hook").values())
-
-
-class AnswerDropper:
-    """A loopback proxy that passes a request to the daemon and, once the daemon starts to
-    answer, cuts the sender's connection: the event is committed but the 202 never arrives."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.answers_dropped = 0
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> AnswerDropper:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-
-        async def forward() -> None:
-            while data := await reader.read(65536):
-                up_writer.write(data)
-                await up_writer.drain()
-
-        pump = asyncio.create_task(forward())
-        answer = await up_reader.read(65536)  # the daemon answered: it has committed
-        assert answer.startswith(b"HTTP/1.1 ")
-        self.answers_dropped += 1
-        pump.cancel()
-        writer.transport.abort()  # the sender sees the connection drop, never the answer
-        up_writer.close()
 
 
 def test_a_retry_after_a_lost_answer_yields_one_event_and_one_delivery(tmp_path, peer: Peer):

@@ -9,14 +9,12 @@ inbound-partner.yaml end to end through a `reconciler run` process.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import logging
 import shutil
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,16 +27,13 @@ import httpx
 import pytest
 import sqlalchemy as sa
 import standardwebhooks
-import uvicorn
 
-from reconciler.api.app import create_app
-from reconciler.api.common import Runtime
 from reconciler.api.inbound import RedactReceiveSecret, redact_receive_path
-from reconciler.daemon import bind
 from reconciler.store import schema as t
+from tests.api_server import ThreadedApi
 from tests.conftest import ROOT
 from tests.peers import Peer
-from tests.pipeline import Pipeline, integration
+from tests.pipeline import integration
 
 ADMIN = "inbound-tests-admin-secret"
 PATH = "/api/integrations/webhook/receive/"
@@ -185,51 +180,11 @@ ALL_SECRETS = [value for value in ENVIRON.values() for value in value.split()]
 # --- the daemon's app on loopback, on the real pipeline -----------------------------------------
 
 
-class Server:
-    """create_app on the in-process pipeline, served by uvicorn in a thread of its own."""
+class Server(ThreadedApi):
+    """The app on the in-process pipeline with every receiver above, in a thread of its own."""
 
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.loop = asyncio.new_event_loop()
-        self.started = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._main, daemon=True)
-        self.thread.start()
-        if not self.started.wait(30) or self.error is not None:
-            raise AssertionError(f"the app did not start: {self.error!r}")
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
-
-    def _main(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.loop.run_until_complete(self._serve())
-        except BaseException as exc:  # reported to the test thread
-            self.error = exc
-            self.started.set()
-
-    async def _serve(self) -> None:
-        self.stop = asyncio.Event()
-        async with Pipeline(self.tmp, FILES, ENVIRON) as pipe:
-            self.pipe = pipe
-            app = create_app(Runtime(pipe.reconciler, ADMIN, pipe.intake, pipe.engine))
-            sock = bind("127.0.0.1:0")
-            self.port = sock.getsockname()[1]
-            server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=True, lifespan="off"))
-            serving = asyncio.create_task(server.serve(sockets=[sock]))
-            while not server.started:  # polled; the test thread waits for `started` with a deadline
-                if serving.done():
-                    serving.result()  # why it failed, if it did
-                    raise AssertionError("uvicorn stopped before it started")
-                await asyncio.sleep(0.01)
-            self.started.set()
-            await self.stop.wait()
-            server.should_exit = True
-            await serving
-
-    def close(self) -> None:
-        self.client.close()
-        self.loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(30)
+        super().__init__(tmp, FILES, ENVIRON, ADMIN)
 
     def post(self, path_secret: str, body: bytes | Iterator[bytes], headers: dict[str, str]) -> httpx.Response:
         response = self.client.post(PATH + path_secret, content=body, headers=headers)

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("reconciler.sinks",),  # where deliveries go, each sink with what only it needs
     ("reconciler.delivery",),  # dispatcher, lanes, retries, outcomes, scheduled syncs
     ("reconciler.api",),  # the HTTP API
-    ("reconciler.daemon",),  # `reconciler run`: every role in one process
+    ("reconciler.daemon", "reconciler.client"),  # `reconciler run`: every role in one process; its client
     ("reconciler.cli",),  # the command line
     ("reconciler.__main__",),  # python -m reconciler
 ]

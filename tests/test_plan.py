@@ -61,7 +61,8 @@ def test_work_tree_against_a_base_revision(repo, capsys):
     code, out, _ = plan(repo, capsys, "--base", "HEAD")
     assert code == 1
     assert out.splitlines() == [
-        "Plan (HEAD -> work tree): 1 to add, 1 to change, 1 to remove.",
+        "Plan (HEAD -> work tree with uncommitted changes to 2 files: discord.yaml, slack.yaml): "
+        "1 to add, 1 to change, 1 to remove.",
         "+ discord-reminders (webhook, discord.yaml)",
         # every field an added integration sets, references by name: what it sends where
         '    + /config/endpoint: "${env:DISCORD_WEBHOOK_URL}"',
@@ -157,6 +158,8 @@ def test_against_a_running_daemon(repo, tmp_path, capsys, monkeypatch):
         monkeypatch.setenv("ADMIN_SECRET", SECRET)
         code, out, _ = plan(repo, capsys, "--server", daemon.url)
         assert code == 0, out
+        # the daemon's checkout is not committed (untracked in this repository): the plan says so
+        assert f"Plan ({daemon.url} with uncommitted changes to 3 files: sis.yaml, slack.yaml, teams.yaml -> " in out
         change_files(repo / "integrations.d")
         code, out, _ = plan(repo, capsys, "--server", daemon.url)
         assert code == 1 and "1 to add, 1 to change, 1 to remove" in out

@@ -20,7 +20,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-from tests.conftest import ROOT
+from reconciler.reconcile.conditions import ConditionType, Reason, condition
+from reconciler.reconcile.loop import Reconciler
+from reconciler.store import AsyncStore, open_store
+from tests.conftest import POSTGRES_ADMIN_URL, ROOT
 from tests.pipeline import Pipeline, integration
 from tests.tcp_proxy import TcpProxy
 
@@ -610,13 +613,17 @@ def test_check_env_checks_the_resolved_scheme_without_echoing_the_url(write, val
 
 
 def test_a_database_integration_may_not_write_into_the_daemons_own_store(tmp_path):
-    """Rows there could forge audit entries and deliveries: every attempt is refused, saying why."""
+    """Rows there could forge audit entries and deliveries. Refused when applied (below); a link
+    repointed at the store after that is refused at every attempt, saying why."""
     store = f"sqlite:///{tmp_path}/state/pipeline.db"
-    same_file = f"sqlite:///{tmp_path}/state/../state/pipeline.db"  # spelled differently
+    link = tmp_path / "reporting.db"
+    link.symlink_to(tmp_path / "elsewhere.db")  # another database when the integration is applied
     spec = target("table: forged\ncreateTable: true")
 
     async def scenario() -> None:
-        async with Pipeline(tmp_path, {"db.yaml": spec}, environ={"DB_URL": same_file}, store_url=store) as p:
+        async with Pipeline(tmp_path, {"db.yaml": spec}, environ={"DB_URL": f"sqlite:///{link}"}, store_url=store) as p:
+            link.unlink()
+            link.symlink_to(tmp_path / "state" / "pipeline.db")
             await p.emit("user.registered", USER)
             await p.until(lambda: len(failed_attempts(p)) >= 1)
             [first, *_] = failed_attempts(p)
@@ -628,8 +635,102 @@ def test_a_database_integration_may_not_write_into_the_daemons_own_store(tmp_pat
     run(scenario)
 
 
+async def applied_with(store_url: str, config_dir: Path, environ: dict[str, str]) -> Reconciler:
+    """A reconciler on `store_url` after its first pass, then a pass after `environ` changes."""
+    reconciler = Reconciler(AsyncStore(open_store(store_url)), config_dir, environ=environ, resync_seconds=3600)
+    await reconciler.reconcile_once("start")
+    return reconciler
+
+
+def own_store_status(reconciler: Reconciler, integration_id: str) -> tuple[tuple[str, str], tuple[str, str], str]:
+    """(Ready status, reason), (Synced status, reason) and the Synced message."""
+    record = reconciler.snapshot.registry[integration_id]
+    ready, synced = (
+        condition(record.conditions, ConditionType.READY),
+        condition(record.conditions, ConditionType.SYNCED),
+    )
+    assert ready is not None and synced is not None
+    return (ready["status"], ready["reason"]), (synced["status"], synced["reason"]), synced["message"]
+
+
+OWN_STORE_REFUSED = (("False", Reason.NEVER_APPLIED), ("False", Reason.OWN_STORE))
+
+
+def test_a_database_integration_on_the_daemons_own_sqlite_store_is_refused_when_applied(tmp_path, monkeypatch):
+    """The same file by another spelling: relative to the working directory, through `..`, or
+    through a symbolic link. Refused when applied, with the condition saying why and what to
+    change, so it never runs and no event dead-letters; a running version changed to point
+    there keeps running as it was."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "store-link.db").symlink_to(tmp_path / "state" / "daemon.db")
+    config_dir = tmp_path / "integrations.d"
+    config_dir.mkdir()
+    urls = {
+        "relative": "sqlite:///state/daemon.db",
+        "dotted": f"sqlite:///{tmp_path}/integrations.d/../state/daemon.db",
+        "linked": "sqlite:///store-link.db",
+        "other": f"sqlite:///{tmp_path}/reporting.db",
+    }
+    environ = {}
+    for name, url in urls.items():
+        (config_dir / f"{name}.yaml").write_text(target("table: events", ident=name).replace("DB_URL", name.upper()))
+        environ[name.upper()] = url
+
+    async def scenario() -> None:
+        reconciler = await applied_with(f"sqlite:///{tmp_path}/state/daemon.db", config_dir, environ)
+        assert reconciler.last_pass is not None
+        assert sorted(reconciler.last_pass.refused) == ["dotted", "linked", "relative"]
+        for name in ("relative", "dotted", "linked"):
+            ready, synced, message = own_store_status(reconciler, name)
+            assert (ready, synced) == OWN_STORE_REFUSED, name
+            assert message.startswith(f"{name}.yaml: config.url (resolved) is the daemon's own store"), message
+            assert "point config.url at another database" in message
+            assert urls[name] not in message  # a URL may hold a password: never quoted
+            assert name not in reconciler.snapshot.applied  # not routed to: nothing queues for it
+        assert own_store_status(reconciler, "other")[0] == ("True", Reason.APPLIED)
+        # a running integration whose URL (a secret) changes to the store keeps its last good version
+        environ["OTHER"] = "sqlite:///state/daemon.db"
+        await reconciler.reconcile_once("manual")
+        ready, synced, _ = own_store_status(reconciler, "other")
+        assert (ready, synced) == (("True", Reason.APPLIED), ("False", Reason.OWN_STORE))
+        assert reconciler.snapshot.applied["other"].generation == 1
+        await reconciler.store.close()
+
+    run(scenario)
+
+
+def test_a_database_integration_on_the_daemons_own_postgresql_store_is_refused_when_applied(tmp_path, postgres_url):
+    """Same server (localhost and 127.0.0.1 alike), database and schema as the store: refused.
+    Another schema of the same database is another store, and applies."""
+    schema = postgres_url.rsplit("%3D", 1)[1]
+    server = POSTGRES_ADMIN_URL.split("?")[0]
+    config_dir = tmp_path / "integrations.d"
+    config_dir.mkdir()
+    files = {
+        "pinned": ("table: events", postgres_url.replace("127.0.0.1", "localhost")),
+        "table-schema": (f"table: events\ntableSchema: {schema}", server),
+        "public": ("table: events", server),
+    }
+    environ = {}
+    for name, (config, url) in files.items():
+        (config_dir / f"{name}.yaml").write_text(
+            target(config, ident=name).replace("DB_URL", name.upper().replace("-", "_"))
+        )
+        environ[name.upper().replace("-", "_")] = url
+
+    async def scenario() -> None:
+        reconciler = await applied_with(postgres_url, config_dir, environ)
+        for name in ("pinned", "table-schema"):
+            assert own_store_status(reconciler, name)[:2] == OWN_STORE_REFUSED, name
+        assert own_store_status(reconciler, "public")[0] == ("True", Reason.APPLIED)
+        await reconciler.store.close()
+
+    run(scenario)
+
+
 def test_the_own_store_check_compares_server_database_and_schema():
-    from reconciler.sinks.database.own_store import is_own_store
+    from reconciler.store.own_store import is_own_store
 
     store = "postgresql://app:pw@db.example.org:5432/cms?options=-csearch_path%3Dreconciler"
     pinned = "postgresql+psycopg://other:x@DB.example.org/cms?options=-csearch_path%3Dreconciler"

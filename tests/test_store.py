@@ -323,3 +323,20 @@ def test_a_store_url_without_a_password_is_shown_as_written():
     for url in ("sqlite:///state/reconciler.db", "sqlite:////var/lib/reconciler.db", "postgresql://db.internal/app"):
         assert redact_url(url) == url
     assert redact_url("sqlite:///state/x.db?password=p") == "sqlite:///state/x.db?password=***"
+
+
+def test_a_store_of_the_previous_release_gains_the_declared_spec(store, store_url):
+    """Migration 3 on a store made before it: the column is added and the rows keep their data."""
+    store.save([IntegrationRecord("old", type="webhook", spec={"type": "webhook"})])
+    with store.engine.begin() as connection:  # the store as the previous release left it
+        connection.execute(sa.text("ALTER TABLE integrations DROP COLUMN declared_spec"))
+        connection.execute(sa.text("DELETE FROM schema_version WHERE version = 3"))
+    upgraded = open_store(store_url)
+    try:
+        old = upgraded.get_integration("old")
+        assert old is not None and old.spec == {"type": "webhook"} and old.declared_spec is None
+        upgraded.save([IntegrationRecord("new", declared_spec={"type": "api", "name": "New"})])
+        new = upgraded.get_integration("new")
+        assert new is not None and new.declared_spec == {"type": "api", "name": "New"} and new.spec is None
+    finally:
+        upgraded.close()

@@ -659,6 +659,54 @@ def test_template_over_its_render_budget_on_the_sample_is_refused(write, validat
     assert "over its render budget" in message and "200,000 steps" in message
 
 
+LOOPING_MACRO = "{% macro m() %}{% for t in events %}x{% endfor %}{% endmacro %}"
+
+
+@pytest.mark.parametrize(
+    "template, fragment",
+    [
+        # a macro's loops count where it is called, through other macros too
+        (LOOPING_MACRO + "{% for a in events %}{% for b in events %}{{ m() }}{% endfor %}{% endfor %}", "3 deep"),
+        (
+            LOOPING_MACRO + "{% macro n() %}{% for u in events %}{{ m() }}{% endfor %}{% endmacro %}"
+            "{% for a in events %}{{ n() }}{% endfor %}",
+            "counting the loops of n, called here",
+        ),
+        # a call block's body runs inside the macro's loops
+        (
+            "{% macro m() %}{% for t in events %}{{ caller() }}{% endfor %}{% endmacro %}"
+            "{% for a in events %}{% call m() %}{% for b in events %}x{% endfor %}{% endcall %}{% endfor %}",
+            "3 deep",
+        ),
+        # so does a block called again by self
+        (
+            "{% block b %}{% for t in events %}x{% endfor %}{% endblock %}"
+            "{% for a in events %}{% for c in events %}{{ self.b() }}{% endfor %}{% endfor %}",
+            "3 deep",
+        ),
+        (LOOPING_MACRO + "{% set f = m %}{{ f() }}", "may only be called by its name"),
+        ("{% macro m(x) %}{% for t in x %}{{ m(t) }}{% endfor %}{% endmacro %}{{ m(events) }}", "calls itself"),
+    ],
+)
+def test_template_macro_loops_count_where_they_are_called(write, validate, template, fragment):
+    write("a.yaml", VALID_API + f"    template: {{text: '{template}'}}\n")
+    assert fragment in only(validate())[3]
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        LOOPING_MACRO + "{% for a in events %}{{ m() }}{% endfor %}{{ m() }}",
+        "{% macro m(x) %}{{ x }}{% if x %}{{ m(x[1:]) }}{% endif %}{% endmacro %}{{ m(events) }}",
+        "{% macro m() %}x{% endmacro %}{% set f = m %}{% for a in events %}{% for b in events %}{{ f() }}"
+        "{% endfor %}{% endfor %}",
+    ],
+)
+def test_template_macros_within_the_loop_budget_validate(write, validate, template):
+    write("a.yaml", VALID_API + f"    template: {{text: '{template}'}}\n")
+    assert validate().diagnostics == []
+
+
 def test_dollar_brace_that_is_not_a_reference_is_text(write, validate):
     write("a.yaml", VALID_API + "    template: {text: 'Fee: ${{ data.userId }}'}\n")
     assert validate().diagnostics == []

@@ -16,12 +16,12 @@ import logging
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from reconciler import __version__
-from reconciler.api import declared, inbound, integrations, operations, status
+from reconciler.api import declared, inbound, integrations, operations, schemas, status
 from reconciler.api.common import TITLES, Runtime, problem, store_unavailable
 from reconciler.api.openapi import openapi_json
 from reconciler.api.pages import PAGE_ROUTES
@@ -40,6 +40,8 @@ ROUTES: list[BaseRoute] = [
     Route("/api/integrations/templates", status.templates, methods=["GET"]),
     Route("/api/integrations/health/status", status.health, methods=["GET"]),
     Route("/api/openapi.json", openapi_json, methods=["GET"]),
+    Route("/schemas/{name}", schemas.file_format, methods=["GET"]),
+    Route("/schemas/events/{name}", schemas.event_data, methods=["GET"]),
     Route("/api/integrations", integrations.list_integrations, methods=["GET"]),
     Route("/api/integrations", declared.create, methods=["POST"]),
     Route("/api/integrations/{id}", declared.update_or_delete, methods=["PUT", "DELETE"]),
@@ -63,6 +65,7 @@ def create_app(runtime: Runtime) -> Starlette:
         exception_handlers={
             HTTPException: on_http_error,
             StoreUnavailable: on_store_unavailable,
+            ClientDisconnect: on_client_disconnect,
             Exception: on_error,
         },
     )
@@ -92,6 +95,15 @@ async def on_store_unavailable(request: Request, exc: Exception) -> Response:
         extra={"fields": {"method": request.method, "route": _route_of(request), "reason": exc.reason}},
     )
     return store_unavailable(exc)
+
+
+async def on_client_disconnect(request: Request, exc: Exception) -> Response:
+    """A client that went away before its body was complete: its mistake, not the daemon's (no
+    traceback in the log for anyone to cause at will). The answer is for the record only."""
+    log.info(
+        "the client closed the connection before its body was complete", extra={"fields": {"route": _route_of(request)}}
+    )
+    return problem(400, "Bad request", "the connection closed before the body was complete")
 
 
 def _route_of(request: Request) -> str:

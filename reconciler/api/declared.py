@@ -22,11 +22,11 @@ from starlette.responses import Response
 from reconciler.api.common import Runtime, admin_only, json_body, not_found, problem, runtime_of
 from reconciler.manifests.diagnostics import Diagnostic
 from reconciler.manifests.loader import discover, read_file
+from reconciler.manifests.modeline import modeline
 from reconciler.manifests.validate import TreeValidator
 from reconciler.store import IntegrationRecord
 
 API_VERSION = "cms.integrations/v1"
-SCHEMA_COMMENT = "# yaml-language-server: $schema=../schemas/integration.schema.json\n"
 MAX_CREDENTIAL_ROUNDS = 8  # each round replaces the credentials validation found
 
 
@@ -146,8 +146,9 @@ def _checked_file(
     problems it has beside the other declared files."""
     secrets_to_set: list[dict[str, str]] = []
     diagnostics: list[Diagnostic] = []
+    header = modeline("integration.schema.json", config_dir)  # resolves from the folder the file goes in
     for _ in range(MAX_CREDENTIAL_ROUNDS):
-        text = SCHEMA_COMMENT + yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
+        text = header + yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
         diagnostics = _validate(text, file_name, config_dir, environ)
         replaced = False
         for diagnostic in diagnostics:

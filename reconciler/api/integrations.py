@@ -27,6 +27,7 @@ from reconciler.intake.committer import IdempotencyConflict, IntakeStopped
 from reconciler.reconcile.conditions import ConditionType, condition
 from reconciler.registry import Snapshot
 from reconciler.store import IntegrationRecord
+from reconciler.store.history import iso
 
 INTEGRATION_TYPES = ("api", "webhook", "database", "file")
 AUDIT_TRAIL_LENGTH = 20
@@ -60,7 +61,7 @@ async def integration_detail(runtime: Runtime, snapshot: Snapshot, record: Integ
     store = runtime.reconciler.store
     view["deliveries"] = await store.delivery_counts(record.id)
     view["auditTrail"] = [
-        {"at": e.at, "action": e.action, "actor": e.actor, "message": e.message, "generation": e.generation}
+        {"at": iso(e.at), "action": e.action, "actor": e.actor, "message": e.message, "generation": e.generation}
         for e in await store.audit_trail(record.id, limit=AUDIT_TRAIL_LENGTH)
     ]
     return view
@@ -171,11 +172,11 @@ def matching(runtime: Runtime, snapshot: Snapshot, query: QueryParams) -> list[d
     items = []
     for record in snapshot.registry.values():
         view = integration_view(snapshot, record, runtime.degraded(record.id))
-        if wanted_types and record.type not in wanted_types:
+        if wanted_types and view["type"] not in wanted_types:
             continue
         if wanted_statuses and view["status"] not in wanted_statuses:
             continue
-        labels = (record.spec or {}).get("labels") or {}
+        labels = (record.declared_spec or record.spec or {}).get("labels") or {}
         if any(labels.get(name) != value for name, _, value in wanted_labels):
             continue
         items.append(view)
@@ -203,24 +204,32 @@ async def set_override(request: Request, body: dict[str, Any], suspend: bool) ->
 def integration_view(
     snapshot: Snapshot, record: IntegrationRecord, degraded: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The API's view of a registry row: redacted spec, conditions (Degraded as measured),
-    revisions, drift."""
+    """The API's view of a registry row: redacted specs, conditions (Degraded as measured),
+    revisions, drift.
+
+    Two versions show side by side: `spec` is the applied one (at `lastAppliedRevision`; null
+    until one is applied) and `declaredSpec` the one the file declares now (at
+    `lastAttemptedRevision`; null while it does not validate), so an integration waiting for
+    secrets shows what it will be. `name` and `type` are the declared version's when it
+    validates, else the applied one's."""
     ready = condition(record.conditions, ConditionType.READY)
     override = snapshot.overrides.get(record.id)
+    declared = record.declared_spec
     return {
         "id": record.id,
-        "name": record.name,
-        "type": record.type,
+        "name": declared.get("name") if declared else record.name,
+        "type": declared.get("type") if declared else record.type,
         "status": status_word(record, degraded),
         "generation": record.generation,
         "spec": record.spec,
+        "declaredSpec": declared,
         "conditions": conditions_of(record, degraded),
         "sourceFile": record.source_file,
         "lastAppliedRevision": record.last_applied_revision,
         "lastAttemptedRevision": record.last_attempted_revision,
         "ready": bool(ready and ready["status"] == "True"),
         "drift": (
-            {"suspended": True, "by": override.actor, "reason": override.reason, "at": override.at}
+            {"suspended": True, "by": override.actor, "reason": override.reason, "at": iso(override.at)}
             if override and override.suspended
             else None
         ),

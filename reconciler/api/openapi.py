@@ -76,6 +76,24 @@ DECLARED = {
 }
 
 
+def _schema_operation(summary: str) -> dict[str, Any]:
+    """A schema route: open, like this document; the name is the file's name under schemas/."""
+    return {
+        "get": {
+            "summary": summary,
+            "tags": ["schemas"],
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": {
+                    "description": "JSON Schema 2020-12",
+                    "content": {"application/schema+json": {"schema": ANY_OBJECT}},
+                },
+                "404": _problem("No schema of that name"),
+            },
+        }
+    }
+
+
 def _paths() -> dict[str, Any]:
     """`paths` of the document: every route of the app, by path and method."""
     list_params = [
@@ -147,6 +165,12 @@ def _paths() -> dict[str, Any]:
                 "responses": {"200": _json(ANY_OBJECT, "OpenAPI 3.1")},
             }
         },
+        "/schemas/{name}": _schema_operation(
+            "A JSON Schema of the file format (integration.schema.json, eventtype.schema.json)"
+        ),
+        "/schemas/events/{name}": _schema_operation(
+            "The JSON Schema of a built-in event type's data (user.registered.schema.json)"
+        ),
         "/api/integrations": {
             "get": _admin(
                 "List integrations",

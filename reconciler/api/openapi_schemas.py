@@ -58,14 +58,43 @@ SCHEMAS: dict[str, Any] = {
             "status": {"enum": ["active", "degraded", "suspended", "inactive", "failing", "pending", "removing"]},
             "generation": {"type": "integer"},
             "spec": {"type": ["object", "null"], "description": "the applied spec, credentials redacted"},
+            "declaredSpec": {
+                "type": ["object", "null"],
+                "description": "the spec the file declares now (at lastAttemptedRevision), applied or not, "
+                "credentials redacted; null while it does not validate",
+            },
             "conditions": {"type": "array", "items": ANY_OBJECT},
             "sourceFile": NULLABLE_STRING,
-            "lastAppliedRevision": {"type": ["object", "null"]},
-            "lastAttemptedRevision": {"type": ["object", "null"]},
+            "lastAppliedRevision": {"type": ["object", "null"], "properties": {"dirty": {"type": ["boolean", "null"]}}},
+            "lastAttemptedRevision": {
+                "type": ["object", "null"],
+                "properties": {"dirty": {"type": ["boolean", "null"]}},
+            },
             "ready": {"type": "boolean"},
-            "drift": {"type": ["object", "null"]},
+            "drift": {
+                "type": ["object", "null"],
+                "description": "a runtime suspension: who, why and when (RFC 3339)",
+                "properties": {
+                    "suspended": {"type": "boolean"},
+                    "by": {"type": "string"},
+                    "reason": {"type": "string"},
+                    "at": {"type": "string", "format": "date-time"},
+                },
+            },
             "deliveries": {"type": "object", "additionalProperties": {"type": "integer"}},
-            "auditTrail": {"type": "array", "items": ANY_OBJECT},
+            "auditTrail": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "at": {"type": "string", "format": "date-time"},
+                        "action": {"type": "string"},
+                        "actor": {"type": "string"},
+                        "message": {"type": "string"},
+                        "generation": {"type": ["integer", "null"]},
+                    },
+                },
+            },
         },
     },
     "IntegrationList": {

@@ -144,6 +144,7 @@ def health_status(runtime: Runtime) -> dict[str, Any]:
             "refused": last.refused,
             "waitingForSecrets": last.waiting,
             "filesRefused": last.files_refused,
+            "dirtyFiles": last.dirty_files,
         },
         "passes": reconciler.passes,
         "integrationsByStatus": dict(sorted(by_condition.items())),
@@ -188,9 +189,15 @@ def metric_sources(runtime: Runtime) -> Sources:
 
     intake, engine = runtime.intake, runtime.engine
     return Sources(
-        passes=lambda: (reconciler.passes, reconciler.pass_errors),
+        passes=lambda: (reconciler.passes + reconciler.passes_raised, reconciler.pass_errors),
+        last_pass=lambda: last_pass_counts(reconciler.last_pass),
         integrations=by_status,
         intake=(lambda: (intake.committed, intake.deliveries_queued)) if intake is not None else None,
         delivery=engine.stats if engine is not None else None,
         queue=reconciler.store.sync.queue_stats,  # rendered on the store's threads
     )
+
+
+def last_pass_counts(last: PassResult | None) -> tuple[int, int, int]:
+    """Files refused, integrations refused, integrations waiting for secrets, as the last pass found them."""
+    return (len(last.files_refused), len(last.refused), len(last.waiting)) if last else (0, 0, 0)

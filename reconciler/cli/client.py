@@ -11,20 +11,34 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+from reconciler.cli import integrations
+from reconciler.cli.colour import Palette
+from reconciler.cli.secret import AdminSecret, NoAdminSecret, refused_message
+from reconciler.logs import count
+
+if TYPE_CHECKING:  # httpx is imported when a command runs: `--version` and completion stay quick
+    import httpx
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
-TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+TIMEOUT_SECONDS, CONNECT_TIMEOUT_SECONDS = 30.0, 5.0
 
 
 class ClientError(Exception):
     """The daemon could not be asked, or refused: the message says why and what to do."""
 
 
+class Refused(ClientError):
+    """The daemon answered 401 or 403 to the admin secret sent."""
+
+
+class DaemonGone(ClientError):
+    """The daemon closed a stream it was following (it stopped, or restarted)."""
+
+
 def add_commands(
-    commands: Any, client_arguments: Callable[[argparse.ArgumentParser], None], secret: Callable[..., str]
+    commands: Any, client_arguments: Callable[[argparse.ArgumentParser], None], secret: Callable[..., AdminSecret]
 ) -> None:
     def command(name: str, help_text: str, handler: Callable[[argparse.Namespace, httpx.Client], int]) -> Any:
         parser = commands.add_parser(name, help=help_text, description=help_text)
@@ -42,7 +56,9 @@ def add_commands(
     logs.add_argument("--status", help="only entries with this status (delivered, failed, dead, add, ...)")
     logs.add_argument("--event", help="only entries of this event type")
     logs.add_argument("--since", help="RFC 3339 time or a duration back from now (2h)")
-    logs.add_argument("--limit", type=int, default=50, help="entries to print (default 50, newest first)")
+    logs.add_argument(
+        "--limit", type=int, default=50, help="print the newest N entries, oldest first like a log file (default 50)"
+    )
 
     test = command("test", "send integration.test through an integration's real sink; exit 1 if it failed", _test)
     test.add_argument("id", help="integration id")
@@ -55,32 +71,39 @@ def add_commands(
     what.add_argument("--since", help="every failed or dead delivery updated since: RFC 3339 or a duration (24h)")
     replay.add_argument("--status", choices=("failed", "dead"), action="append", help="default: both")
 
+    integrations.add_commands(command, _call)
 
-def _run(name: str, args: argparse.Namespace, secret: Callable[..., str], handler: Callable[..., int]) -> int:
+
+def _run(name: str, args: argparse.Namespace, secret: Callable[..., AdminSecret], handler: Callable[..., int]) -> int:
+    def fail(message: str) -> int:
+        print(Palette.of(sys.stderr, args.color).error(f"reconciler {name}:") + f" {message}", file=sys.stderr)
+        return EXIT_ERROR
+
     try:
         admin_secret = secret(args)
+    except NoAdminSecret as exc:
+        return fail(str(exc))
     except OSError as exc:
-        print(f"reconciler {name}: cannot read the admin secret: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    headers = {"x-admin-secret": admin_secret, "accept": "application/json"}
+        return fail(f"cannot read the admin secret: {exc}")
+    import httpx
+
+    headers = {"x-admin-secret": admin_secret.value, "accept": "application/json"}
+    timeout = httpx.Timeout(TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS)
     try:
-        with httpx.Client(base_url=args.server.rstrip("/"), headers=headers, timeout=TIMEOUT) as client:
+        with httpx.Client(base_url=args.server.rstrip("/"), headers=headers, timeout=timeout) as client:
             return handler(args, client)
+    except Refused:
+        return fail(refused_message(admin_secret))
     except ClientError as exc:
-        print(f"reconciler {name}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return fail(str(exc))
     except httpx.HTTPError as exc:
-        print(f"reconciler {name}: cannot reach the daemon at {args.server}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return fail(f"cannot reach the daemon at {args.server}: {exc}")
 
 
 def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
     response = client.request(method, path, **kwargs)
     if response.status_code in (401, 403):
-        raise ClientError(
-            "the daemon refused the admin secret; set ADMIN_SECRET or --admin-secret-file to the daemon's "
-            "(it prints the file it keeps it in at start)"
-        )
+        raise Refused()
     if response.status_code >= 400 and response.status_code not in (405, 409, 422):
         raise ClientError(f"{method} {path} answered {response.status_code}: {_detail(response)}")
     return response
@@ -103,24 +126,32 @@ def _status(args: argparse.Namespace, client: httpx.Client) -> int:
         return EXIT_OK if health["status"] == "ok" else EXIT_FAILED
     last = health.get("lastPass") or {}
     queue = health["queue"]
-    print(f"status: {health['status']}")
+    palette = Palette.of(sys.stdout, args.color)
+    print(f"status: {palette.status(health['status'])}")
     for problem in health.get("problems") or []:
         print(f"  - {problem}")
     if last:
         problems = [
-            f"{len(last.get(key) or [])} {what}"
-            for key, what in (
-                ("waitingForSecrets", "waiting for secrets"),
-                ("refused", "refused"),
-                ("filesRefused", "files refused"),
+            f"{count(len(last.get(key) or []), noun)} {what}"
+            for key, noun, what in (
+                ("waitingForSecrets", "integration", "waiting for secrets"),
+                ("refused", "integration", "refused"),
+                ("filesRefused", "file", "refused"),
             )
             if last.get(key)
         ]
-        outcome = "ok" if last.get("ok") else ", ".join(problems) or (last.get("error") or "failed")
-        print(f"last pass: {last['at']} ({last['trigger']}, {last['durationMs']} ms): {outcome}")
-    by_status = ", ".join(f"{count} {word}" for word, count in health["integrationsByStatus"].items()) or "none"
+        if not last.get("ok"):
+            problems.insert(0, f"failed: {last.get('error') or 'see the log'}")
+        print(f"last pass: {last['at']} ({last['trigger']}, {last['durationMs']} ms): {', '.join(problems) or 'ok'}")
+        revision = (health.get("config") or {}).get("revision")
+        dirty = last.get("dirtyFiles") or []
+        if revision:
+            changes = f" with uncommitted changes to {count(len(dirty), 'file')}: {', '.join(dirty)}" if dirty else ""
+            print(f"config: {health['config']['directory']} at {revision[:12]}{changes}")
+    by_status = ", ".join(f"{n} {word}" for word, n in health["integrationsByStatus"].items()) or "none"
     print(f"integrations: {by_status}")
-    print(f"queue: {queue['depth']} waiting, oldest {queue['oldestPendingSeconds']}s, {queue['dead']} dead letters")
+    dead = count(queue["dead"], "dead letter")
+    print(f"queue: {queue['depth']} waiting, oldest {queue['oldestPendingSeconds']}s, {dead}")
     rows: list[tuple[str, ...]] = [("ID", "STATUS", "WAITING", "DEAD", "SUCCESS 24H", "REASON")]
     for item in health["integrations"]:
         rate = item.get("successRate24h")
@@ -135,8 +166,20 @@ def _status(args: argparse.Namespace, client: httpx.Client) -> int:
                 "" if item["status"] == "active" else item.get("reason") or "",
             )
         )
-    _table(rows)
+    integrations.table(rows, {1: palette.status})
+    if last.get("waitingForSecrets"):
+        _print_waiting(client, set(last["waitingForSecrets"]))
     return EXIT_OK if health["status"] == "ok" else EXIT_FAILED
+
+
+def _print_waiting(client: httpx.Client, waiting: set[str]) -> None:
+    """Every secret each waiting integration misses, so that one restart after setting them is enough."""
+    print("waiting for secrets:")
+    for item in _call(client, "GET", "/api/integrations").json()["items"]:
+        if item["id"] not in waiting:
+            continue
+        held = [c for c in item["conditions"] if c["reason"] == "SecretMissing"]
+        print(f"  {item['id']}: {held[0]['message'] if held else 'see reconciler logs'}")
 
 
 def _logs(args: argparse.Namespace, client: httpx.Client) -> int:
@@ -148,33 +191,50 @@ def _logs(args: argparse.Namespace, client: httpx.Client) -> int:
         params["kind"] = args.kind
     path = f"/api/integrations/{args.id}/logs"
     page = _call(client, "GET", path, params=params).json()
+    palette = Palette.of(sys.stdout, args.color)
     for entry in reversed(page["items"]):  # oldest first, like a log file
-        _print_entry(entry, args.json)
+        _print_entry(entry, args.json, palette)
     if not args.follow:
         return EXIT_OK
     sys.stdout.flush()
     # resume right after the newest entry printed: nothing written meanwhile is skipped
     newest = page["items"][0]["cursor"] if page["items"] else None
     for entry in _follow(client, path, {**params, "follow": "true"}, newest):
-        _print_entry(entry, args.json)
+        _print_entry(entry, args.json, palette)
         sys.stdout.flush()
-    return EXIT_OK
+    # the daemon ends a stream only when it stops: a follower that ends quietly would look
+    # like a quiet log to whoever watches it, or to the script that waits on it
+    raise DaemonGone(
+        f"the daemon at {args.server} went away (it stopped or restarted) and closed the log of {args.id}; "
+        f"run the command again once it is back (`reconciler status` says when)"
+    )
 
 
 def _follow(client: httpx.Client, path: str, params: dict[str, Any], after: str | None) -> Iterator[dict[str, Any]]:
     params.pop("limit", None)
-    timeout = httpx.Timeout(None, connect=5.0)  # a quiet log sends only keep-alives
+    import httpx
+
+    timeout = httpx.Timeout(None, connect=CONNECT_TIMEOUT_SECONDS)  # a quiet log sends only keep-alives
     headers = {"accept": "text/event-stream", **({"last-event-id": after} if after else {})}
     with client.stream("GET", path, params=params, timeout=timeout, headers=headers) as stream:
         if stream.status_code != 200:
             stream.read()
             raise ClientError(f"following {path} answered {stream.status_code}: {_detail(stream)}")
-        for line in stream.iter_lines():
-            if line.startswith("data: "):
-                yield json.loads(line[6:])
+        event = ""
+        try:
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    data = json.loads(line[6:])
+                    if event == "error":
+                        raise ClientError(f"following {path}: {data.get('detail')}")
+                    yield data
+        except httpx.RemoteProtocolError:  # the connection closed in the middle of the stream
+            return
 
 
-def _print_entry(entry: dict[str, Any], as_json: bool) -> None:
+def _print_entry(entry: dict[str, Any], as_json: bool, palette: Palette) -> None:
     if as_json:
         print(json.dumps(entry, separators=(",", ":")))
         return
@@ -193,7 +253,7 @@ def _print_entry(entry: dict[str, Any], as_json: bool) -> None:
             entry.get("error") or "",
         ]
         text = "  ".join(p for p in parts if p)
-    print(f"{entry['at']}  {kind:<9} {status:<10} {text}")
+    print(f"{entry['at']}  {kind:<9} {palette.status(status)}{' ' * (10 - len(status))} {text}")
 
 
 def _test(args: argparse.Namespace, client: httpx.Client) -> int:
@@ -227,11 +287,5 @@ def _replay(args: argparse.Namespace, client: httpx.Client) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"queued again: {result['replayed']} deliveries of {args.id}")
+        print(f"queued again: {count(result['replayed'], 'delivery', 'deliveries')} of {args.id}")
     return EXIT_OK
-
-
-def _table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -7,8 +7,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 from reconciler import __version__
+from reconciler.cli import colour, environment
+from reconciler.cli.secret import AdminSecret, NoAdminSecret, find_admin_secret
+from reconciler.logs import count
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -23,6 +27,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return EXIT_ERROR
+    if getattr(args, "settings_parser", None) is not None:
+        try:
+            environment.apply_variables(args.settings_parser, args)
+        except environment.SettingError as exc:
+            print(f"reconciler: {exc}", file=sys.stderr)
+            return EXIT_ERROR
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:
@@ -36,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="reconciler",
         description="Declare course-system integrations in YAML, validate them in CI, and deliver events durably.",
     )
-    parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
+    parser.add_argument("--version", "-V", action="version", version=f"reconciler {__version__}")
+    _color_argument(parser, "auto")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     validate = commands.add_parser(
@@ -154,7 +165,8 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto: JSON when stderr is not a terminal",
     )
-    run.set_defaults(handler=_run)
+    environment.bind_variables(run)
+    run.set_defaults(handler=_run, settings_parser=run)
 
     plan = commands.add_parser(
         "plan",
@@ -202,10 +214,50 @@ def _parser() -> argparse.ArgumentParser:
 
     add_commands(commands, _client_arguments, _admin_secret)
 
-    schemas = commands.add_parser("schemas", help="write the JSON Schemas (make schemas)")
+    schemas = commands.add_parser(
+        "schemas",
+        help="write the JSON Schemas (make schemas), or print one",
+        description="Write every JSON Schema under DIR, or print one (--print integration) for an editor or a tool.",
+    )
     schemas.add_argument("--output", "-o", default="schemas", metavar="DIR")
+    schemas.add_argument(
+        "--print", dest="print_name", metavar="NAME", help="print one schema: integration, eventtype, events/EVENT"
+    )
     schemas.set_defaults(handler=_schemas)
+
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script: bash, zsh or fish",
+        description='Print the completion script for a shell. bash: eval "$(reconciler completion bash)" in '
+        "~/.bashrc; zsh: reconciler completion zsh > ~/.zfunc/_reconciler (with ~/.zfunc on fpath); fish: "
+        "reconciler completion fish > ~/.config/fish/completions/reconciler.fish",
+    )
+    from reconciler.cli.completion import SHELLS
+
+    completion.add_argument("shell", choices=SHELLS)
+    completion.set_defaults(handler=lambda args: _completion(parser, args))
+    for name, command in commands.choices.items():
+        if name != "run":  # the daemon logs; it prints nothing to colour
+            _color_argument(command, argparse.SUPPRESS)
     return parser
+
+
+def _color_argument(parser: argparse.ArgumentParser, default: object) -> None:
+    # on every command too, so `reconciler status --color never` works as well as before the command
+    parser.add_argument(
+        "--color",
+        choices=colour.CHOICES,
+        default=default,
+        help="colour status words, plan changes and errors: auto (on a terminal, unless NO_COLOR is set; "
+        "the default), always, never",
+    )
+
+
+def _completion(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from reconciler.cli.completion import script
+
+    sys.stdout.write(script(parser, args.shell))
+    return EXIT_OK
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -227,7 +279,7 @@ def _validate(args: argparse.Namespace) -> int:
     if args.format == "text" and not args.quiet:
         s = result.summary()
         verdict = "valid" if result.ok else f"{s['errors']} error{'s' * (s['errors'] != 1)}"
-        print(f"{s['files']} files, {s['integrations']} integrations: {verdict}", file=sys.stderr)
+        print(f"{count(s['files'], 'file')}, {count(s['integrations'], 'integration')}: {verdict}", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_INVALID
 
 
@@ -252,6 +304,7 @@ class _ProgressLine:
 def _new(args: argparse.Namespace) -> int:
     import re
 
+    from reconciler.manifests.modeline import DEFAULT_SERVER, with_modeline
     from reconciler.manifests.models import ID_PATTERN
     from reconciler.manifests.scaffold import scaffolds
 
@@ -275,9 +328,10 @@ def _new(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_ERROR
-    text = scaffold.render(ident)
-    if args.output:
-        target = Path(args.output)
+    target = Path(args.output) if args.output else None
+    server = os.environ.get("RECONCILER_SERVER") or DEFAULT_SERVER
+    text = with_modeline(scaffold.render(ident), _scaffold_dir(target), server)
+    if target is not None:
         if target.exists():
             print(f"reconciler new: {target} exists; choose another file", file=sys.stderr)
             return EXIT_ERROR
@@ -286,6 +340,13 @@ def _new(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return EXIT_OK
+
+
+def _scaffold_dir(target: Path | None) -> Path:
+    """Where the new file goes: the output's folder, or (printed) integrations.d/ when there is one here."""
+    if target is not None:
+        return target.parent
+    return Path("integrations.d") if Path("integrations.d").is_dir() else Path.cwd()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -356,15 +417,18 @@ def _plan(args: argparse.Namespace) -> int:
             print(f"reconciler plan: {head.label} does not validate; fix the errors above first", file=sys.stderr)
             return EXIT_ERROR
         if args.server:
-            secret = _admin_secret(args)
-            base = planning.side_from_server(args.server, secret)
+            base = planning.side_from_server(args.server, _admin_secret(args).value)
         else:
             base = planning.side_from_git(config_dir, args.base)
-    except (planning.PlanError, OSError) as exc:
+    except (planning.PlanError, OSError, NoAdminSecret) as exc:
         print(f"reconciler plan: {exc}", file=sys.stderr)
         return EXIT_ERROR
     result = planning.make_plan(base, head)
-    print(planning.RENDERERS[args.format](result))
+    rendered = planning.RENDERERS[args.format](result)
+    if args.format == "text":
+        palette = colour.Palette.of(sys.stdout, args.color)
+        rendered = "\n".join(palette.plan_line(line) for line in rendered.splitlines())
+    print(rendered)
     return EXIT_INVALID if result.changes else EXIT_OK
 
 
@@ -378,17 +442,14 @@ def _client_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--admin-secret-file",
         metavar="FILE",
-        help="file holding the admin secret (default: $ADMIN_SECRET, else state/admin-secret)",
+        help="file holding the admin secret (default: $ADMIN_SECRET, else the daemon's state/admin-secret: "
+        "beside $RECONCILER_STORE's database, or in ./state or a directory above)",
     )
 
 
-def _admin_secret(args: argparse.Namespace) -> str:
-    if args.admin_secret_file:
-        return Path(args.admin_secret_file).read_text(encoding="utf-8").strip()
-    if os.environ.get("ADMIN_SECRET"):
-        return os.environ["ADMIN_SECRET"]
-    default = Path("state") / "admin-secret"
-    return default.read_text(encoding="utf-8").strip() if default.exists() else ""
+def _admin_secret(args: argparse.Namespace) -> AdminSecret:
+    """The secret to send; NoAdminSecret (with where it looked) when there is none."""
+    return find_admin_secret(args.admin_secret_file)
 
 
 def _read_data(text: str) -> object:
@@ -404,49 +465,61 @@ def _read_data(text: str) -> object:
 def _trigger(args: argparse.Namespace) -> int:
     import json
 
-    import httpx
+    from reconciler.cli.secret import refused_message
+    from reconciler.client import AuthError, Client, ClientError, TriggerRefused
 
     try:
-        data = _read_data(args.data)
         secret = _admin_secret(args)
+    except (OSError, NoAdminSecret) as exc:
+        print(f"reconciler trigger: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        data = _read_data(args.data)
     except (OSError, ValueError) as exc:
         print(f"reconciler trigger: cannot read the data: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    body: dict[str, object] = {"event": args.event, "data": data}
-    if args.timestamp:
-        body["timestamp"] = args.timestamp
-    if args.event_id:
-        body["id"] = args.event_id
-    headers = {"x-admin-secret": secret}
-    if args.idempotency_key:
-        headers["idempotency-key"] = args.idempotency_key
-    url = args.server.rstrip("/") + "/api/integrations/webhooks/trigger"
-    try:
-        response = httpx.post(url, json=body, headers=headers, timeout=30)
-    except httpx.HTTPError as exc:
-        print(f"reconciler trigger: cannot reach {url}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    if response.status_code == 202:
-        print(json.dumps(response.json(), indent=2))
-        return EXIT_OK
-    problem = response.json() if response.headers.get("content-type", "").endswith("json") else {}
-    if response.status_code == 422:
-        print(f"reconciler trigger: {args.event} refused: {problem.get('detail', '')}", file=sys.stderr)
-        for reason in problem.get("errors", []):
-            print(f"  {reason['pointer']}: {reason['message']}", file=sys.stderr)
-        return EXIT_INVALID
-    print(
-        f"reconciler trigger: {url} answered {response.status_code}: {problem.get('detail', response.text[:200])}",
-        file=sys.stderr,
-    )
-    return EXIT_ERROR
+    # the client retries a dropped connection or a 503 under one idempotency key: never twice stored
+    with Client(args.server, secret.value, timeout=30) as client:
+        try:
+            accepted = client.trigger(
+                args.event,
+                cast(dict[str, Any], data),  # whatever JSON was given: the daemon names what is wrong with it
+                idempotency_key=args.idempotency_key,
+                timestamp=args.timestamp,
+                event_id=args.event_id,
+            )
+        except AuthError:
+            print(f"reconciler trigger: {refused_message(secret)}", file=sys.stderr)
+            return EXIT_ERROR
+        except TriggerRefused as exc:
+            if exc.status != 422:
+                print(f"reconciler trigger: {exc}", file=sys.stderr)
+                return EXIT_ERROR
+            print(f"reconciler trigger: {args.event} refused: {exc.problem.get('detail', '')}", file=sys.stderr)
+            for reason in exc.errors:
+                print(f"  {reason['pointer']}: {reason['message']}", file=sys.stderr)
+            return EXIT_INVALID
+        except ClientError as exc:
+            print(f"reconciler trigger: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+    # one line: what a script reads (with jq), and what the README shows
+    print(json.dumps(accepted.raw, separators=(", ", ": ")))
+    return EXIT_OK
 
 
 def _schemas(args: argparse.Namespace) -> int:
-    from reconciler.manifests.schemagen import write_schemas
+    from reconciler.manifests.schemagen import all_schemas, dumps, schema_named, write_schemas
 
+    if args.print_name:
+        schema = schema_named(args.print_name)
+        if schema is None:
+            names = ", ".join(name.removesuffix(".schema.json") for name in all_schemas())
+            print(f"reconciler schemas: no schema {args.print_name!r}; schemas: {names}", file=sys.stderr)
+            return EXIT_ERROR
+        sys.stdout.write(dumps(schema))
+        return EXIT_OK
     written = write_schemas(Path(args.output))
-    print(f"wrote {len(written)} schemas under {args.output}/", file=sys.stderr)
+    print(f"wrote {count(len(written), 'schema')} under {args.output}/", file=sys.stderr)
     return EXIT_OK
 
 

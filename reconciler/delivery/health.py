@@ -50,7 +50,7 @@ FAILED_SHARE = 0.5  # more than this share of the window's sends failed (with th
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One reason an integration is degraded, with the message that says so."""
+    """One thing that degrades an integration: a Degraded reason and what it says."""
 
     reason: str
     message: str

@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+# The `$id` of every schema this project publishes is this prefix and the schema's name, which is
+# also its file under schemas/ and its path under the daemon's /schemas/: a name, not a location
+# (docs/decisions.md: "Schema ids and where editors get the schemas").
+SCHEMA_ID_PREFIX = "urn:cms-integration-reconciler:schema:"
 CUSTOM_PREFIX = "custom."
 
 
@@ -354,7 +358,7 @@ def data_schema_document(event: EventType) -> dict[str, Any]:
     schema = copy.deepcopy(event.schema)
     return {
         "$schema": JSON_SCHEMA_DIALECT,
-        "$id": f"https://cms.integrations/schemas/events/{event.name}.schema.json",
+        "$id": SCHEMA_ID_PREFIX + f"events/{event.name}.schema.json",
         "title": f"{event.name} data",
         **schema,
         "examples": [event.example],

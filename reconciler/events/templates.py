@@ -15,8 +15,10 @@ filter (one human line per event), `facts(data)` (name/value pairs for cards) an
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -149,11 +151,14 @@ MAX_RENDERED_CHARS = 1_000_000  # the text a body renders, all its strings toget
 # events and their lists is already billions of steps.
 MAX_LOOP_DEPTH = 2  # {% for %} inside {% for %}, never a third level
 MAX_TEMPLATE_CHARS = 20_000  # one string of an inline template
-# The runtime budget of one body: loop iterations and calls (methods, macros) together, a
-# call counting as CALL_STEPS (a macro call costs some twenty times a loop iteration). The
-# worst case is about 0.1 s of rendering.
+# The runtime budget of one body: loop iterations and calls (methods, macros, filters)
+# together, a call counting as CALL_STEPS (a macro call costs some twenty times a loop
+# iteration) and a filter also one step per item of the lists and maps it is given.
 MAX_RENDER_STEPS = 200_000
 CALL_STEPS = 10
+# What steps cannot see (a filter that serialises the whole data, in a loop) is bounded by
+# time: a render stops once it has run this long, checked at every step.
+MAX_RENDER_SECONDS = 2.0
 _SIZED_FILTERS = ("center", "indent", "wordwrap", "format", "batch", "slice")
 
 
@@ -199,18 +204,24 @@ class RenderBudgetExceeded(TemplateError):
 class _Budget:
     """What one body's render has spent: steps (loop iterations, calls) and rendered text."""
 
-    __slots__ = ("chars", "steps")
+    __slots__ = ("chars", "deadline", "steps")
 
     def __init__(self) -> None:
         self.steps = 0
         self.chars = 0
+        self.deadline = time.monotonic() + MAX_RENDER_SECONDS
 
     def step(self, steps: int = 1) -> None:
         self.steps += steps
         if self.steps > MAX_RENDER_STEPS:
             raise RenderBudgetExceeded(
-                f"it took more than {MAX_RENDER_STEPS:,} steps (loop iterations and calls);"
-                " loop over fewer items, or nest fewer loops"
+                f"it took more than {MAX_RENDER_STEPS:,} steps (loop iterations, calls and the items filters"
+                " go through); loop over fewer items, nest fewer loops, or move filters out of loops"
+            )
+        if time.monotonic() > self.deadline:
+            raise RenderBudgetExceeded(
+                f"it ran for more than {MAX_RENDER_SECONDS:g} s; move filters over the whole data out of loops,"
+                " or loop over fewer items"
             )
 
     def text(self, chars: int) -> None:
@@ -243,11 +254,35 @@ def _size(value: Any) -> int:
 
 
 def _bounded(function: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(function)  # keeps Jinja2's mark of filters that take the environment first
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         _check_arguments(args[1:], kwargs)
         return function(*args, **kwargs)
 
     return wrapper
+
+
+def _charged(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A filter that pays for its call and for the items it is given before it runs: `sort` or
+    `unique` over the data's lists inside two loops is work no loop iteration counts."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _current_budget().step(CALL_STEPS + _items_in(args))
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+def _items_in(args: tuple[Any, ...]) -> int:
+    """The items of the lists and maps among `args`, and of their strings in 64-character chunks."""
+    items = 0
+    for value in args:
+        if isinstance(value, list | tuple | dict | set | frozenset):
+            items += len(value)
+        elif isinstance(value, str):
+            items += len(value) // 64
+    return items
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
@@ -259,6 +294,7 @@ def _environment() -> ImmutableSandboxedEnvironment:
     for name in ("range", "lipsum", "cycler", "joiner", "namespace"):
         env.globals.pop(name, None)
     env.filters["summary"] = summary
+    env.filters.update({name: _charged(function) for name, function in env.filters.items()})
     env.globals.update(facts=facts, rows=rows, summary=summary)
     return env
 
@@ -287,6 +323,8 @@ class CompiledTemplate:
             raise TemplateProblem(f"the template is too large to render: {type(exc).__name__}") from None
         except TemplateError as exc:
             raise TemplateProblem(f"the template failed to render: {exc}") from None
+        except Exception as exc:  # what the template did with the data: iterating a method, 1/0, ...
+            raise TemplateProblem(f"the template failed to render: {type(exc).__name__}: {exc}") from None
         finally:
             _BUDGET.reset(token)
 
@@ -360,26 +398,112 @@ def _compile_leaf_unguarded(text: str, where: tuple[str | int, ...]) -> Callable
 
 def _check_loops(ast: nodes.Template, where: tuple[str | int, ...]) -> None:
     """The static budget: loops nest at most MAX_LOOP_DEPTH deep, and none is recursive (a
-    recursive loop's inner calls iterate what the budget cannot see)."""
+    recursive loop's inner calls iterate what the budget cannot see). A macro's (or a block's)
+    loops count where it is called, on top of the loops around the call: a macro with a loop
+    called inside two loops nests three deep."""
+    _LoopDepth(ast, where).check()
 
-    def visit(node: nodes.Node, depth: int) -> None:
+
+class _LoopDepth:
+    """How deep loops nest in one template, following calls of its macros and blocks by name.
+
+    Sound without guessing what a call does: a macro (or block) with loops must be called by its
+    name (`m()`, `{% call m() %}`, `self.b()`), never handed on as a value; when any macro or block
+    has a loop, none may call itself; the body of a `{% call %}` counts as nested inside all of
+    the called macro's loops (it runs where the macro calls `caller()`)."""
+
+    def __init__(self, ast: nodes.Template, where: tuple[str | int, ...]) -> None:
+        self.ast = ast
+        self.where = where
+        self.macros: dict[str, nodes.Macro] = {m.name: m for m in ast.find_all(nodes.Macro)}
+        self.blocks: dict[str, nodes.Block] = {b.name: b for b in ast.find_all(nodes.Block)}
+        self.looping = any(n.find(nodes.For) is not None for n in (*self.macros.values(), *self.blocks.values()))
+        self.depths: dict[str, int] = {}
+        self.entered: list[str] = []  # the macros whose depth is being worked out, outermost first
+
+    def check(self) -> None:
+        self.visit(self.ast, 0)
+
+    def visit(self, node: nodes.Node, depth: int) -> int:
+        """The deepest loop nesting under `node` entered at `depth`; raise when over the limit."""
+        if isinstance(node, nodes.Macro):
+            return depth  # its loops count where it is called
         if isinstance(node, nodes.For):
             if node.recursive:
                 raise TemplateProblem(
-                    "recursive loops are not allowed in templates; loop over the levels you need", where, node.lineno
-                )
-            depth += 1
-            if depth > MAX_LOOP_DEPTH:
-                raise TemplateProblem(
-                    f"{{% for %}} loops nest {depth} deep here; the limit is {MAX_LOOP_DEPTH}, as each level"
-                    " multiplies the work by its list's length",
-                    where,
+                    "recursive loops are not allowed in templates; loop over the levels you need",
+                    self.where,
                     node.lineno,
                 )
-        for child in node.iter_child_nodes():
-            visit(child, depth)
+            depth = self._within(depth + 1, node.lineno)
+        elif isinstance(node, nodes.CallBlock):
+            inside = self._called(node.call.node, depth, node.lineno)
+            deepest = max((self.visit(child, inside) for child in node.body), default=inside)
+            return max(deepest, self._arguments(node.call, depth))
+        elif isinstance(node, nodes.Call):
+            return max(self._called(node.node, depth, node.lineno), self._arguments(node, depth))
+        elif (name := self._target(node)) is not None and self._depth_of(name, node.lineno):
+            raise TemplateProblem(
+                f"{name} has {{% for %}} loops, so it may only be called by its name, not passed on as a value"
+                " (its loops could not be counted where it runs)",
+                self.where,
+                node.lineno,
+            )
+        return max((self.visit(child, depth) for child in node.iter_child_nodes()), default=depth)
 
-    visit(ast, 0)
+    def _arguments(self, call: nodes.Call, depth: int) -> int:
+        """The deepest nesting in a call's callee expression and arguments (a named macro aside)."""
+        children = [c for c in call.iter_child_nodes() if not (c is call.node and self._target(c) is not None)]
+        return max((self.visit(child, depth) for child in children), default=depth)
+
+    def _target(self, node: nodes.Node) -> str | None:
+        """The macro (`name`) or block (`self.name`) an expression names, if it names one."""
+        if isinstance(node, nodes.Name) and node.ctx == "load" and node.name in self.macros:
+            return node.name
+        if (
+            isinstance(node, nodes.Getattr)
+            and isinstance(node.node, nodes.Name)
+            and node.node.name == "self"
+            and node.attr in self.blocks
+        ):
+            return "self." + node.attr
+        return None
+
+    def _called(self, callee: nodes.Node, depth: int, lineno: int) -> int:
+        """The depth a call of `callee` at `depth` reaches: its loops on top of `depth`."""
+        name = self._target(callee)
+        return depth if name is None else self._within(depth + self._depth_of(name, lineno), lineno, called=name)
+
+    def _depth_of(self, name: str, lineno: int) -> int:
+        """How deep the loops of macro `name` (or block `self.name`) nest, its own calls included."""
+        if name in self.depths:
+            return self.depths[name]
+        if name in self.entered:
+            if self.looping:
+                raise TemplateProblem(
+                    f"{name} calls itself, and this template's macros or blocks loop: loops in a recursion"
+                    " nest without bound; loop over the levels you need",
+                    self.where,
+                    lineno,
+                )
+            return 0  # no macro or block loops: a recursion nests no loops (the step budget bounds it)
+        self.entered.append(name)
+        node = self.macros.get(name) or self.blocks[name.removeprefix("self.")]
+        deepest = max((self.visit(child, 0) for child in node.body), default=0)
+        self.entered.pop()
+        self.depths[name] = deepest
+        return deepest
+
+    def _within(self, reached: int, lineno: int, called: str = "") -> int:
+        if reached > MAX_LOOP_DEPTH:
+            calls = f" (counting the loops of {called}, called here)" if called else ""
+            raise TemplateProblem(
+                f"{{% for %}} loops nest {reached} deep here{calls}; the limit is {MAX_LOOP_DEPTH}, as each"
+                " level multiplies the work by its list's length",
+                self.where,
+                lineno,
+            )
+        return reached
 
 
 def _is_one_output(ast: nodes.Template) -> bool:

@@ -9,6 +9,7 @@ after a bounded number of nodes instead of expanding it.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import contextvars
 import os
 import re
@@ -55,28 +56,42 @@ Position = tuple[int, int]  # 1-based line and column
 
 @dataclass
 class Document:
-    """One YAML document of a file, its data and the positions of its nodes."""
+    """One YAML document of a file, its data, and where its nodes are.
+
+    Positions are worked out when a diagnostic first asks for one, by parsing the file's text
+    again: most documents never need one, and a table of every node's position for each of
+    10,000 files would be most of a full pass's memory."""
 
     file: str
     index: int  # 0-based position of the document in its file
     count: int  # number of documents in the file
     data: dict[str, Any]
     start: Position
-    values: dict[str, Position] = field(default_factory=dict)  # pointer -> value position
-    keys: dict[str, Position] = field(default_factory=dict)  # pointer -> key position
+    text: str = field(default="", repr=False)  # the file's decoded text, to find positions in
+    _tables: tuple[dict[str, Position], dict[str, Position]] | None = field(default=None, repr=False)
 
     def position(self, pointer: str, at_key: bool = False) -> Position:
         """The position of the node at `pointer`, or of its nearest existing ancestor."""
-        table = self.keys if at_key else self.values
+        values, keys = self._positions()
+        table = keys if at_key else values
         probe = pointer
         while True:
             if probe in table:
                 return table[probe]
-            if probe in self.values:
-                return self.values[probe]
+            if probe in values:
+                return values[probe]
             if not probe:
                 return self.start
             probe = probe.rsplit("/", 1)[0]
+
+    def _positions(self) -> tuple[dict[str, Position], dict[str, Position]]:
+        """(pointer -> value position, pointer -> key position), from the text, once."""
+        if self._tables is None:
+            self._tables = {}, {}
+            if self.text:
+                with contextlib.suppress(_LoadProblem, yaml.YAMLError):  # it parsed once; be safe all the same
+                    self._tables = _position_tables(self.text, self.index)
+        return self._tables
 
     def diagnostic(
         self,
@@ -168,12 +183,19 @@ def _parse(raw: bytes, name: str) -> Iterator[Document]:
             "too-large",
         )
     text = _join_surrogate_escapes(_decode(raw))
+    with _positions_of(text):
+        yield from _parse_text(text, name)
+
+
+@contextlib.contextmanager
+def _positions_of(text: str) -> Iterator[None]:
+    """Positions in `text` counted as editors count them (see _EXTRA_BREAKS) while inside."""
     starts = None
     if any(c in text for c in _EXTRA_BREAKS):
         starts = [0] + [m.end() for m in re.finditer("\n", text)]
     token = _line_starts.set(starts)
     try:
-        yield from _parse_text(text, name)
+        yield
     finally:
         _line_starts.reset(token)
 
@@ -192,7 +214,7 @@ def _parse_text(text: str, name: str) -> Iterator[Document]:
             (1, 1), "the file holds only comments", "declare an integration in it, or delete it", "empty"
         )
     for index, node in enumerate(roots):
-        builder = _Builder()
+        builder = _Builder(record=False)  # positions come later, should a diagnostic need one
         data = builder.build(node, "", 0)
         if not isinstance(data, dict):
             raise _LoadProblem(
@@ -201,7 +223,16 @@ def _parse_text(text: str, name: str) -> Iterator[Document]:
                 "an integration is a mapping of fields: apiVersion, kind, id, name, type, ...",
                 "not-a-mapping",
             )
-        yield Document(name, index, len(roots), data, _start(node), builder.values, builder.keys)
+        yield Document(name, index, len(roots), data, _start(node), text)
+
+
+def _position_tables(text: str, index: int) -> tuple[dict[str, Position], dict[str, Position]]:
+    """The positions of the nodes of document `index` of `text`, parsed again."""
+    with _positions_of(text):
+        roots = [node for node in yaml.compose_all(text, Loader=_Loader) if not _is_blank(node)]
+        builder = _Builder(record=True)
+        builder.build(roots[index], "", 0)
+        return builder.values, builder.keys
 
 
 def _is_blank(node: yaml.Node | None) -> bool:
@@ -287,11 +318,12 @@ def _kind(value: Any) -> str:
 
 
 class _Builder:
-    """Builds Python values from a node tree, recording positions by JSON pointer."""
+    """Builds Python values from a node tree; with `record`, the positions by JSON pointer too."""
 
-    def __init__(self) -> None:
+    def __init__(self, record: bool = True) -> None:
         self.values: dict[str, Position] = {}
         self.keys: dict[str, Position] = {}
+        self.record = record
         self.count = 0
 
     def _count(self, node: yaml.Node) -> None:
@@ -312,7 +344,8 @@ class _Builder:
             raise _LoadProblem(
                 _start(node), f"nesting deeper than {MAX_DEPTH} levels", "flatten the structure", "too-deep"
             )
-        self.values[pointer] = _start(node)
+        if self.record:
+            self.values[pointer] = _start(node)
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, pointer, depth)
         if isinstance(node, yaml.SequenceNode):
@@ -357,7 +390,8 @@ class _Builder:
                 )
             position = seen[key] = _start(key_node)
             child = pointer + "/" + (key.replace("~", "~0").replace("/", "~1") if "~" in key or "/" in key else key)
-            self.keys[child] = position
+            if self.record:
+                self.keys[child] = position
             result[key] = self.build(value_node, child, depth + 1)
         for key, value in merged.items():
             result.setdefault(key, value)

@@ -11,10 +11,8 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from reconciler.events.catalog import BUILTIN_EVENT_TYPES, JSON_SCHEMA_DIALECT, data_schema_document
+from reconciler.events.catalog import BUILTIN_EVENT_TYPES, JSON_SCHEMA_DIALECT, SCHEMA_ID_PREFIX, data_schema_document
 from reconciler.manifests.models import AUTH_MODELS, EventTypeDecl, Integration
-
-BASE_ID = "https://cms.integrations/schemas/"
 
 
 def integration_schema() -> dict[str, Any]:
@@ -22,7 +20,7 @@ def integration_schema() -> dict[str, Any]:
     _add_auth_conditions(schema)
     return {
         "$schema": JSON_SCHEMA_DIALECT,
-        "$id": BASE_ID + "integration.schema.json",
+        "$id": SCHEMA_ID_PREFIX + "integration.schema.json",
         "title": "Integration",
         "description": "One integration of the course management system (kind: Integration). See docs/file-format.md.",
         **schema,
@@ -53,7 +51,7 @@ def eventtype_schema() -> dict[str, Any]:
     schema = EventTypeDecl.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
     return {
         "$schema": JSON_SCHEMA_DIALECT,
-        "$id": BASE_ID + "eventtype.schema.json",
+        "$id": SCHEMA_ID_PREFIX + "eventtype.schema.json",
         "title": "EventType",
         **schema,
     }
@@ -67,6 +65,13 @@ def all_schemas() -> dict[str, dict[str, Any]]:
     for name, event in BUILTIN_EVENT_TYPES.items():
         out[f"events/{name}.schema.json"] = data_schema_document(event)
     return out
+
+
+def schema_named(name: str) -> dict[str, Any] | None:
+    """One schema by its name: `integration.schema.json`, `events/user.registered.schema.json`, or
+    the same without `.schema.json`; None when there is none."""
+    schemas = all_schemas()
+    return schemas.get(name) or schemas.get(name + ".schema.json")
 
 
 def dumps(schema: dict[str, Any]) -> str:

@@ -48,10 +48,11 @@ class Reference:
 class ReferenceError(ValueError):
     """A malformed or unresolvable reference; the message names it, never a value."""
 
-    def __init__(self, message: str, hint: str) -> None:
+    def __init__(self, message: str, hint: str, missing: Reference | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.missing = missing  # set when the variable is unset or the file absent: nothing else is wrong
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,7 @@ def resolve_reference(ref: Reference, environ: Mapping[str, str] | None = None, 
             raise ReferenceError(
                 f"environment variable {ref.target} is not set (referenced as {ref})",
                 f"export {ref.target}=... in the daemon's environment",
+                missing=ref,
             )
         return env[ref.target]
     path = Path(ref.target)
@@ -182,12 +184,30 @@ def resolve_reference(ref: Reference, environ: Mapping[str, str] | None = None, 
         raise ReferenceError(
             f"secret file {ref.target} does not exist (referenced as {ref})",
             "create the file or mount the secret at that path",
+            missing=ref,
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ReferenceError(
             f"secret file {ref.target} cannot be read: {type(exc).__name__}",
             "check the file's permissions and that it is UTF-8 text",
         ) from None
+
+
+def describe_failures(failures: list[ReferenceError]) -> str:
+    """One message for every reference that failed: the unset variables and absent files by
+    name, then each other failure (a reference out of scope, an unreadable file) in its words.
+    A single failure keeps its own message."""
+    if len(failures) == 1:
+        return failures[0].message
+    unset = [f.missing.target for f in failures if f.missing is not None and f.missing.scheme == "env"]
+    absent = [f.missing.target for f in failures if f.missing is not None and f.missing.scheme == "file"]
+    parts = []
+    if unset:
+        parts.append(f"environment variable{'s' * (len(unset) > 1)} {', '.join(unset)} not set")
+    if absent:
+        parts.append(f"secret file{'s' * (len(absent) > 1)} {', '.join(absent)} missing")
+    parts += [f.message for f in failures if f.missing is None]
+    return f"{len(failures)} secret references do not resolve: " + "; ".join(parts)
 
 
 def resolve_string(text: str, environ: Mapping[str, str] | None = None, scope: SecretScope = ANYWHERE) -> str:

@@ -49,6 +49,7 @@ class Reason:
     DELIVERIES_FAILING = "DeliveriesFailing"  # the latest send and most sends in the window failed
     SYNC_FAILING = "SyncFailing"  # the latest scheduled sync fetch failed
     FILE_REFUSED = "FileRefused"  # its file no longer validates; an older version runs
+    OWN_STORE = "OwnStore"  # a database integration's URL (resolved) is the daemon's own store
 
 
 _ORDER = tuple(t.value for t in ConditionType)

@@ -29,9 +29,11 @@ from reconciler.manifests.validate import TreeValidator, paused_gc
 from reconciler.reconcile.conditions import ConditionType, Reason, Status, condition, same_state, set_condition
 from reconciler.reconcile.desired import (
     DesiredIntegration,
+    GitState,
     canonical_spec,
     desired_state,
-    git_commit,
+    git_state,
+    own_store_refusal,
     resolve_secrets,
     secrets_fingerprint,
     spec_hash,
@@ -73,11 +75,14 @@ def compute_pass(
     environ: Mapping[str, str] | None = None,
     in_git: bool = False,
     scope: SecretScope = ANYWHERE,
+    store_url: str | None = None,
 ) -> PassPlan:
     """The next state, from the files as they are now and the snapshot `base`; secret
-    references are read within `scope`."""
+    references are read within `scope`; no integration may write into the store at `store_url`."""
     with paused_gc():
-        return _Pass(base, last_inputs, environ, scope).run(validator, config_dir, trigger, in_git)
+        computing = _Pass(base, last_inputs, environ, scope)
+        computing.store_url = store_url
+        return computing.run(validator, config_dir, trigger, in_git)
 
 
 class _Pass:
@@ -99,11 +104,14 @@ class _Pass:
         self.overrides = dict(base.overrides)
         self.audit: list[AuditEntry] = []
         self.lifted: list[AuditEntry] = []
+        self.git: GitState | None = None
+        self.store_url: str | None = None  # the daemon's own store
 
     def run(self, validator: TreeValidator, config_dir: Path, trigger: str, in_git: bool) -> PassPlan:
         started = time.time()
         clock = time.perf_counter()
-        commit = git_commit(config_dir) if in_git else None
+        self.git = git_state(config_dir) if in_git else None
+        commit = self.git.commit if self.git else None
         if not config_dir.is_dir():
             # A missing directory is a mount or checkout problem, not "delete everything".
             result = PassResult(
@@ -124,6 +132,7 @@ class _Pass:
         result = PassResult(trigger, started, 0.0, commit, len(desired.integrations))
         # a warning (a file that validates with advice) refuses nothing
         result.files_refused = sorted({d.file for d in validation.diagnostics if d.severity is Severity.ERROR})
+        result.dirty_files = sorted(f for f in validation.hashes if self._dirty(f))
         result.refusals = _refusals(validation.diagnostics)
         registry: dict[str, IntegrationRecord] = {}
         touched: list[IntegrationRecord] = []
@@ -137,7 +146,7 @@ class _Pass:
                 _note_unchanged(old, result)
                 continue
             record = copy.copy(old) if old else IntegrationRecord(id=integration_id)
-            revision = {"commit": commit, "contentHash": claimant.content_hash, "file": claimant.source_file}
+            revision = self._revision(commit, claimant.content_hash, claimant.source_file)
             self._converge(record, claimant, revision, result)
             self._apply_override(record)
             registry[integration_id] = record
@@ -154,14 +163,14 @@ class _Pass:
                 # Its file is still there but has problems (unreadable, a typo in `kind`): an
                 # integration is removed only by a file that is gone or that validates without it.
                 previous_attempt = record.last_attempted_revision
-                record.last_attempted_revision = {
-                    "commit": commit,
-                    "contentHash": validation.hashes.get(record.source_file, ""),
-                    "file": record.source_file,
-                }
+                record.last_attempted_revision = self._revision(
+                    commit, validation.hashes.get(record.source_file, ""), record.source_file
+                )
                 message = _summarize(problems_by_file[record.source_file])
+                record.declared_spec = None
                 self._refuse(record, Reason.VALIDATION_FAILED, message, previous_attempt, result)
             else:
+                record.declared_spec = None  # no file declares it any more
                 record.conditions = set_condition(
                     record.conditions,
                     ConditionType.READY,
@@ -201,11 +210,21 @@ class _Pass:
         )
         override = self.overrides.get(claimant.id)
         return (
-            tuple((c.source_file, c.source_document, c.content_hash) for c in claimants),
+            # dirty or not is an input: committing an edit as it is rewrites its revisions
+            tuple((c.source_file, c.source_document, c.content_hash, self._dirty(c.source_file)) for c in claimants),
             tuple(p.as_text() for p in claimant.problems),
             secrets_state,
             (override.suspended, override.actor, override.reason) if override else None,
         )
+
+    def _dirty(self, file: str) -> bool | None:
+        """Whether the file differs from the commit (None outside git: there is no commit)."""
+        return self.git.dirty(file) if self.git is not None else None
+
+    def _revision(self, commit: str | None, content_hash: str, file: str) -> dict[str, Any]:
+        """A revision names the commit and, when the work tree differs from it for this file
+        (an uncommitted edit, an untracked file), says so: that content is not in the commit."""
+        return {"commit": commit, "contentHash": content_hash, "file": file, "dirty": self._dirty(file)}
 
     def _set_applied(self, integration: AppliedIntegration) -> None:
         self.applied[integration.id] = integration
@@ -220,15 +239,21 @@ class _Pass:
             # where it is declared, even while refused: a broken edit of that file must not remove it
             record.source_file, record.source_document = claimant.source_file, claimant.source_document
         if not claimant.valid or claimant.spec is None:
+            record.declared_spec = None
             self._refuse(record, Reason.VALIDATION_FAILED, _summarize(claimant.problems), previous_attempt, result)
             return
         spec = claimant.spec
+        canonical = canonical_spec(spec)
+        digest = spec_hash(canonical)
+        # what the file declares shows whether or not it can be applied (a pending one waits for secrets)
+        record.declared_spec = record.spec if digest == record.spec_hash else canonical
         resolved, why = resolve_secrets(spec, self.environ, self.scope)
         if resolved is None:
             self._refuse(record, Reason.SECRET_MISSING, why, previous_attempt, result)
             return
-        canonical = canonical_spec(spec)
-        digest = spec_hash(canonical)
+        if why := own_store_refusal(spec, resolved, self.store_url):
+            self._refuse(record, Reason.OWN_STORE, f"{claimant.source_file}: {why}", previous_attempt, result)
+            return
         if digest != record.spec_hash or not record.applied:
             action = "change" if record.applied else "add"
             changes = diff_specs(record.spec or {}, canonical) if record.applied else []
@@ -264,7 +289,7 @@ class _Pass:
             ConditionType.SYNCED,
             Status.TRUE,
             Reason.UP_TO_DATE,
-            f"matches {revision['file']}" + (f" at {revision['commit'][:12]}" if revision["commit"] else ""),
+            f"matches {_where(revision)}",
             record.generation,
         )
         # Degraded is measured from deliveries, not declared: the health monitor
@@ -281,7 +306,12 @@ class _Pass:
         """Keep the last good version running (if any) and say why the new one was refused."""
         repeated = previous_attempt == record.last_attempted_revision and _was_refused(record, message)
         (result.waiting if reason == Reason.SECRET_MISSING else result.refused).append(record.id)
-        if record.applied and record.id in self.applied:
+        result.why[record.id] = message
+        running = self.applied.get(record.id) if record.applied else None
+        if running is not None and running.resolved is None:
+            # restored after a restart without a secret it needs: it cannot send nor verify
+            ready = (Status.FALSE, Reason.SECRET_MISSING, self._cannot_run(running, reason, message))
+        elif running is not None:
             ready = (Status.TRUE, Reason.APPLIED, f"generation {record.generation} (last good version) applied")
         else:
             ready = (Status.FALSE, reason if reason == Reason.SECRET_MISSING else Reason.NEVER_APPLIED, message)
@@ -295,6 +325,13 @@ class _Pass:
                     "refuse", message, record.id, "reconciler", record.generation, record.last_attempted_revision
                 )
             )
+
+    def _cannot_run(self, running: AppliedIntegration, reason: str, message: str) -> str:
+        """Why the last good version cannot run: every secret of its own that is missing (and the
+        declared version's problem, when that is something else)."""
+        _, why = resolve_secrets(running.spec, self.environ, self.scope)
+        text = f"generation {running.generation} (last good version) cannot run: {why}"
+        return text if reason == Reason.SECRET_MISSING and why == message else f"{text}; declared version: {message}"
 
     def _apply_override(self, record: IntegrationRecord) -> None:
         """Show a runtime suspension as drift; lift it once git agrees (active: false)."""
@@ -356,6 +393,7 @@ def _note_unchanged(record: IntegrationRecord, result: PassResult) -> None:
     synced = condition(record.conditions, ConditionType.SYNCED)
     if synced is not None and synced["status"] == Status.FALSE:
         (result.waiting if synced["reason"] == Reason.SECRET_MISSING else result.refused).append(record.id)
+        result.why[record.id] = synced["message"]
 
 
 def _pick(claimants: list[DesiredIntegration], record: IntegrationRecord) -> DesiredIntegration:
@@ -393,11 +431,17 @@ def _was_refused(record: IntegrationRecord, message: str) -> bool:
 
 
 def _change_message(action: str, changes: list[Any], revision: dict[str, Any]) -> str:
-    where = revision["file"] + (f" at {revision['commit'][:12]}" if revision.get("commit") else "")
+    where = _where(revision)
     if action == "add":
         return f"added from {where}"
     fields = ", ".join(c.pointer for c in changes[:5]) + (" ..." if len(changes) > 5 else "")
     return f"changed from {where}: {fields}"
+
+
+def _where(revision: dict[str, Any]) -> str:
+    """The file, at its commit, with uncommitted changes when it has some."""
+    where = str(revision["file"]) + (f" at {revision['commit'][:12]}" if revision.get("commit") else "")
+    return where + (" with uncommitted changes" if revision.get("dirty") else "")
 
 
 def _differs(old: IntegrationRecord | None, new: IntegrationRecord) -> bool:
@@ -414,5 +458,6 @@ def _differs(old: IntegrationRecord | None, new: IntegrationRecord) -> bool:
         "last_attempted_revision",
         "type",
         "name",
+        "declared_spec",
     )
     return any(getattr(old, k) != getattr(new, k) for k in keys)

@@ -19,9 +19,10 @@ from reconciler.manifests import secrets
 from reconciler.manifests.checks import document_id
 from reconciler.manifests.diagnostics import Diagnostic
 from reconciler.manifests.fields import looks_like_credential_name, walk_strings
-from reconciler.manifests.models import AnyIntegration
+from reconciler.manifests.models import AnyIntegration, DatabaseIntegration
 from reconciler.manifests.validate import ValidationResult
-from reconciler.registry import Resolved
+from reconciler.registry import Resolved, substitute
+from reconciler.store.own_store import is_own_store
 
 REDACTED = "***"
 
@@ -139,13 +140,17 @@ _REFERENCES_MAX = 100_000
 def resolve_secrets(
     spec: AnyIntegration, environ: Mapping[str, str] | None = None, scope: secrets.SecretScope = secrets.ANYWHERE
 ) -> tuple[Resolved | None, str]:
-    """Resolve every reference in the spec; (None, reason) names the first that fails."""
+    """Resolve every reference in the spec; (None, reason) names every one that fails, so that
+    one restart after setting them all is enough."""
     values: dict[str, str] = {}
+    failures: list[secrets.ReferenceError] = []
     for reference in references_of(spec):
         try:
             values[str(reference)] = secrets.resolve_reference(reference, environ, scope)
         except secrets.ReferenceError as exc:
-            return None, exc.message
+            failures.append(exc)
+    if failures:
+        return None, secrets.describe_failures(failures)
     receive = getattr(spec, "receive", None)
     if receive is not None and len(values.get(receive.secret, receive.secret)) < secrets.MIN_PATH_SECRET_CHARS:
         # the path secret is the only thing between the internet and this event type
@@ -154,6 +159,20 @@ def resolve_secrets(
             "use a long random value, such as the output of: openssl rand -hex 24"
         )
     return Resolved(values, _fingerprint(values)), ""
+
+
+def own_store_refusal(spec: AnyIntegration, resolved: Resolved, store_url: str | None) -> str:
+    """Why a database integration cannot be applied because its URL (resolved) is the daemon's
+    own store, or "" when it can. Refused when applied, so its status says why instead of every
+    event dead-lettering; the sink checks again at each attempt (a link can be repointed later)."""
+    if not isinstance(spec, DatabaseIntegration) or not store_url:
+        return ""
+    if not is_own_store(substitute(spec.config.url, resolved), spec.config.tableSchema, store_url):
+        return ""
+    return (
+        "config.url (resolved) is the daemon's own store: rows written there could forge its audit entries "
+        "and deliveries; point config.url at another database, or config.tableSchema at another schema"
+    )
 
 
 def secrets_fingerprint(
@@ -167,6 +186,58 @@ def secrets_fingerprint(
 def _fingerprint(values: Mapping[str, str]) -> str:
     # Compared in memory only, within one process: Python's (salted) hash is enough and cheap.
     return format(hash(tuple(sorted(values.items()))) & 0xFFFFFFFFFFFFFFFF, "016x")
+
+
+@dataclass(frozen=True)
+class GitState:
+    """The commit a config directory is checked out at, and which of its files differ from it."""
+
+    commit: str
+    changed: frozenset[str]  # paths relative to the directory: modified, staged, untracked or ignored
+    changed_dirs: tuple[str, ...] = ()  # directories git lists whole (relative, ending in /)
+
+    def dirty(self, file: str) -> bool:
+        """Whether the file's content is not the one at `commit` (so the commit alone does not name it)."""
+        return file in self.changed or any(file.startswith(d) for d in self.changed_dirs)
+
+
+def git_state(directory: Path) -> GitState | None:
+    """HEAD and the files of `directory` that differ from it, with one `git status` for the whole
+    tree (not one call per file); None outside a git work tree or before its first commit."""
+    head = _git_text(directory, "rev-parse", "--show-prefix", "HEAD")
+    if head is None:
+        return None
+    lines = head.split("\n")
+    prefix, commit = (lines[0], lines[1]) if len(lines) >= 2 else ("", lines[0])
+    if len(commit) < 40:
+        return None
+    status = _git_text(
+        directory, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching", "--", "."
+    )
+    if status is None:
+        return None
+    changed: set[str] = set()
+    fields = iter(status.split("\0"))
+    for entry in fields:
+        if len(entry) < 4:
+            continue
+        code, path = entry[:2], entry[3:]
+        if "R" in code or "C" in code:
+            next(fields, None)  # the path it was renamed or copied from
+        if path.startswith(prefix):  # porcelain paths are relative to the repository's top
+            changed.add(path[len(prefix) :])
+    dirs = tuple(sorted(p for p in changed if p.endswith("/")))
+    return GitState(commit, frozenset(changed), dirs)
+
+
+def _git_text(directory: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip("\n") if out.returncode == 0 else None
 
 
 def git_commit(directory: Path) -> str | None:

@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from reconciler.logs import count
 from reconciler.manifests.models import INTEGRATION_MODELS
 from reconciler.manifests.secrets import SecretScope
 from reconciler.manifests.validate import TreeValidator, paused_gc
@@ -66,8 +67,11 @@ class Reconciler:
         self.on_remove = on_remove
         self.validator = TreeValidator()
         self.last_pass: PassResult | None = None
-        self.passes = 0
-        self.pass_errors = 0  # passes that failed outright or refused something
+        self.passes = 0  # passes that ran to their end (readiness waits for the first)
+        # passes that failed: ended with an error (no config directory) or raised (the store
+        # unavailable, a bug). Refused files and missing secrets are the files' state, not failures.
+        self.pass_errors = 0
+        self.passes_raised = 0
         self._snapshot = Snapshot.empty()
         self._restored = False
         self._in_git = False
@@ -106,8 +110,10 @@ class Reconciler:
                 try:
                     await self.reconcile_once(trigger)
                 except StoreUnavailable as exc:  # the pass again, soon: nothing of it was published
+                    self._count_raised()
                     wait = self._outage.failed(exc)
                 except Exception:  # a pass must never take the daemon down
+                    self._count_raised()
                     log.exception("reconcile pass failed")
                 else:
                     self._outage.recovered()
@@ -122,6 +128,10 @@ class Reconciler:
                     trigger = "resync"  # a retried pass keeps the trigger that asked for it
         finally:
             self._worker.shutdown(wait=False)
+
+    def _count_raised(self) -> None:
+        self.passes_raised += 1
+        self.pass_errors += 1
 
     async def restore(self) -> None:
         """After a restart, what the registry had applied runs again until the files say otherwise."""
@@ -153,6 +163,7 @@ class Reconciler:
                 environ=self.environ,
                 in_git=self._in_git,
                 scope=self.secret_scope,
+                store_url=self.store.sync.url,
             )
             assert self._snapshot is base, "only a holder of the lock publishes"
             await self._store_plan(plan)
@@ -298,7 +309,7 @@ def _without(mapping: Mapping[str, Any], key: str) -> dict[str, Any]:
 
 def _log_pass(result: PassResult) -> None:
     level = logging.WARNING if result.error or result.refused or result.waiting else logging.INFO
-    parts = [f"{result.integrations} integrations"]
+    parts = [count(result.integrations, "integration")]
     for label, ids in (
         ("added", result.added),
         ("changed", result.changed),
@@ -310,5 +321,9 @@ def _log_pass(result: PassResult) -> None:
             parts.append(f"{len(ids)} {label}")
     if result.error:
         parts.append(result.error)
+    if result.waiting:  # every missing secret of each, so one restart after setting them is enough
+        parts.append("waiting: " + "; ".join(f"{i} ({result.why.get(i, '')})" for i in result.waiting))
+    if result.dirty_files:
+        parts.append(f"{len(result.dirty_files)} files with uncommitted changes")
     fields = {k: v for k, v in result.as_dict().items() if v and k not in ("started_at",)}
     log.log(level, "reconcile pass: " + ", ".join(parts), extra={"fields": fields})

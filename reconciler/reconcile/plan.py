@@ -20,7 +20,7 @@ from typing import Any
 from reconciler.manifests.diagnostics import Diagnostic
 from reconciler.manifests.loader import EXTENSIONS
 from reconciler.manifests.validate import TreeValidator, ValidationResult
-from reconciler.reconcile.desired import canonical_spec, redact
+from reconciler.reconcile.desired import canonical_spec, git_state, redact
 from reconciler.reconcile.diff import FieldChange, added_fields, diff_specs
 
 
@@ -102,7 +102,9 @@ def side_from_validation(label: str, result: ValidationResult) -> Side:
 
 def side_from_work_tree(config_dir: Path) -> Side:
     result = TreeValidator().validate_paths([config_dir], root=config_dir)
-    return side_from_validation("work tree", result)
+    git = git_state(config_dir)
+    dirty = sorted(f for f in result.hashes if git is not None and git.dirty(f))
+    return side_from_validation("work tree" + _uncommitted(dirty), result)
 
 
 def side_from_git(config_dir: Path, revision: str) -> Side:
@@ -123,12 +125,22 @@ def side_from_server(server: str, admin_secret: str) -> Side:
         raise PlanError(f"{url} refused the admin secret: set ADMIN_SECRET (or --admin-secret-file)")
     if response.status_code != 200:
         raise PlanError(f"{url} answered {response.status_code}")
-    side = Side(server, {})
-    for item in response.json().get("items", []):
-        if item.get("spec") is not None:
-            side.specs[item["id"]] = item["spec"]
+    items = response.json().get("items", [])
+    dirty = sorted({str(i["sourceFile"]) for i in items if (i.get("lastAttemptedRevision") or {}).get("dirty")})
+    side = Side(server + _uncommitted(dirty), {})
+    for item in items:
+        # what the daemon was given (applied or waiting for secrets), else what it runs: a plan
+        # against a daemon says what a change to the files would declare anew
+        spec = item.get("declaredSpec") or item.get("spec")
+        if spec is not None:
+            side.specs[item["id"]] = spec
             side.files[item["id"]] = item.get("sourceFile")
     return side
+
+
+def _uncommitted(files: list[str]) -> str:
+    """What a side's label says of files whose content is in no commit."""
+    return f" with uncommitted changes to {len(files)} files: {', '.join(files)}" if files else ""
 
 
 def git_sources(config_dir: Path, revision: str) -> list[tuple[str, bytes]]:

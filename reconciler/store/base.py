@@ -37,6 +37,9 @@ class IntegrationRecord:
     last_attempted_revision: dict[str, Any] | None = None
     applied_at: float | None = None
     updated_at: float = 0.0
+    # the spec its file declares now (the version of last_attempted_revision), redacted like
+    # `spec`; None: that version does not validate. Equal to `spec` once applied.
+    declared_spec: dict[str, Any] | None = None
 
     @property
     def applied(self) -> bool:

@@ -36,6 +36,8 @@ integrations = sa.Table(
     sa.Column("conditions", sa.JSON, nullable=False),
     sa.Column("applied_at", sa.Float, nullable=True),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # the spec the file declares now, redacted; null: that version does not validate (v3)
+    sa.Column("declared_spec", sa.JSON, nullable=True),
 )
 
 # Runtime overrides of declared state (suspend/resume), shown as drift from git.
@@ -137,5 +139,12 @@ def _v2(connection: sa.Connection) -> None:
     connection.exec_driver_sql("CREATE INDEX IF NOT EXISTS deliveries_lease ON deliveries (lease_expires_at)")
 
 
+def _v3(connection: sa.Connection) -> None:
+    # a pending integration shows what its file declares, not only what was applied; a store
+    # created at version 1 by this release already has the column
+    if "declared_spec" not in {c["name"] for c in sa.inspect(connection).get_columns("integrations")}:
+        connection.exec_driver_sql("ALTER TABLE integrations ADD COLUMN declared_spec JSON")
+
+
 # version -> migration; append, never edit (version 1 is the schema of the first release)
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1, 2: _v2}
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1, 2: _v2, 3: _v3}

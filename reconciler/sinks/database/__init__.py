@@ -14,7 +14,6 @@ The modules, each one concern:
 - table.py: reflecting or creating the table, checking it, the INSERT/upsert statement
 - rows.py: envelopes to rows, each value converted to its column's type
 - errors.py: Mismatch, and database errors translated and classified
-- own_store.py: whether a URL is the daemon's own store, which no integration may write to
 - sink.py: DatabaseSink, the RecordSink these make up
 """
 

@@ -24,8 +24,8 @@ from reconciler.manifests.models import DatabaseConfig
 from reconciler.registry import AppliedIntegration, substitute
 from reconciler.sinks import config_of
 from reconciler.sinks.database.errors import Mismatch
-from reconciler.sinks.database.own_store import is_own_store
 from reconciler.sinks.database.target import Target
+from reconciler.store.own_store import is_own_store
 
 WORKERS = 8  # threads for all database integrations of one process
 POOL_SIZE = 4

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from reconciler.logs import count
 from reconciler.manifests.durations import parse_duration
 from reconciler.manifests.models import FileConfig
 from reconciler.registry import AppliedIntegration
@@ -62,8 +63,8 @@ class FileSink(RecordSink):
         except Exception as exc:
             return _failure(exc, target, config, started)
         shown = ", ".join(o.name for o in objects)
-        copied = f"; {len(attachments)} attachment(s) copied" if attachments else ""
-        excerpt = f"wrote {len(envelopes)} record(s) in {len(objects)} object(s): {shown}{copied}"
+        copied = f"; {count(len(attachments), 'attachment')} copied" if attachments else ""
+        excerpt = f"wrote {count(len(envelopes), 'record')} in {count(len(objects), 'object')}: {shown}{copied}"
         return SinkResult.success(target.scrub(excerpt)[:EXCERPT_CHARS], started)
 
     async def check(self, integration: AppliedIntegration) -> SinkResult:

@@ -1,4 +1,5 @@
-"""Whether a database integration's URL is the daemon's own store.
+"""Whether a database integration's URL is the daemon's own store: checked when an integration is
+applied (reconcile.desired) and again at every attempt of the database sink.
 
 A database sink writing into the store could forge what the daemon trusts: audit entries,
 deliveries, dead letters. Same database means the same SQLite file (by real path), or the same
