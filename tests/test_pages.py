@@ -325,3 +325,20 @@ def test_run_public_status_opens_reading_only(tmp_path):
         assert httpx.get(daemon.url + "/api/integrations", timeout=10).status_code == 401  # the API is not opened
     finally:
         daemon.stop()
+
+
+def test_a_version_waiting_for_secrets_shows_beside_the_applied_one(tmp_path, peer):
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"hook.yaml": hook(peer)}) as p, serve(p) as api:
+            waiting = hook(peer).replace(
+                "allowPrivateNetwork: true", "allowPrivateNetwork: true\n  signingSecret: ${env:NOT_SET_HERE}"
+            )
+            (p.config / "hook.yaml").write_text(waiting)
+            await p.reconciler.reconcile_once()
+            page = (await api.get("/integrations/hook")).text
+            declared = page.split('id="spec"')[1].split("</pre>")[0]
+            applied = page.split('id="applied-spec"')[1].split("</pre>")[0]
+            assert "${env:NOT_SET_HERE}" in declared  # a reference, never a value
+            assert "signingSecret" not in applied
+
+    run(scenario)

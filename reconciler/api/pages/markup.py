@@ -119,7 +119,7 @@ def _row(r: dict[str, Any]) -> str:
     return (
         f'<tr id="row-{ident}" data-status="{e(r["status"])}">'
         f'<td data-label="Integration"><a href="/integrations/{e(quote(r["id"], safe=""))}">'
-        f'<b>{e(r["name"] or r["id"])}</b></a><br><code>{ident}</code> '
+        f"<b>{e(r['name'] or r['id'])}</b></a><br><code>{ident}</code> "
         f'<span class="tag">{e(r["type"] or "?")}</span> {labels}</td>'
         f'<td data-label="Status">{status_badge(r["status"])} {drift_html}</td>'
         f'<td data-label="Conditions">{conditions_short(r["conditions"])}</td>'

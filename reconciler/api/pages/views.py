@@ -104,7 +104,7 @@ async def index(request: Request) -> Response:
         {
             f"{name}={value}"
             for record in snapshot.registry.values()
-            for name, value in ((record.spec or {}).get("labels") or {}).items()
+            for name, value in ((record.declared_spec or record.spec or {}).get("labels") or {}).items()
         }
     )
     rows = [_row(view, figures) for view in sorted(found, key=lambda v: v["id"])]
@@ -155,7 +155,7 @@ def _row(view: dict[str, Any], figures: dict[str, Any]) -> dict[str, Any]:
     last = figures["last_send"].get(view["id"])
     return {
         **view,
-        "labels": ((view.get("spec") or {}).get("labels") or {}),
+        "labels": ((view.get("declaredSpec") or view.get("spec") or {}).get("labels") or {}),
         "sourceLine": figures["lines"].get(view["id"]),
         "queue": health.get("queue", {"depth": 0, "dead": 0}),
         "attempts24h": health.get("attempts24h", 0),
@@ -189,7 +189,9 @@ async def integration(request: Request) -> Response:
     context.update(
         {
             "item": detail,
-            "spec_yaml": _yaml(detail["spec"]),
+            "spec_yaml": _yaml(detail.get("declaredSpec") or detail["spec"]),
+            # the applied version, when it is not the one the file declares now (refused, waiting)
+            "applied_yaml": _yaml(detail["spec"]) if detail.get("declaredSpec") not in (None, detail["spec"]) else "",
             "log": found["log"],
             "log_after": found["log"][0]["cursor"] if found["log"] else "",
             "deliveries": found["deliveries"],
