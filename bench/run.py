@@ -256,7 +256,7 @@ def _full_pass(folder: Path) -> None:
     )
 
 
-from bench import api, database, e2e, files, inbound, pipeline, source  # noqa: E402 - after sys.path is set
+from bench import api, database, e2e, files, inbound, page, pipeline, source  # noqa: E402 - after sys.path is set
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], list[dict[str, object]]]] = {
     "validate": bench_validate,
@@ -272,6 +272,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], list[dict[str, object]]]] = {
     "api": api.bench_api,
     "e2e": e2e.bench_e2e,
     "source": source.bench_source,
+    "page": page.bench_page,
 }
 
 
@@ -298,7 +299,7 @@ def main() -> int:
     parser.add_argument("--backlog", type=int, default=100_000, help="deliveries queued in the backlog section")
     parser.add_argument("--rows", type=int, default=20_000, help="rows written by the database section")
     parser.add_argument("--objects", type=int, default=1000, help="objects written by the files section")
-    parser.add_argument("--api-integrations", type=int, default=1000, help="integrations in the api section")
+    parser.add_argument("--api-integrations", type=int, default=1000, help="integrations in the api and page sections")
     parser.add_argument("--api-requests", type=int, default=300, help="requests timed per route in the api section")
     parser.add_argument("--clients", type=int, default=32, help="clients posting at once in the e2e section")
     parser.add_argument(

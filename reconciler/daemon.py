@@ -69,6 +69,7 @@ class Settings:
     resync_seconds: float = RESYNC_SECONDS
     retention_seconds: float | None = 30 * 86400.0
     metrics_need_admin: bool = False
+    public_status: bool = False  # the status page readable without the admin secret
     secrets_dirs: tuple[Path, ...] = ()  # more places ${file:...} may read, beside the defaults
     secret_env_prefix: str | None = None  # ${env:...} only variables with this prefix
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
@@ -180,6 +181,7 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
                     intake,
                     engine,
                     metrics_need_admin=settings.metrics_need_admin,
+                    public_status=settings.public_status,
                     stop=stop,
                     health=health,
                     source=source,

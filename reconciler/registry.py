@@ -85,6 +85,8 @@ class PassResult:
     error: str | None = None
     dirty_files: list[str] = field(default_factory=list)  # files that differ from `revision` (uncommitted)
     why: dict[str, str] = field(default_factory=dict)  # refused or waiting integration -> what holds it back
+    # the errors of the refused files, `file:line:col: message` each (the first few per file)
+    refusals: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

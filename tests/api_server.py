@@ -43,14 +43,25 @@ def bare_app() -> Starlette:
 
 
 def app_routes() -> list[tuple[str, str]]:
-    """(method, path template) of every route the app serves, HEAD aside, in the app's order: the
-    tests that cover every route take them from here, so a route added to the app is covered."""
+    """(method, path template) of every API route the app serves, HEAD aside, in the app's order:
+    the tests that cover every route take them from here, so a route added to the app is covered.
+    The status page's HTML routes are not API (they are `include_in_schema=False`, out of the
+    OpenAPI document): page_routes() has them, and tests/test_pages.py covers them."""
+    return _routes(api=True)
+
+
+def page_routes() -> list[tuple[str, str]]:
+    """(method, path template) of every route of the status page."""
+    return _routes(api=False)
+
+
+def _routes(api: bool) -> list[tuple[str, str]]:
     app = bare_app()
     assert all(isinstance(route, Route) and route.methods for route in app.routes), "a route no test would see"
     return [
         (method, route.path)
         for route in app.routes
-        if isinstance(route, Route)
+        if isinstance(route, Route) and route.include_in_schema == api
         for method in sorted(route.methods or ())
         if method != "HEAD"
     ]
@@ -62,7 +73,9 @@ def admin_routes() -> list[tuple[str, str]]:
 
 
 @contextlib.asynccontextmanager
-async def serve(pipeline: Pipeline, *, metrics_need_admin: bool = False) -> AsyncIterator[httpx.AsyncClient]:
+async def serve(
+    pipeline: Pipeline, *, metrics_need_admin: bool = False, public_status: bool = False
+) -> AsyncIterator[httpx.AsyncClient]:
     """An admin client of the pipeline's API, served on a free loopback port."""
     sock = bind("127.0.0.1:0")
     runtime = Runtime(
@@ -71,6 +84,7 @@ async def serve(pipeline: Pipeline, *, metrics_need_admin: bool = False) -> Asyn
         pipeline.intake,
         pipeline.engine,
         metrics_need_admin=metrics_need_admin,
+        public_status=public_status,
         stop=pipeline.stop,
         health=HealthMonitor(pipeline.reconciler, pipeline.engine, pipeline.daemon_store),
     )

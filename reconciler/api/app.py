@@ -24,6 +24,7 @@ from reconciler import __version__
 from reconciler.api import declared, inbound, integrations, operations, schemas, source, status
 from reconciler.api.common import TITLES, Runtime, problem, store_unavailable
 from reconciler.api.openapi import openapi_json
+from reconciler.api.pages import PAGE_ROUTES
 from reconciler.store import StoreUnavailable
 
 log = logging.getLogger("reconciler.api")
@@ -57,10 +58,11 @@ ROUTES: list[BaseRoute] = [
 
 
 def create_app(runtime: Runtime) -> Starlette:
-    """The application over a runtime: the routes of ROUTES, errors as problem documents."""
+    """The application over a runtime: the API's ROUTES, then the status page's PAGE_ROUTES (HTML,
+    not API: kept out of the OpenAPI document); errors as problem documents."""
     inbound.install_access_log_redaction()
     app = Starlette(
-        routes=ROUTES,
+        routes=[*ROUTES, *PAGE_ROUTES],
         exception_handlers={
             HTTPException: on_http_error,
             StoreUnavailable: on_store_unavailable,

@@ -47,6 +47,7 @@ class Runtime:
     health: HealthMonitor | None = None  # the Degraded conditions; None: none measured (the bare app)
     source: GitSource | None = None  # `run --source`: the git source the daemon follows
     source_webhook_secret: str | None = field(default=None, repr=False)  # push webhooks' secret; None: off
+    public_status: bool = False  # `run --public-status`: the status page is readable without the secret
 
     def degraded(self, integration_id: str) -> dict[str, Any] | None:
         """The integration's latest Degraded condition, as the health monitor measured it."""

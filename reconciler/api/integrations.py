@@ -51,6 +51,12 @@ async def get_integration(request: Request) -> Response:
     record = snapshot.registry.get(request.path_params["id"])
     if record is None:
         return not_found(request.path_params["id"])
+    return JSONResponse(await integration_detail(runtime, snapshot, record))
+
+
+async def integration_detail(runtime: Runtime, snapshot: Snapshot, record: IntegrationRecord) -> dict[str, Any]:
+    """One integration as its route (and the status page) shows it: its view, its delivery
+    counters and the latest of its audit trail."""
     view = integration_view(snapshot, record, runtime.degraded(record.id))
     store = runtime.reconciler.store
     view["deliveries"] = await store.delivery_counts(record.id)
@@ -58,7 +64,7 @@ async def get_integration(request: Request) -> Response:
         {"at": iso(e.at), "action": e.action, "actor": e.actor, "message": e.message, "generation": e.generation}
         for e in await store.audit_trail(record.id, limit=AUDIT_TRAIL_LENGTH)
     ]
-    return JSONResponse(view)
+    return view
 
 
 @admin_only_json

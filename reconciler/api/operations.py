@@ -36,6 +36,12 @@ class BadQuery(ValueError):
 @admin_only_json
 async def test(request: Request, body: dict[str, Any]) -> Response:
     """Send an integration.test event through the integration's real sink, now, once."""
+    return await run_test(request, body)
+
+
+async def run_test(request: Request, body: dict[str, Any]) -> Response:
+    """The test route's work, once the caller is known to be an admin (the status page's test
+    button checks its caller its own way, then answers with what this answers)."""
     runtime = runtime_of(request)
     integration_id = request.path_params["id"]
     found = _testable(runtime, integration_id)
@@ -50,6 +56,11 @@ async def test(request: Request, body: dict[str, Any]) -> Response:
 @admin_only
 async def logs(request: Request) -> Response:
     """A page of the integration's log, newest first; with follow=true a stream of its new entries."""
+    return await read_log(request)
+
+
+async def read_log(request: Request) -> Response:
+    """The logs route's work, for whoever may read it (the status page follows the same stream)."""
     runtime = runtime_of(request)
     integration_id = request.path_params["id"]
     unknown = _unknown(runtime, integration_id)
@@ -106,6 +117,11 @@ async def deliveries(request: Request) -> Response:
 @admin_only_json
 async def replay(request: Request, body: dict[str, Any]) -> Response:
     """Queue one delivery again, or every failed or dead one since a time, with fresh attempts."""
+    return await run_replay(request, body)
+
+
+async def run_replay(request: Request, body: dict[str, Any]) -> Response:
+    """The replay route's work, once the caller is known to be an admin (see run_test)."""
     runtime = runtime_of(request)
     integration_id = request.path_params["id"]
     unknown = _unknown(runtime, integration_id)

@@ -152,6 +152,12 @@ def _parser() -> argparse.ArgumentParser:
         help="require the admin secret on /metrics too (default: open, like the health probes)",
     )
     run.add_argument(
+        "--public-status",
+        action="store_true",
+        help="let anyone who reaches the daemon read the status page at / (default: the admin secret is needed; "
+        "actions always need it)",
+    )
+    run.add_argument(
         "--secrets-dir",
         action="append",
         default=[],
@@ -501,6 +507,7 @@ def _run(args: argparse.Namespace) -> int:
         args.resync,
         retention_seconds=retention or None,
         metrics_need_admin=args.metrics_auth,
+        public_status=args.public_status,
         secrets_dirs=tuple(Path(d) for d in args.secrets_dir),
         secret_env_prefix=args.secret_env_prefix,
         header_timeout=timeouts["header_timeout"],

@@ -43,6 +43,7 @@ from reconciler.registry import AppliedIntegration, PassResult, Snapshot
 from reconciler.store import AuditEntry, IntegrationRecord, Override
 
 MAX_MESSAGE_PROBLEMS = 3  # problems quoted in a condition message; the rest are counted
+MAX_REFUSAL_LINES = 10  # errors of one refused file kept with the pass's result
 
 Inputs = tuple[Any, ...]
 
@@ -137,6 +138,7 @@ class _Pass:
         # a warning (a file that validates with advice) refuses nothing
         result.files_refused = sorted({d.file for d in validation.diagnostics if d.severity is Severity.ERROR})
         result.dirty_files = sorted(f for f in validation.hashes if self._dirty(f))
+        result.refusals = _refusals(validation.diagnostics)
         registry: dict[str, IntegrationRecord] = {}
         touched: list[IntegrationRecord] = []
         inputs: dict[str, Inputs] = {}
@@ -405,6 +407,20 @@ def _pick(claimants: list[DesiredIntegration], record: IntegrationRecord) -> Des
         if claimant.source_file == record.source_file:
             return claimant
     return claimants[0]
+
+
+def _refusals(diagnostics: list[Diagnostic]) -> list[str]:
+    """`file:line:col: message` of each error, at most MAX_REFUSAL_LINES per file: what the
+    status page and the health document show of the files a pass refused."""
+    lines: list[str] = []
+    per_file: dict[str, int] = {}
+    for d in sorted(diagnostics, key=lambda d: (d.file, d.line, d.column)):
+        if d.severity is not Severity.ERROR:
+            continue
+        per_file[d.file] = per_file.get(d.file, 0) + 1
+        if per_file[d.file] <= MAX_REFUSAL_LINES:
+            lines.append(f"{d.location()}: {d.message}")
+    return lines
 
 
 def _summarize(problems: list[Diagnostic]) -> str:

@@ -23,6 +23,7 @@ from reconciler.store.records import LastAttempt, RecentOutcomes
 
 LOG_KINDS = ("attempt", "test", "sync", "reconcile", "receipt")
 DELIVERY_STATUSES = ("pending", "failed", "delivered", "dead")
+SERIES_ROWS = 200_000  # attempts an attempt_series reads at most
 
 
 class BadCursor(ValueError):
@@ -335,6 +336,28 @@ class History:
         ]
         return items, (items[-1]["cursor"] if len(rows) > limit else None)
 
+    def delivery_attempts(self, delivery_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """Delivery id -> its attempts, oldest first: what each try of a delivery answered."""
+        a = t.attempts.c
+        found: dict[str, list[dict[str, Any]]] = {delivery_id: [] for delivery_id in delivery_ids}
+        if not delivery_ids:
+            return found
+        query = sa.select(t.attempts).where(a.delivery_id.in_(list(delivery_ids))).order_by(a.at, a.seq)
+        with self.engine.connect() as connection:
+            for row in connection.execute(query).mappings():
+                found[row["delivery_id"]].append(
+                    {
+                        "at": iso(row["at"]),
+                        "attempt": row["attempt"],
+                        "trigger": row["trigger"],
+                        "status": row["outcome"],
+                        "statusCode": row["status_code"],
+                        "latencyMs": row["latency_ms"],
+                        "error": row["error"],
+                    }
+                )
+        return found
+
     def delivery_integration(self, delivery_id: str) -> str | None:
         with self.engine.connect() as connection:
             return connection.execute(
@@ -396,6 +419,48 @@ class History:
             )
             for integration_id in ids
         }
+
+    def attempt_series(
+        self, integration_id: str, since: float, until: float, step: float = 60.0
+    ) -> list[dict[str, Any]]:
+        """The integration's sends (scheduled and replayed) from `since` to `until` in steps of
+        `step` seconds, every step present: its start, sends delivered and not, and the mean and
+        highest latency. Reads at most SERIES_ROWS attempts, the newest: a plot, not an audit."""
+        a = t.attempts.c
+        query = (
+            sa.select(a.at, a.outcome, a.latency_ms)
+            .where(
+                a.integration_id == integration_id,
+                a.at >= since,
+                a.at < until,
+                a.trigger.in_(("scheduled", "replay")),
+            )
+            .order_by(a.at.desc())
+            .limit(SERIES_ROWS)
+        )
+        start = since - since % step
+        steps = max(1, int((until - start) // step) + 1)
+        delivered, failed = [0] * steps, [0] * steps
+        latencies: list[list[float]] = [[] for _ in range(steps)]
+        with self.engine.connect() as connection:
+            for at, outcome, latency in connection.execute(query):
+                i = min(steps - 1, int((at - start) // step))
+                if outcome == "delivered":
+                    delivered[i] += 1
+                else:
+                    failed[i] += 1
+                if latency is not None:
+                    latencies[i].append(latency)
+        return [
+            {
+                "at": start + i * step,
+                "delivered": delivered[i],
+                "failed": failed[i],
+                "latencyMs": round(sum(latencies[i]) / len(latencies[i]), 2) if latencies[i] else None,
+                "latencyMaxMs": round(max(latencies[i]), 2) if latencies[i] else None,
+            }
+            for i in range(steps)
+        ]
 
     def queue_stats(self, now: float | None = None) -> dict[str, Any]:
         """Deliveries waiting (pending or failed), the oldest one's age, and dead letters."""
