@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import itertools
 import random
 import time
 import uuid
@@ -178,6 +179,20 @@ class _Base:
         key = idempotency_key or event_id or str(uuid.uuid4())
         return trigger_body(event, data, timestamp, event_id), {**self.headers, "idempotency-key": key}
 
+    def _after(self, attempt: int, tried: httpx.Response | httpx.TransportError) -> Accepted | float:
+        """After try number `attempt`: its Accepted, or the seconds to wait before the next try;
+        raises when there is no next try (a refusal, or retries run out)."""
+        if isinstance(tried, httpx.TransportError):
+            if attempt > self.policy.retries:
+                raise Unavailable(f"cannot reach {self.url}: {tried}") from tried
+            return self.policy.delay(attempt, None)
+        found = outcome(tried)
+        if isinstance(found, Accepted):
+            return found
+        if found is None or attempt > self.policy.retries:
+            raise refusal(tried)
+        return self.policy.delay(attempt, found or None)
+
 
 class Client(_Base):
     """The synchronous client (one connection pool; use it as a context manager, or `close()`)."""
@@ -206,22 +221,17 @@ class Client(_Base):
     ) -> Accepted:
         """Store an event through the daemon, retrying what can be retried; see the module's doc."""
         body, headers = self._request(event, data, idempotency_key, timestamp, event_id)
-        attempt = 0
-        while True:
-            attempt += 1
+        for attempt in itertools.count(1):
+            tried: httpx.Response | httpx.TransportError
             try:
-                response = self._http.post(TRIGGER_PATH, json=body, headers=headers)
+                tried = self._http.post(TRIGGER_PATH, json=body, headers=headers)
             except httpx.TransportError as exc:
-                if attempt > self.policy.retries:
-                    raise Unavailable(f"cannot reach {self.url}: {exc}") from exc
-                time.sleep(self.policy.delay(attempt, None))
-                continue
-            found = outcome(response)
-            if isinstance(found, Accepted):
-                return found
-            if found is None or attempt > self.policy.retries:
-                raise refusal(response)
-            time.sleep(self.policy.delay(attempt, found or None))
+                tried = exc
+            step = self._after(attempt, tried)
+            if isinstance(step, Accepted):
+                return step
+            time.sleep(step)
+        raise AssertionError("unreachable: itertools.count() never ends")
 
 
 class AsyncClient(_Base):
@@ -251,19 +261,14 @@ class AsyncClient(_Base):
     ) -> Accepted:
         """Store an event through the daemon, retrying what can be retried; see the module's doc."""
         body, headers = self._request(event, data, idempotency_key, timestamp, event_id)
-        attempt = 0
-        while True:
-            attempt += 1
+        for attempt in itertools.count(1):
+            tried: httpx.Response | httpx.TransportError
             try:
-                response = await self._http.post(TRIGGER_PATH, json=body, headers=headers)
+                tried = await self._http.post(TRIGGER_PATH, json=body, headers=headers)
             except httpx.TransportError as exc:
-                if attempt > self.policy.retries:
-                    raise Unavailable(f"cannot reach {self.url}: {exc}") from exc
-                await asyncio.sleep(self.policy.delay(attempt, None))
-                continue
-            found = outcome(response)
-            if isinstance(found, Accepted):
-                return found
-            if found is None or attempt > self.policy.retries:
-                raise refusal(response)
-            await asyncio.sleep(self.policy.delay(attempt, found or None))
+                tried = exc
+            step = self._after(attempt, tried)
+            if isinstance(step, Accepted):
+                return step
+            await asyncio.sleep(step)
+        raise AssertionError("unreachable: itertools.count() never ends")

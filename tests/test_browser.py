@@ -84,13 +84,8 @@ def site(tmp_path: Path, peer: Peer) -> Iterator[Daemon]:
         )
     )
     (config / "reports.yaml").write_text(REPORTS)
-    daemon = Daemon(tmp_path, env={"ADMIN_SECRET": SECRET})
-    try:
-        daemon.wait_ready()
+    with Daemon(tmp_path, env={"ADMIN_SECRET": SECRET}) as daemon:
         yield daemon
-    finally:
-        if daemon.process.poll() is None:
-            daemon.stop()
 
 
 def admin(daemon: Daemon) -> httpx.Client:

@@ -36,20 +36,15 @@ GENEROUS = 20.0  # the test deadline is 1 s; this only bounds how long a failing
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
     (tmp_path / "integrations.d").mkdir()
     (tmp_path / "integrations.d" / "partner-in.yaml").write_text(RECEIVER)
-    running = Daemon(
+    with Daemon(
         tmp_path,
         "--header-timeout",
         "1s",
         "--body-timeout",
         "1s",
         env={"ADMIN_SECRET": SECRET, "PARTNER_PATH": PATH_SECRET},
-    )
-    try:
-        running.wait_ready()
+    ) as running:
         yield running
-    finally:
-        if running.process.poll() is None:
-            running.stop()
 
 
 def connect(daemon: Daemon) -> socket.socket:

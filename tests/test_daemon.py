@@ -148,6 +148,19 @@ class Daemon:
             assert time.monotonic() < deadline, "no watch pass after removing the probe"
             time.sleep(0.02)
 
+    def __enter__(self) -> Daemon:
+        """`with Daemon(...) as daemon:` waits until it is ready, and stops it on the way out."""
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:
+            self.stop()
+
     def stop(self, signum: int = signal.SIGTERM) -> tuple[int, str]:
         self.process.send_signal(signum)
         self.process.wait(timeout=20)
@@ -163,13 +176,8 @@ def workdir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def daemon(workdir: Path) -> Iterator[Daemon]:
-    running = Daemon(workdir, env={"ADMIN_SECRET": SECRET})
-    try:
-        running.wait_ready()
+    with Daemon(workdir, env={"ADMIN_SECRET": SECRET}) as running:
         yield running
-    finally:
-        if running.process.poll() is None:
-            running.stop()
 
 
 def admin(daemon: Daemon) -> httpx.Client:

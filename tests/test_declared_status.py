@@ -61,13 +61,8 @@ def items(client: httpx.Client, **params: str) -> dict[str, dict[str, Any]]:
 def bundled(tmp_path: Path) -> Iterator[Daemon]:
     """A first `make run`: the bundled directory, with none of the secrets it references."""
     shutil.copytree(BUNDLED, tmp_path / "integrations.d")
-    daemon = Daemon(tmp_path, env={"ADMIN_SECRET": SECRET}, unset=BUNDLED_VARIABLES)
-    try:
-        daemon.wait_ready()
+    with Daemon(tmp_path, env={"ADMIN_SECRET": SECRET}, unset=BUNDLED_VARIABLES) as daemon:
         yield daemon
-    finally:
-        if daemon.process.poll() is None:
-            daemon.stop()
 
 
 def test_pending_integrations_show_their_declared_spec_and_filter_by_type(bundled):

@@ -190,26 +190,23 @@ def test_the_daemon_measures_health_on_its_own(tmp_path, peer: Peer):
     config.mkdir()
     (config / "hook.yaml").write_text(webhook_to(peer.url, retry=PATIENT))
     peer.script = lambda _seen: Reply(500)
-    daemon = Daemon(tmp_path, "--config-dir", str(config), env={"ADMIN_SECRET": SECRET})
-    try:
-        daemon.wait_ready()
-        with httpx.Client(base_url=daemon.url, headers={"x-admin-secret": SECRET}, timeout=10) as client:
-            trigger = {"event": "user.registered", "data": USER}
-            assert client.post("/api/integrations/webhooks/trigger", json=trigger).status_code == 202
-            deadline = time.monotonic() + 60
-            while client.get("/api/integrations/hook").json()["status"] != "degraded":
-                assert time.monotonic() < deadline, daemon.log()
-                time.sleep(0.1)  # polling, with the deadline above
-            status = subprocess.run(
-                [sys.executable, "-m", "reconciler", "status", "--server", daemon.url],
-                env={"ADMIN_SECRET": SECRET, "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert status.returncode == 1, status.stdout + status.stderr
-            assert "DeliveriesFailing" in status.stdout
+    with (
+        Daemon(tmp_path, "--config-dir", str(config), env={"ADMIN_SECRET": SECRET}) as daemon,
+        httpx.Client(base_url=daemon.url, headers={"x-admin-secret": SECRET}, timeout=10) as client,
+    ):
+        trigger = {"event": "user.registered", "data": USER}
+        assert client.post("/api/integrations/webhooks/trigger", json=trigger).status_code == 202
+        deadline = time.monotonic() + 60
+        while client.get("/api/integrations/hook").json()["status"] != "degraded":
+            assert time.monotonic() < deadline, daemon.log()
+            time.sleep(0.1)  # polling, with the deadline above
+        status = subprocess.run(
+            [sys.executable, "-m", "reconciler", "status", "--server", daemon.url],
+            env={"ADMIN_SECRET": SECRET, "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert status.returncode == 1, status.stdout + status.stderr
+        assert "DeliveriesFailing" in status.stdout
         assert any(e.get("message") == "integration degraded" for e in daemon.entries()), daemon.log()
-    finally:
-        if daemon.process.poll() is None:
-            daemon.stop()

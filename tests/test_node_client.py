@@ -66,20 +66,15 @@ def daemon(tmp_path: Path, peer: Peer) -> Iterator[Daemon]:
     config.mkdir()
     (config / "hook.yaml").write_text(webhook_to(peer.url))
     # a short resync: the receiver's file, written by the node test, is applied even if a file event is missed
-    running = Daemon(
+    with Daemon(
         tmp_path,
         "--config-dir",
         str(config),
         "--resync",
         "2",
         env={"ADMIN_SECRET": SECRET, "RECEIVER_SIGNING_SECRET": SIGNING},
-    )
-    try:
-        running.wait_ready()
+    ) as running:
         yield running
-    finally:
-        if running.process.poll() is None:
-            running.stop()
 
 
 def summary(output: str) -> dict[str, int]:

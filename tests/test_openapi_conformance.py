@@ -33,13 +33,10 @@ def live_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         "retry: {schedule: [1s], maxAttempts: 1}\n"
         "webhooks: [{events: ['*']}]\n"
     )
-    daemon = Daemon(workdir, env={"ADMIN_SECRET": SECRET})
     try:
-        daemon.wait_ready()
-        yield daemon
+        with Daemon(workdir, env={"ADMIN_SECRET": SECRET}) as daemon:
+            yield daemon
     finally:
-        if daemon.process.poll() is None:
-            daemon.stop()
         peer.close()
 
 
