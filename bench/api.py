@@ -4,9 +4,11 @@ of the same daemon in the same run (the framework's own floor), one client, sequ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -47,25 +49,32 @@ def _percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def bench_api(args: argparse.Namespace) -> list[dict[str, object]]:
+@contextlib.contextmanager
+def loaded_daemon(count: int) -> Iterator[httpx.Client]:
+    """A daemon with `count` labelled integrations, all applied: an admin client of it."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         work = Path(tmp)
         (work / "integrations.d").mkdir()
-        _integrations(work / "integrations.d", args.api_integrations)
+        _integrations(work / "integrations.d", count)
         command = [sys.executable, "-m", "reconciler", "run", "--listen", f"127.0.0.1:{port}", "--log-format", "json"]
         env = {"ADMIN_SECRET": ADMIN, "PYTHONPATH": str(ROOT)}
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"x-admin-secret": ADMIN}, timeout=60)
         with process(command, port, cwd=work, env=env), client as c:
             deadline = time.monotonic() + 120
-            while c.get("/api/integrations", params={"status": "active"}).json()["count"] < args.api_integrations:
+            while c.get("/api/integrations", params={"status": "active"}).json()["count"] < count:
                 if time.monotonic() > deadline:
                     raise SystemExit("the integrations were not applied in time")
                 time.sleep(0.5)
-            listed = _latencies(c, "/api/integrations", args.api_requests)
-            filtered = _latencies(c, "/api/integrations?label=team=t3", args.api_requests)
-            health = _latencies(c, "/healthz", args.api_requests)
-            size = len(c.get("/api/integrations").content)
+            yield c
+
+
+def bench_api(args: argparse.Namespace) -> list[dict[str, object]]:
+    with loaded_daemon(args.api_integrations) as c:
+        listed = _latencies(c, "/api/integrations", args.api_requests)
+        filtered = _latencies(c, "/api/integrations?label=team=t3", args.api_requests)
+        health = _latencies(c, "/healthz", args.api_requests)
+        size = len(c.get("/api/integrations").content)
     row = {
         "integrations": args.api_integrations,
         "requests": args.api_requests,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,8 +15,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.api import WARM_UP, _integrations, _percentile  # noqa: E402 - after sys.path is set
-from bench.pipeline import ADMIN, free_port, process  # noqa: E402
+from bench.api import WARM_UP, _percentile, loaded_daemon  # noqa: E402 - after sys.path is set
 
 
 def _timed(client: httpx.Client, path: str) -> float:
@@ -27,28 +25,15 @@ def _timed(client: httpx.Client, path: str) -> float:
 
 
 def bench_page(args: argparse.Namespace) -> list[dict[str, object]]:
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="bench-page-") as tmp:
-        work = Path(tmp)
-        (work / "integrations.d").mkdir()
-        _integrations(work / "integrations.d", args.api_integrations)
-        command = [sys.executable, "-m", "reconciler", "run", "--listen", f"127.0.0.1:{port}", "--log-format", "json"]
-        env = {"ADMIN_SECRET": ADMIN, "PYTHONPATH": str(ROOT)}
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"x-admin-secret": ADMIN}, timeout=60)
-        with process(command, port, cwd=work, env=env), client as c:
-            deadline = time.monotonic() + 120
-            while c.get("/api/integrations", params={"status": "active"}).json()["count"] < args.api_integrations:
-                if time.monotonic() > deadline:
-                    raise SystemExit("the integrations were not applied in time")
-                time.sleep(0.5)
-            for _ in range(WARM_UP):
-                _timed(c, "/")
-                _timed(c, "/api/integrations")
-            page, listed = [], []
-            for _ in range(args.api_requests):
-                page.append(_timed(c, "/"))
-                listed.append(_timed(c, "/api/integrations"))
-            page_bytes, list_bytes = len(c.get("/").content), len(c.get("/api/integrations").content)
+    with loaded_daemon(args.api_integrations) as c:
+        for _ in range(WARM_UP):
+            _timed(c, "/")
+            _timed(c, "/api/integrations")
+        page, listed = [], []
+        for _ in range(args.api_requests):
+            page.append(_timed(c, "/"))
+            listed.append(_timed(c, "/api/integrations"))
+        page_bytes, list_bytes = len(c.get("/").content), len(c.get("/api/integrations").content)
     page.sort()
     listed.sort()
     row: dict[str, object] = {
