@@ -85,16 +85,7 @@ def test_progress_line_on_a_terminal_for_large_trees(tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     os.close(secondary)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(primary, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.close(primary)
+    seen = drain_pty(primary)
     assert proc.returncode == 0
     assert b"validating 200/250 files" in seen and b"250 files, 250 integrations: valid" in seen
 
@@ -189,3 +180,18 @@ def test_a_warning_is_shown_but_the_file_is_valid(tmp_path, capsys):
     assert (report["valid"], report["errors"], report["warnings"]) == (True, 0, 1)
     assert main(["validate", "--quiet", str(tmp_path)]) == 0
     assert capsys.readouterr().out == ""
+
+
+def drain_pty(primary: int) -> bytes:
+    """Everything written to a pseudo-terminal's other end, until it closes (EOF or EIO)."""
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(primary)
+    return seen

@@ -22,6 +22,7 @@ from reconciler import __version__
 from reconciler.cli.main import _parser
 from reconciler.cli.secret import NoAdminSecret, find_admin_secret
 from tests.conftest import ROOT
+from tests.test_cli import drain_pty
 from tests.test_daemon import SECRET, Daemon
 
 README = (ROOT / "README.md").read_text()
@@ -79,16 +80,7 @@ def on_terminal(*args: str, env: dict[str, str]) -> bytes:
         env=env,
     )
     os.close(secondary)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(primary, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.close(primary)
+    seen = drain_pty(primary)
     assert proc.returncode == 0, proc.stderr
     return seen
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 from reconciler.cli.main import main
 from tests.conftest import ROOT
+from tests.gitserver import git
 from tests.test_daemon import SECRET, Daemon, admin
 
 WAIT_SECONDS = 30.0  # generous for a loaded machine
@@ -188,16 +188,6 @@ type: file
 config: {{url: "file://state/exports"}}
 webhooks: [{{events: ["*"]}}]
 """
-
-
-def git(repo: Path, *args: str) -> str:
-    out = subprocess.run(
-        ["git", "-C", str(repo), "-c", "user.email=t@example.org", "-c", "user.name=t", *args],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.strip()
 
 
 def test_revisions_say_when_the_work_tree_differs_from_the_commit(tmp_path, capsys, monkeypatch):
