@@ -78,13 +78,13 @@ def test_a_failing_sink_degrades_until_it_delivers_again(tmp_path, peer: Peer, c
             assert (status["status"], status["integrations"][0]["status"]) == ("ok", "active")
             recovered = degraded((await api.get("/api/integrations/hook")).json())
             assert (recovered["status"], recovered["reason"]) == ("False", "Healthy")
-            assert recovered["lastTransitionTime"] >= went_bad["lastTransitionTime"]
+            assert recovered["lastTransitionTime"] > went_bad["lastTransitionTime"]
             assert await status_exit(api, tmp_path) == 0
 
     run(scenario)
 
 
-def test_an_open_circuit_breaker_and_a_retry_after_pause_are_shown(tmp_path, peer: Peer):
+def test_an_open_circuit_breaker_is_shown(tmp_path, peer: Peer):
     async def scenario() -> None:
         files = {"hook.yaml": webhook_to(peer.url, retry=PATIENT)}
         async with Pipeline(tmp_path, files) as p, serve(p) as api:

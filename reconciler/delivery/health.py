@@ -126,24 +126,19 @@ def degraded_condition(previous: list[dict[str, Any]], found: list[Finding], gen
 
 class HealthMonitor:
     """Assesses every applied integration every few seconds; `condition(id)` is the latest
-    Degraded condition, `assessed_at` when it was made (None before the first assessment)."""
+    Degraded condition."""
 
     def __init__(self, reconciler: Reconciler, engine: DeliveryEngine | None, store: AsyncStore) -> None:
         self.reconciler = reconciler
         self.engine = engine
         self.store = store
-        self.assessed_at: float | None = None
         self._conditions: Mapping[str, dict[str, Any]] = MappingProxyType({})
         self._lock = asyncio.Lock()
 
     def condition(self, integration_id: str) -> dict[str, Any] | None:
         return self._conditions.get(integration_id)
 
-    @property
-    def conditions(self) -> Mapping[str, dict[str, Any]]:
-        return self._conditions
-
-    async def assess(self) -> Mapping[str, dict[str, Any]]:
+    async def assess(self) -> None:
         """Measure and publish; one assessment at a time (the API may ask while the loop runs one)."""
         async with self._lock:
             now = time.time()
@@ -162,8 +157,6 @@ class HealthMonitor:
                 updated[integration_id] = conditions[0]
                 self._log_transition(integration_id, previous, conditions[0])
             self._conditions = MappingProxyType(updated)
-            self.assessed_at = now
-            return self._conditions
 
     async def run(self, stop: asyncio.Event, every: float = ASSESS_EVERY_SECONDS) -> None:
         """The role: assess now and every `every` seconds until `stop`; a store outage skips a round."""

@@ -273,10 +273,9 @@ class Intake:
     async def _commit(self, group: list[_Pending]) -> None:
         """Store a group; a second request for a key (or event id) already in the group waits
         for the next commit, where it finds the first one stored and is answered as its repeat."""
-        firsts, repeats = _split_repeats(group)
-        await self._commit_group(firsts)
-        if repeats:
-            await self._commit(repeats)
+        while group:
+            firsts, group = _split_repeats(group)
+            await self._commit_group(firsts)
 
     async def _commit_group(self, group: list[_Pending]) -> None:
         backing_off = self._refusing_until - time.monotonic()

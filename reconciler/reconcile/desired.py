@@ -242,15 +242,5 @@ def _git_text(directory: Path, *args: str) -> str | None:
 
 def git_commit(directory: Path) -> str | None:
     """The HEAD commit of the git work tree holding `directory`, or None outside git."""
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(directory), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and len(commit) >= 40 else None
+    commit = _git_text(directory, "rev-parse", "HEAD")
+    return commit if commit is not None and len(commit) >= 40 else None

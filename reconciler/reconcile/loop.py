@@ -170,7 +170,7 @@ class Reconciler:
                     self._last_inputs,
                     trigger,
                     environ=self.environ,
-                    in_git=self._in_git and checkout is None,
+                    in_git=self._in_git,  # False whenever a source gives the commit
                     scope=self.secret_scope,
                     store_url=self.store.sync.url,
                     commit=checkout.commit if checkout is not None else None,
