@@ -154,10 +154,10 @@ def test_an_action_needs_the_session_csrf_token(tmp_path, peer):
 def test_every_page_sends_the_security_headers_and_no_inline_script(tmp_path, peer):
     async def scenario() -> None:
         async with Pipeline(tmp_path, {"hook.yaml": hook(peer)}) as p, serve(p) as api:
+            assert "script-src 'self'" in CONTENT_SECURITY_POLICY and "unsafe-inline" not in CONTENT_SECURITY_POLICY
             for path in ("/", "/integrations/hook", "/sign-in", "/integrations/nope"):
                 answer = await api.get(path)
                 assert answer.headers["content-security-policy"] == CONTENT_SECURITY_POLICY, path
-                assert "script-src 'self'" in CONTENT_SECURITY_POLICY and "unsafe-inline" not in CONTENT_SECURITY_POLICY
                 assert answer.headers["x-content-type-options"] == "nosniff"
                 assert answer.headers["cache-control"] == "no-store"
                 scripts = re.findall(r"<script\b[^>]*>", answer.text)

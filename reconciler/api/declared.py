@@ -219,13 +219,15 @@ def _write_checked(
         for pointer, reference in replaced.items():
             _put(target, pointer, reference)
 
+    siblings = _other_files(config_dir, proposal.file_name)  # read once; only the proposal changes per round
+    # the modeline resolves from the folder the file goes in
+    header = modeline("integration.schema.json", config_dir) if proposal.before is None else ""
     for _ in range(MAX_CREDENTIAL_ROUNDS):
         if proposal.before is None:
-            # the modeline resolves from the folder the file goes in
-            proposal.text = new_document(modeline("integration.schema.json", config_dir), change)
+            proposal.text = new_document(header, change)
         else:
             proposal.text = edit_document(proposal.before, proposal.index, change)
-        errors, warnings = _validate(validator, proposal, config_dir, environ)
+        errors, warnings = _validate(validator, proposal, siblings, config_dir, environ)
         proposal.errors = errors
         literal = [d for d in errors if _is_literal_credential(d) and d.pointer not in replaced]
         if not literal:
@@ -288,17 +290,26 @@ def _put(document: CommentedMap, pointer: str, value: str) -> None:
         holder[parts[-1]] = value
 
 
-def _validate(
-    validator: TreeValidator, proposal: _Proposal, config_dir: Path, environ: Any
-) -> tuple[list[Diagnostic], list[Diagnostic]]:
-    """The errors and warnings of the integration's document, checked beside the other files."""
+def _other_files(config_dir: Path, file_name: str) -> list[tuple[str, Any]]:
+    """Every declared file but `file_name`, read: what a proposal is validated beside."""
     files, _ = discover([config_dir]) if config_dir.is_dir() else ([], [])
     sources: list[tuple[str, Any]] = []
     for path in files:
         name = Path(path).relative_to(config_dir).as_posix()
-        if name != proposal.file_name:
+        if name != file_name:
             sources.append((name, read_file(path, name)))
-    sources.append((proposal.file_name, proposal.text.encode()))
+    return sources
+
+
+def _validate(
+    validator: TreeValidator,
+    proposal: _Proposal,
+    siblings: list[tuple[str, Any]],
+    config_dir: Path,
+    environ: Any,
+) -> tuple[list[Diagnostic], list[Diagnostic]]:
+    """The errors and warnings of the integration's document, checked beside the other files."""
+    sources = [*siblings, (proposal.file_name, proposal.text.encode())]
     result = validator.validate_sources(sources, total=len(sources), where=str(config_dir), environ=environ)
 
     def ours(d: Diagnostic) -> bool:

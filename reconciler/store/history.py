@@ -384,17 +384,8 @@ class History:
         """Integration id -> what its attempts since then measured: sends by outcome, the latest
         send and the latest sync fetch (test sends are left out: an operator's probe says
         nothing about the traffic), and its deliveries that went dead since then and still are."""
-        a = t.attempts.c
         sends = self.attempt_outcomes(since)
-        is_sync = sa.case((a.trigger == "sync", 1), else_=0)
-        latest = (
-            sa.select(sa.func.max(a.seq))
-            .where(a.at >= since, a.trigger.in_(("scheduled", "replay", "sync")))
-            .group_by(a.integration_id, is_sync)
-        )
-        query = sa.select(a.integration_id, a.trigger, a.outcome, a.at, a.status_code, a.error).where(
-            a.seq.in_(latest.scalar_subquery())
-        )
+        last = self.latest_attempts(since)
         d = t.deliveries.c
         # dead letters of the window still dead: a replayed one no longer counts
         dead_query = (
@@ -402,13 +393,8 @@ class History:
             .where(d.status == "dead", d.updated_at >= since)
             .group_by(d.integration_id)
         )
-        last: dict[tuple[str, bool], LastAttempt] = {}
         with self.engine.connect() as connection:
             dead: dict[str, int] = {integration_id: count for integration_id, count in connection.execute(dead_query)}
-            for integration_id, trigger, outcome, at, status_code, error in connection.execute(query):
-                last[(integration_id, trigger == "sync")] = LastAttempt(
-                    outcome=outcome, at=at, status_code=status_code, error=error
-                )
         ids = set(sends) | {integration_id for integration_id, _ in last} | set(dead)
         return {
             integration_id: RecentOutcomes(
@@ -419,6 +405,26 @@ class History:
             )
             for integration_id in ids
         }
+
+    def latest_attempts(self, since: float) -> dict[tuple[str, bool], LastAttempt]:
+        """(integration id, is a sync fetch) -> its latest send or sync attempt since then."""
+        a = t.attempts.c
+        is_sync = sa.case((a.trigger == "sync", 1), else_=0)
+        latest = (
+            sa.select(sa.func.max(a.seq))
+            .where(a.at >= since, a.trigger.in_(("scheduled", "replay", "sync")))
+            .group_by(a.integration_id, is_sync)
+        )
+        query = sa.select(a.integration_id, a.trigger, a.outcome, a.at, a.status_code, a.error).where(
+            a.seq.in_(latest.scalar_subquery())
+        )
+        with self.engine.connect() as connection:
+            return {
+                (integration_id, trigger == "sync"): LastAttempt(
+                    outcome=outcome, at=at, status_code=status_code, error=error
+                )
+                for integration_id, trigger, outcome, at, status_code, error in connection.execute(query)
+            }
 
     def attempt_series(
         self, integration_id: str, since: float, until: float, step: float = 60.0

@@ -134,13 +134,13 @@ def _list_figures(runtime: Runtime) -> dict[str, Any]:
     """The health document (counters, queue, last pass) and each integration's latest send:
     one call on the store's threads."""
     health = health_status(runtime)
-    recent = runtime.reconciler.store.sync.recent_outcomes(time.time() - SUCCESS_WINDOW_SECONDS)
+    latest = runtime.reconciler.store.sync.latest_attempts(time.time() - SUCCESS_WINDOW_SECONDS)
     config_dir = runtime.reconciler.config_dir
     return {
         "lines": {r.id: _line_of(config_dir, r) for r in runtime.reconciler.snapshot.registry.values()},
         "health": health,
         "by_id": {item["id"]: item for item in health["integrations"]},
-        "last_send": {i: r.last_send for i, r in recent.items() if r.last_send is not None},
+        "last_send": {i: attempt for (i, is_sync), attempt in latest.items() if not is_sync},
     }
 
 
