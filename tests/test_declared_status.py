@@ -4,6 +4,7 @@ its secret is not Ready, and revisions say when the work tree differs from the c
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import time
@@ -233,3 +234,19 @@ def test_revisions_say_when_the_work_tree_differs_from_the_commit(tmp_path, caps
             assert found["a"]["generation"] == 1 + 1 and found["b"]["generation"] == 1, "a commit changes no spec"
     finally:
         daemon.stop()
+
+
+def test_reading_the_revision_never_rewrites_the_index(tmp_path):
+    """The daemon reads the admin's checkout while commits land in it: a `git status` that refreshed
+    the index would hold index.lock, and a commit at that moment fails ("index.lock exists")."""
+    from reconciler.reconcile.desired import git_state
+
+    (tmp_path / "a.yaml").write_text(EXPORT.format(id="a", name="A"))
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-qm", "a")
+    os.utime(tmp_path / "a.yaml", (1_000_000_000, 1_000_000_000))  # the index's stat data is now stale
+    index = (tmp_path / ".git" / "index").read_bytes()
+    state = git_state(tmp_path)
+    assert state is not None and not state.changed, "same content, another mtime: not a change"
+    assert (tmp_path / ".git" / "index").read_bytes() == index, "reading the revision refreshed the index"

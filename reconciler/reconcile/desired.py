@@ -231,9 +231,15 @@ def git_state(directory: Path) -> GitState | None:
 
 
 def _git_text(directory: Path, *args: str) -> str | None:
+    # --no-optional-locks: `git status` would otherwise refresh the index under index.lock, and an
+    # admin's (or git-sync's) commit at that moment fails with "index.lock exists". The daemon only reads.
     try:
         out = subprocess.run(
-            ["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=10, check=False
+            ["git", "--no-optional-locks", "-C", str(directory), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None

@@ -182,7 +182,9 @@ def git_sources(config_dir: Path, revision: str) -> list[tuple[str, bytes]]:
 
 def _git(cwd: Path, *args: str, what: str = "", allow_empty: bool = False) -> bytes:
     try:
-        out = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, timeout=60, check=False)
+        out = subprocess.run(  # a plan only reads: it never takes index.lock from a commit in progress
+            ["git", "--no-optional-locks", "-C", str(cwd), *args], capture_output=True, timeout=60, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise PlanError(f"git failed: {exc}") from None
     if out.returncode != 0:
