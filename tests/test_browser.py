@@ -227,3 +227,54 @@ def test_the_page_is_keyboard_navigable_and_dark_when_the_system_is(chromium, si
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(r"/integrations/hook$"))
     context.close()
+
+
+def test_the_api_reference_sends_requests_from_the_browser(chromium, site, peer):
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    console_errors: list[str] = []
+    page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
+
+    def send(anchor: str) -> tuple[str, str]:
+        operation = page.locator(f"#{anchor}")
+        operation.locator("button.send").click()
+        status = operation.locator(".answer-status")
+        page.wait_for_function(
+            "element => element.classList.contains('ok') || element.classList.contains('bad')",
+            arg=status.element_handle(),
+        )
+        return status.inner_text(), operation.locator(".answer-body").inner_text()
+
+    # a link to an operation opens it; without the secret the API refuses, with it the API answers
+    page.goto(site.url + "/api/docs#op-get-api-integrations")
+    assert page.locator("details#op-get-api-integrations[open]").count() == 1
+    status, body = send("op-get-api-integrations")
+    assert "→ 401" in status, status
+    page.fill("#api-secret", SECRET)
+    status, body = send("op-get-api-integrations")
+    assert "→ 200" in status and '"id": "hook"' in body, (status, body)
+
+    # the trigger's example body is a valid event: sent as it is, it reaches the webhook target
+    page.goto(site.url + "/api/docs#op-post-api-integrations-webhooks-trigger")
+    page.fill("#api-secret", SECRET)  # a new page: the secret was never kept
+    status, body = send("op-post-api-integrations-webhooks-trigger")
+    assert "→ 202" in status and '"event": "user.registered"' in body, (status, body)
+    until(lambda: any(s.json().get("event") == "user.registered" for s in peer.requests()), "the delivery")
+
+    # a followed log streams into the answer until Stop
+    logs = page.locator("#op-get-api-integrations-id-logs")
+    logs.locator("summary").click()
+    logs.locator("input[name=id]").fill("hook")
+    logs.locator("input[name=follow]").fill("true")
+    logs.locator("button.send").click()
+    shown = logs.locator(".answer-body").element_handle()
+    page.wait_for_function("element => element.textContent.includes('following the log of hook')", arg=shown)
+    with admin(site) as api:
+        assert api.post("/api/integrations/webhooks/trigger", json={"event": "user.login", "data": USER}).is_success
+    page.wait_for_function("element => element.textContent.includes('user.login')", arg=shown)
+    logs.locator("button.stop").click()
+    page.wait_for_selector("#op-get-api-integrations-id-logs button.stop[hidden]", state="attached")
+    assert SECRET not in page.content()
+    assert not [e for e in console_errors if "Content Security Policy" in e], console_errors
+    context.close()

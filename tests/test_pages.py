@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from reconciler.api.pages.apidocs import example, operation_anchor, type_html
 from reconciler.api.pages.render import CONTENT_SECURITY_POLICY
 from reconciler.api.pages.session import COOKIE, SESSION_SECONDS, Sessions
 from reconciler.api.pages.sources import document_line
@@ -155,7 +156,7 @@ def test_every_page_sends_the_security_headers_and_no_inline_script(tmp_path, pe
     async def scenario() -> None:
         async with Pipeline(tmp_path, {"hook.yaml": hook(peer)}) as p, serve(p) as api:
             assert "script-src 'self'" in CONTENT_SECURITY_POLICY and "unsafe-inline" not in CONTENT_SECURITY_POLICY
-            for path in ("/", "/integrations/hook", "/sign-in", "/integrations/nope"):
+            for path in ("/", "/integrations/hook", "/sign-in", "/integrations/nope", "/api/docs"):
                 answer = await api.get(path)
                 assert answer.headers["content-security-policy"] == CONTENT_SECURITY_POLICY, path
                 assert answer.headers["x-content-type-options"] == "nosniff"
@@ -342,3 +343,48 @@ def test_a_version_waiting_for_secrets_shows_beside_the_applied_one(tmp_path, pe
             assert "signingSecret" not in applied
 
     run(scenario)
+
+
+def test_the_api_reference_renders_every_operation_and_schema_of_the_document(tmp_path, peer):
+    async def scenario() -> None:
+        async with Pipeline(tmp_path, {"hook.yaml": hook(peer)}) as p, serve(p) as api:
+            document = (await api.get("/api/openapi.json")).json()
+            answer = await api.get("/api/docs", headers=ANONYMOUS)  # open, like the document it renders
+            assert answer.status_code == 200, answer.text
+            html = answer.text
+            for path, item in document["paths"].items():
+                for method, operation in item.items():
+                    anchor = operation_anchor(method, path)
+                    found = re.search(rf'<details class="op" id="{anchor}" data-method="{method}"[^>]*>', html)
+                    assert found, f"{method} {path} is not on the page"
+                    admin = bool(operation.get("security"))
+                    assert ("data-admin" in found.group(0)) == admin, f"{method} {path}: admin marking"
+            for name in document["components"]["schemas"]:
+                assert f'id="schema-{name}"' in html, name
+            ids = set(re.findall(r'\sid="([^"]+)"', html))
+            broken = {link for link in re.findall(r'href="#([^"]+)"', html) if link not in ids}
+            assert not broken, f"links to nothing on the page: {broken}"
+            # a request body starts from an example of its schema; curl lines keep the secret a variable
+            trigger = html.split(f'id="{operation_anchor("post", "/api/integrations/webhooks/trigger")}"')[1]
+            assert "&#34;event&#34;" in trigger.split("</textarea>")[0]
+            assert "-H &#34;x-admin-secret: $ADMIN_SECRET&#34;" in trigger.split("</pre>")[0]
+            by_admin = await api.get("/api/docs")
+            assert SECRET not in by_admin.text and "Sign out" not in by_admin.text
+
+    run(scenario)
+
+
+def test_the_api_reference_describes_schemas_in_one_line():
+    schema = {
+        "oneOf": [
+            {"$ref": "#/components/schemas/Problem"},
+            {"type": "array", "items": {"type": "string", "format": "date-time"}},
+            {"enum": ["a", "<b>"]},
+        ]
+    }
+    assert str(type_html(schema)) == (
+        '<a href="#schema-Problem">Problem</a> | array of string (date-time) | <code>&#34;a&#34;</code> | <code>&#34;&lt;b&gt;&#34;</code>'
+    )
+    shape = {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}, "s": {"type": "string"}}}
+    assert example(shape, {}) == {"n": 0}
+    assert example({"$ref": "#/components/schemas/X"}, {"X": {"type": "array", "items": shape}}) == [{"n": 0}]

@@ -120,8 +120,13 @@ SCHEMAS: dict[str, Any] = {
     "Reason": {
         "type": "object",
         "properties": {"reason": {"type": "string"}, "actor": {"type": "string"}},
+        "examples": [{"reason": "partner maintenance until 18:00", "actor": "ada"}],
     },
-    "TestRequest": {"type": "object", "properties": {"message": {"type": "string"}}},
+    "TestRequest": {
+        "type": "object",
+        "properties": {"message": {"type": "string"}},
+        "examples": [{"message": "a test from the API reference"}],
+    },
     "TestResult": {
         "type": "object",
         "required": ["integrationId", "eventId", "ok", "latencyMs"],
@@ -186,6 +191,7 @@ SCHEMAS: dict[str, Any] = {
             },
             "actor": {"type": "string"},
         },
+        "examples": [{"since": "24h", "status": ["failed", "dead"]}],
     },
     "ReplayResult": {
         "type": "object",
@@ -197,12 +203,19 @@ SCHEMAS: dict[str, Any] = {
         "description": "the integration guide's envelope: event (or type), optional timestamp, data; an optional "
         "id of the sender's (its idempotency key when no Idempotency-Key header is sent)",
         "properties": {
-            "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"},
+            "id": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"},
             "event": {"type": "string"},
-            "type": {"type": "string"},
-            "timestamp": {"type": "string"},
+            "type": {
+                "description": "the event type when event is absent (the guide's custom events say type); "
+                "ignored beside event"
+            },
+            "timestamp": {
+                "type": ["string", "null"],
+                "description": "RFC 3339; absent or null: the daemon stamps the event when it takes it",
+            },
             "data": ANY_OBJECT,
         },
+        "examples": [{"event": "user.registered", "data": {"userId": 42, "email": "ada@example.edu", "name": "Ada"}}],
     },
     "Accepted": {
         "type": "object",

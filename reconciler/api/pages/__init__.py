@@ -17,6 +17,7 @@ from reconciler.api.pages import views
 
 PAGE_ROUTES: list[BaseRoute] = [
     Route("/", views.index, methods=["GET"], include_in_schema=False),
+    Route("/api/docs", views.api_docs, methods=["GET"], include_in_schema=False),
     Route("/sign-in", views.sign_in_form, methods=["GET"], include_in_schema=False),
     Route("/sign-in", views.sign_in, methods=["POST"], include_in_schema=False),
     Route("/sign-out", views.sign_out, methods=["POST"], include_in_schema=False),

@@ -25,6 +25,7 @@ from reconciler import __version__
 from reconciler.api.common import STATUS_WORDS, Runtime, runtime_of
 from reconciler.api.integrations import INTEGRATION_TYPES, integration_detail, matching, set_override
 from reconciler.api.operations import read_log, run_replay, run_test
+from reconciler.api.pages.apidocs import curl, reference
 from reconciler.api.pages.chart import plot
 from reconciler.api.pages.markup import list_rows
 from reconciler.api.pages.render import page, secured, static_response
@@ -128,6 +129,18 @@ async def index(request: Request) -> Response:
 
 
 FILTERS = ("type", "status", "label")
+
+
+# --- the API reference ----------------------------------------------------------------------------
+
+
+async def api_docs(request: Request) -> Response:
+    """The OpenAPI document as a page with a "Try it" form per operation; open, like the document."""
+    viewer = sessions_of(request).viewer(request)
+    base_url = str(request.base_url)
+    context = _common(request, viewer, "API")
+    context.update({"ref": reference(), "curl": lambda operation: curl(operation, base_url)})
+    return _with_flash_cleared(request, await page("api_docs.html", context))
 
 
 def _list_figures(runtime: Runtime) -> dict[str, Any]:
