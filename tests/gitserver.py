@@ -1,14 +1,19 @@
 """Real git repositories for the git source's tests: a bare repository, a work clone that
-commits and pushes to it, and `git http-backend` served over HTTP on 127.0.0.1 (port 0), with
-an optional token that clients must present as HTTP basic authentication."""
+commits and pushes to it, `git http-backend` served over HTTP on 127.0.0.1 (port 0), with an
+optional token that clients must present as HTTP basic authentication, and OpenSSH's sshd on
+127.0.0.1 with a host key and an authorized client key of its own."""
 
 from __future__ import annotations
 
 import base64
+import getpass
 import hmac
 import os
+import re
+import socket
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -177,3 +182,112 @@ class GitHttpServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def ssh_keygen(path: Path) -> Path:
+    """A new ed25519 key pair without a passphrase: `path` and `path.pub`."""
+    command = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)]
+    subprocess.run(command, check=True, capture_output=True)
+    return path
+
+
+def known_hosts_line(port: int, public_key: Path) -> str:
+    """The known_hosts line of a server on 127.0.0.1:`port` with this key."""
+    kind, blob = public_key.read_text().split()[:2]
+    return f"[127.0.0.1]:{port} {kind} {blob}\n"
+
+
+class SshServer:
+    """OpenSSH's `sshd -D -e` on 127.0.0.1 as the current user: its own configuration, host key
+    and authorized key (`client_key`) under `root`, no password or PAM. The port is one the
+    kernel gave a socket bound to port 0, closed just before sshd binds it; if another process
+    takes it meanwhile, sshd says so and starts again on a new one."""
+
+    ATTEMPTS = 5
+
+    def __init__(self, root: Path, sshd: str) -> None:
+        root.mkdir(parents=True)
+        self.root = root
+        self.sshd = sshd
+        self.host_key = ssh_keygen(root / "host_key")
+        self.client_key = ssh_keygen(root / "client_key")
+        (root / "authorized_keys").write_text((root / "client_key.pub").read_text())
+        self.user = getpass.getuser()
+        self.log_path = root / "sshd.log"
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self._start()
+
+    def url(self, bare: Path, *, ref: str = "main", path: str = "integrations.d") -> str:
+        return f"git+ssh://{self.user}@127.0.0.1:{self.port}{bare}?ref={ref}&path={path}"
+
+    def known_hosts(self, public_key: Path | None = None) -> str:
+        """The known_hosts line for this server: with its own host key, or with `public_key`."""
+        return known_hosts_line(self.port, public_key or self.host_key.with_suffix(".pub"))
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def _start(self) -> None:
+        for _ in range(self.ATTEMPTS):
+            self.port = _free_port()
+            config = self._write_config()
+            with self.log_path.open("w") as log:  # a file: a pipe nobody reads would block sshd
+                self.process = subprocess.Popen(
+                    [self.sshd, "-D", "-e", "-f", str(config)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                )
+            if self._wait_listening():
+                return
+            said = self.log()
+            privsep = re.search(r"Missing privilege separation directory: (\S+)", said)
+            if privsep and os.geteuid() == 0:  # sshd run by root wants its empty chroot directory
+                Path(privsep.group(1)).mkdir(mode=0o755, parents=True, exist_ok=True)
+            elif "Address already in use" not in said:
+                raise AssertionError(f"sshd did not start: {said}")
+        raise AssertionError(f"sshd found no free port in {self.ATTEMPTS} attempts: {self.log()}")
+
+    def _write_config(self) -> Path:
+        config = self.root / "sshd_config"
+        config.write_text(
+            f"ListenAddress 127.0.0.1:{self.port}\n"
+            f"HostKey {self.host_key}\n"
+            f"AuthorizedKeysFile {self.root / 'authorized_keys'}\n"
+            f"PidFile {self.root / 'sshd.pid'}\n"
+            "PasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\n"
+            "UsePAM no\n"
+            "StrictModes no\n"  # tmp_path's modes are the test runner's, not a home directory's
+            "PermitRootLogin prohibit-password\n"  # the tests may run as root: a key only
+        )
+        return config
+
+    def _wait_listening(self, timeout: float = 30.0) -> bool:
+        """True once sshd logs that it listens; False if it exits first."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if f"Server listening on 127.0.0.1 port {self.port}." in self.log():
+                return True
+            if self.process.poll() is not None:
+                return False
+            time.sleep(0.02)  # polling, with the deadline above
+        raise AssertionError(f"sshd did not listen within {timeout} s: {self.log()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -1,5 +1,6 @@
 """The git source against real repositories: a bare repository pushed to by `git push`, fetched
-over file:// and over HTTP (`git http-backend` on 127.0.0.1), and the daemon following it."""
+over file://, over HTTP (`git http-backend` on 127.0.0.1) and over SSH (OpenSSH's sshd on
+127.0.0.1), and the daemon following it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -19,7 +21,7 @@ import pytest
 
 from reconciler.reconcile.source import Credentials, GitSource, Reason, SignerPolicy, SourceError, parse_source
 from tests.conftest import ROOT
-from tests.gitserver import GitHttpServer, Repo
+from tests.gitserver import GitHttpServer, Repo, SshServer, ssh_keygen
 from tests.test_daemon import SECRET, Daemon
 
 EXPORT = """\
@@ -33,6 +35,8 @@ webhooks: [{{events: ["*"]}}]
 BROKEN = "apiVersion: cms.integrations/v1\nkind: Integration\nname: Broken\ntype: file\nconfig: {url: 42}\n"
 WEBHOOK_SECRET = "push-webhook-secret-for-tests"
 TOKEN = "git-token-for-tests-0123456789"
+# sshd is in /usr/sbin, which an unprivileged user's PATH may lack; it must run by an absolute path
+SSHD = shutil.which("sshd", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
 
 
 def export(name: str = "Export") -> str:
@@ -476,3 +480,105 @@ def test_unusable_source_settings_exit_2_naming_the_flag(tmp_path):
         )  # fmt: skip
         assert done.returncode == 2 and said in done.stderr, (flags, done.stderr)
         assert "hunter2" not in done.stderr and "plain-token" not in done.stderr
+
+
+# --- over SSH: OpenSSH's sshd on 127.0.0.1 --------------------------------------------------------
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}: in CI the SSH tests must run (.ci/run installs openssh-server and openssh-client)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[SshServer]:
+    """sshd on 127.0.0.1 as the current user, with a host key and an authorized client key of its own."""
+    missing = [tool for tool in ("ssh", "ssh-keygen") if shutil.which(tool) is None]
+    if SSHD is None or missing:
+        tools = ", ".join((["sshd"] if SSHD is None else []) + missing)
+        _unavailable(f"{tools} not installed (apt-get install openssh-server openssh-client)")
+    assert SSHD is not None
+    server = SshServer(tmp_path / "sshd", SSHD)
+    yield server
+    server.stop()
+
+
+def ssh_source_flags(server: SshServer, known_hosts: Path) -> list[str]:
+    """The daemon's flags for `server`: its client key, the known hosts, fetching on push webhooks."""
+    return [
+        *("--source-ssh-key", str(server.client_key), "--source-known-hosts", str(known_hosts)),
+        *("--source-interval", "1h", "--source-webhook-secret", "${env:SOURCE_WEBHOOK_SECRET}"),
+    ]
+
+
+def push_webhook(daemon: Daemon) -> None:
+    body, headers = github_push("refs/heads/main")
+    assert httpx.post(f"{daemon.url}/api/source/webhook", content=body, headers=headers).status_code == 202
+
+
+def source_status(client: httpx.Client) -> dict[str, Any]:
+    return dict(client.get("/api/integrations/health/status").json()["config"]["source"])
+
+
+def test_daemon_follows_a_repository_over_ssh(repo, sshd, tmp_path):
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(sshd.known_hosts())
+    first = repo.head()
+    daemon = start_daemon(tmp_path / "daemon", sshd.url(repo.bare), *ssh_source_flags(sshd, known_hosts))
+    try:
+        with httpx.Client(base_url=daemon.url, headers={"x-admin-secret": SECRET}, timeout=10) as client:
+            assert integration(client)["lastAppliedRevision"]["commit"] == first
+            source = source_status(client)
+            assert source["url"] == f"ssh://{sshd.user}@127.0.0.1:{sshd.port}{repo.bare}"
+            assert source["commit"] == first and source["conditions"][0]["reason"] == Reason.FOLLOWING
+
+            over_ssh = repo.commit({"integrations.d/export.yaml": export("Over SSH")})
+            repo.push()
+            push_webhook(daemon)
+            until(lambda: integration(client)["lastAppliedRevision"]["commit"] == over_ssh, "the push was not fetched")
+            assert integration(client)["spec"]["name"] == "Over SSH"
+    finally:
+        daemon.stop()
+    assert "Accepted publickey for" in sshd.log()  # through sshd, with the client key
+
+
+def test_an_ssh_server_with_another_host_key_is_refused_until_known_hosts_has_its_key(repo, sshd, tmp_path):
+    impostor = ssh_keygen(tmp_path / "impostor")
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(sshd.known_hosts(impostor.with_suffix(".pub")))
+    daemon = start_daemon(tmp_path / "daemon", sshd.url(repo.bare), *ssh_source_flags(sshd, known_hosts))
+    try:
+        with httpx.Client(base_url=daemon.url, headers={"x-admin-secret": SECRET}, timeout=10) as client:
+            source = source_status(client)
+            assert source["commit"] is None and integration(client) == {}
+            condition = source["conditions"][0]
+            assert condition["status"] == "False" and condition["reason"] == Reason.HOST_KEY_REJECTED
+            assert "Host key verification failed" in condition["message"]
+            assert "--source-known-hosts" in condition["message"] and source["lastError"] == condition["message"]
+            assert "Accepted publickey" not in sshd.log()  # refused before the client key was offered
+
+            known_hosts.write_text(sshd.known_hosts())  # the operator adds the server's real key
+            push_webhook(daemon)
+            applied = until(lambda: integration(client), "the source did not fetch once the host key was known")
+            assert applied["lastAppliedRevision"]["commit"] == repo.head()
+            assert source_status(client)["lastError"] is None
+    finally:
+        daemon.stop()
+
+
+def test_an_ssh_server_refuses_a_key_it_does_not_authorize(repo, sshd, tmp_path):
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(sshd.known_hosts())
+    stranger = ssh_keygen(tmp_path / "stranger")
+    spec = parse_source(sshd.url(repo.bare))
+
+    def source(name: str, key: Path) -> GitSource:
+        return GitSource(spec, tmp_path / name, credentials=lambda: Credentials(ssh_key=key, known_hosts=known_hosts))
+
+    refused = source("refused", stranger)
+    assert refused.sync_blocking() is False
+    assert refused.condition["reason"] == Reason.AUTHENTICATION_FAILED
+    assert "Permission denied (publickey)" in refused.condition["message"]
+    accepted = source("accepted", sshd.client_key)
+    assert accepted.sync_blocking() is True and accepted.commit == repo.head()

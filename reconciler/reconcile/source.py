@@ -66,6 +66,7 @@ class Reason:
     FOLLOWING = "Following"  # the ref's head is checked out and applied
     UNREACHABLE = "Unreachable"  # the remote did not answer; the last good commit stays
     AUTHENTICATION_FAILED = "AuthenticationFailed"  # the remote refused the credentials
+    HOST_KEY_REJECTED = "HostKeyVerificationFailed"  # git+ssh://: the server's key is not in --source-known-hosts
     REF_NOT_FOUND = "RefNotFound"  # the remote has no such ref (any more)
     HISTORY_REWRITTEN = "HistoryRewritten"  # the head is not a descendant of the applied commit
     PATH_NOT_FOUND = "PathNotFound"  # the head's tree has no such path
@@ -379,8 +380,10 @@ class GitSource:
         try:
             self._fetch()
         except GitFailed as exc:
+            reason = _fetch_reason(exc.detail)
             self._failed(
-                _fetch_reason(exc.detail), f"fetching {self.spec.ref} from {self.spec.display} failed: {exc.detail}"
+                reason,
+                f"fetching {self.spec.ref} from {self.spec.display} failed: {exc.detail}{_FETCH_FIXES.get(reason, '')}",
             )
             return False
         finally:
@@ -603,10 +606,19 @@ def git_environment(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
+# what an operator does about a failed fetch, where the reason alone does not say it
+_FETCH_FIXES = {
+    Reason.HOST_KEY_REJECTED: " (the server's host key is not the one --source-known-hosts lists for it; add the key "
+    "the server really has, checked out of band, as `[host]:port ssh-ed25519 AAAA...`)",
+}
+
+
 def _fetch_reason(detail: str) -> str:
     text = detail.lower()
     if "couldn't find remote ref" in text or "not our ref" in text:
         return Reason.REF_NOT_FOUND
+    if "host key verification failed" in text:
+        return Reason.HOST_KEY_REJECTED
     if any(
         word in text for word in ("authentication failed", "could not read username", "permission denied", "403", "401")
     ):
@@ -614,8 +626,19 @@ def _fetch_reason(detail: str) -> str:
     return Reason.UNREACHABLE
 
 
+# the advice git adds after any failed connection: the line before it says what failed
+_GIT_ADVICE = (
+    "fatal: could not read from remote repository.",
+    "please make sure you have the correct access rights",
+    "and the repository exists.",
+)
+
+
 def _last_line(stderr: bytes) -> str:
+    """The last line that says something: ssh's "Host key verification failed." or "Permission
+    denied (publickey).", not git's closing advice, which is the same whatever went wrong."""
     lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+    lines = [line for line in lines if line.lower() not in _GIT_ADVICE] or lines
     text = lines[-1] if lines else ""
     for url in re.findall(r"[a-z+]+://\S+", text):
         text = text.replace(url, redact_url(url.rstrip("'\"):,.")))
