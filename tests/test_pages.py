@@ -383,7 +383,8 @@ def test_the_api_reference_describes_schemas_in_one_line():
         ]
     }
     assert str(type_html(schema)) == (
-        '<a href="#schema-Problem">Problem</a> | array of string (date-time) | <code>&#34;a&#34;</code> | <code>&#34;&lt;b&gt;&#34;</code>'
+        '<a href="#schema-Problem">Problem</a> | array of string (date-time) | '
+        "<code>&#34;a&#34;</code> | <code>&#34;&lt;b&gt;&#34;</code>"
     )
     shape = {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}, "s": {"type": "string"}}}
     assert example(shape, {}) == {"n": 0}

@@ -116,8 +116,8 @@ def reference() -> Reference:
 
 
 def _operation(method: str, path: str, raw: dict[str, Any], schemas: dict[str, Any]) -> Operation:
-    body = (raw.get("requestBody") or {}).get("content") or {}
-    body_media_type, body_content = next(iter(body.items()), ("", {}))
+    body: dict[str, Any] = (raw.get("requestBody") or {}).get("content") or {}
+    body_media_type, body_content = next(iter(body.items()), ("", dict[str, Any]()))
     body_schema = body_content.get("schema")
     answers = [_answer(status, answer) for status, answer in sorted(raw["responses"].items())]
     return Operation(
@@ -147,8 +147,8 @@ def _parameter(raw: dict[str, Any]) -> Parameter:
 
 
 def _answer(status: str, raw: dict[str, Any]) -> Answer:
-    content = raw.get("content") or {}
-    media_type, body = next(iter(content.items()), ("", {}))
+    content: dict[str, Any] = raw.get("content") or {}
+    media_type, body = next(iter(content.items()), ("", dict[str, Any]()))
     schema = body.get("schema")
     return Answer(
         status=status,
