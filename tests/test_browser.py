@@ -14,8 +14,10 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -163,6 +165,10 @@ def test_an_admin_signs_in_watches_acts_and_signs_out(chromium, site, peer, tmp_
 
         page.goto(site.url + "/integrations/hook?deliveries=delivered&hours=1")
         assert page.locator("#deliveries tr[data-status=delivered] .attempts li").count() == 2  # dead, then replayed
+        # the plot's minutes on the viewer's clock too (the server draws them in UTC)
+        label = page.locator("svg.plot text.clock").first
+        at = datetime.fromisoformat(label.get_attribute("data-at").replace("Z", "+00:00"))
+        assert label.text_content() == at.astimezone(ZoneInfo("Asia/Tokyo")).strftime("%H:%M")
         screenshot(page, tmp_path, "status-integration.png")
         page.goto(site.url + "/")
         screenshot(page, tmp_path, "status-list.png")

@@ -28,6 +28,8 @@ ADMIN_SCHEMES = {"adminSecret", "bearer"}
 
 @dataclass(frozen=True, kw_only=True)
 class Parameter:
+    """One parameter of an operation: in its path, query or headers."""
+
     name: str
     location: str  # path, query or header
     required: bool
@@ -37,6 +39,8 @@ class Parameter:
 
 @dataclass(frozen=True, kw_only=True)
 class Answer:
+    """One documented answer of an operation: its status, meaning and body's type."""
+
     status: str
     description: str
     media_type: str
@@ -45,6 +49,8 @@ class Answer:
 
 @dataclass(frozen=True, kw_only=True)
 class Operation:
+    """One method on one path, as the page shows it."""
+
     method: str
     path: str
     anchor: str
@@ -61,6 +67,8 @@ class Operation:
 
 @dataclass(frozen=True, kw_only=True)
 class Property:
+    """One property of a component schema."""
+
     name: str
     required: bool
     description: str
@@ -69,6 +77,8 @@ class Property:
 
 @dataclass(frozen=True, kw_only=True)
 class SchemaEntry:
+    """One schema of the document's components, with its properties."""
+
     name: str
     anchor: str
     description: str
@@ -78,6 +88,8 @@ class SchemaEntry:
 
 @dataclass(frozen=True, kw_only=True)
 class Reference:
+    """The whole page: operations grouped by tag, then the schemas."""
+
     title: str
     version: str
     description: str

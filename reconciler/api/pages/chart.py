@@ -34,6 +34,17 @@ def _clock(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%H:%M")
 
 
+def _at(at: float) -> str:
+    """The minute as RFC 3339, for the page's script to show it in the viewer's zone."""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _tip(at: float, rest: str) -> str:
+    """A hover text `HH:MM UTC: rest` that the page's script rewrites to the viewer's clock."""
+    shown = escape(f"{_clock(at)} UTC{rest}")
+    return f'<title class="clock" data-at="{_at(at)}" data-rest="{escape(rest)}">{shown}</title>'
+
+
 def plot(series: list[dict[str, Any]], title: str) -> Markup:
     """Two panels over the same minutes: sends (delivered stacked on failed) and mean latency."""
     if not series:
@@ -58,8 +69,7 @@ def plot(series: list[dict[str, Any]], title: str) -> Markup:
         failed_h = PANEL * bucket["failed"] / top_sends
         delivered_h = PANEL * bucket["delivered"] / top_sends
         y = 12 + PANEL
-        label = escape(f"{_clock(bucket['at'])} UTC: {bucket['delivered']} delivered, {bucket['failed']} not")
-        parts.append(f"<g><title>{label}</title>")
+        parts.append("<g>" + _tip(bucket["at"], f": {bucket['delivered']} delivered, {bucket['failed']} not"))
         if failed_h:
             parts.append(_rect(x, y - failed_h, step, failed_h, "failed"))
         if delivered_h:
@@ -76,15 +86,14 @@ def plot(series: list[dict[str, Any]], title: str) -> Markup:
         line = " ".join(f"{x:.1f},{y:.1f}" for x, y, _ in points)
         parts.append(f'<polyline class="latency" fill="none" points="{line}"/>')
     for x, y, bucket in points:  # a dot each: a lone minute with sends shows too
-        label = escape(
-            f"{_clock(bucket['at'])} UTC: mean {bucket['latencyMs']:g} ms, highest {bucket['latencyMaxMs']:g} ms"
-        )
-        parts.append(f'<circle class="latency-point" cx="{x:.1f}" cy="{y:.1f}" r="2.5"><title>{label}</title></circle>')
+        tip = _tip(bucket["at"], f": mean {bucket['latencyMs']:g} ms, highest {bucket['latencyMaxMs']:g} ms")
+        parts.append(f'<circle class="latency-point" cx="{x:.1f}" cy="{y:.1f}" r="2.5">{tip}</circle>')
     axis_y = latency_top + PANEL + 14
     for i in range(0, n, max(1, n // 6)):
         x = LEFT + i * step
         if x < WIDTH - 40:  # a label at the right edge would be cut off
-            parts.append(f'<text class="axis" x="{x:.1f}" y="{axis_y}">{_clock(series[i]["at"])}</text>')
+            at = series[i]["at"]
+            parts.append(f'<text class="axis clock" data-at="{_at(at)}" x="{x:.1f}" y="{axis_y}">{_clock(at)}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
 

@@ -1,5 +1,5 @@
 // The status page's progressive enhancement: every page reads without it.
-// - times are shown in the viewer's zone (the RFC 3339 value stays on hover);
+// - times are shown in the viewer's zone (the RFC 3339 value stays on hover), the plot's minutes too;
 // - an integration's log follows the API's Server-Sent Events stream.
 // Entries are built with textContent only: nothing from the stream is parsed as HTML.
 "use strict";
@@ -11,6 +11,14 @@ function localTime(element) {
     year: "numeric", month: "2-digit", day: "2-digit",
     hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short",
   });
+}
+
+// The plot's minutes (axis labels, hover texts) on the viewer's clock; the server drew them in UTC.
+function localClock(element) {
+  const at = new Date(element.dataset.at);
+  if (isNaN(at)) return;
+  const clock = at.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+  element.textContent = clock + (element.dataset.rest || "");
 }
 
 function timeElement(value) {
@@ -71,6 +79,7 @@ function follow(log) {
 
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("time[datetime]").forEach(localTime);
+  document.querySelectorAll(".plot .clock[data-at]").forEach(localClock);
   const log = document.getElementById("log");
   if (log && log.dataset.stream) follow(log);
   document.documentElement.classList.add("js");
