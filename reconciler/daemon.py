@@ -266,9 +266,9 @@ async def start_source(settings: Settings) -> GitSource | None:
         allow_rewrite=settings.source_allow_rewrite,
         verify=settings.source_verify,
     )
-    try:
-        await asyncio.wait_for(source.sync(), FIRST_FETCH_SECONDS)
-    except TimeoutError:
+    first = source.begin()  # not cancelled when slow: run() awaits it instead of fetching again
+    done, _ = await asyncio.wait({first}, timeout=FIRST_FETCH_SECONDS)
+    if not done:
         log.warning(
             "source: the first fetch is taking long; serving what was checked out before until it ends",
             extra={"fields": {"url": source.spec.display, "seconds": FIRST_FETCH_SECONDS}},

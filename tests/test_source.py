@@ -4,6 +4,7 @@ over file://, over HTTP (`git http-backend` on 127.0.0.1) and over SSH (OpenSSH'
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -320,6 +321,28 @@ def until(predicate: Any, what: str, timeout: float = 30.0) -> Any:
 def integration(client: httpx.Client, integration_id: str = "export") -> dict[str, Any]:
     response = client.get(f"/api/integrations/{integration_id}")
     return response.json() if response.status_code == 200 else {}
+
+
+def test_the_first_fetch_is_taken_over_by_the_polling_loop_not_repeated(repo, served, tmp_path):
+    source = GitSource(parse_source(served.url()), tmp_path / "state", interval=3600)
+    changes: list[str] = []
+    source.on_change = lambda: changes.append("change")
+
+    async def scenario() -> int:
+        await source.begin()
+        after_first = served.requests
+        stop = asyncio.Event()
+        running = asyncio.create_task(source.run(stop))
+        while source.next_fetch_at is None:  # set once run() has had its first fetch
+            await asyncio.sleep(0.01)
+        stop.set()
+        await running
+        return after_first
+
+    after_first = asyncio.run(scenario())
+    assert after_first > 0 and read(source) == export()
+    assert served.requests == after_first, "the polling loop fetched again right after the first fetch"
+    assert changes == ["change"], "one switch, one pass"
 
 
 def test_daemon_applies_pushes_keeps_the_last_good_commit_and_follows_a_force_push_back(repo, served, tmp_path):

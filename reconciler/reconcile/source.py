@@ -276,6 +276,7 @@ class GitSource:
         self.fetches = 0
         self.condition: dict[str, Any] = _condition(False, Reason.NOT_FETCHED, "no fetch has finished yet")
         self._wake: asyncio.Event | None = None
+        self._first: asyncio.Task[bool] | None = None  # the start-up fetch, which run() takes over
         self._pins: Counter[Path] = Counter()
         self._lock = threading.Lock()  # pins, the switch and pruning
         self._syncing = threading.Lock()
@@ -292,21 +293,24 @@ class GitSource:
         if self._wake is not None:
             self._wake.set()
 
+    def begin(self) -> asyncio.Task[bool]:
+        """Start the first fetch now (the daemon waits a while for it before its first pass);
+        run() takes this fetch over rather than fetching again."""
+        self._first = asyncio.get_running_loop().create_task(self.sync(), name="source-first-fetch")
+        return self._first
+
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch every `interval` and whenever asked, until `stop`."""
         self._wake = asyncio.Event()
         loop = asyncio.get_running_loop()
-        first = True
         while not stop.is_set():
             self._wake.clear()
+            first, self._first = self._first, None
             try:
-                changed = await self.sync()
+                # a first fetch that outlasted the daemon's start calls on_change when it switches
+                await (first if first is not None else self.sync())
             except Exception:  # the role must outlive any one fetch
                 log.exception("source fetch failed")
-            else:
-                if first and not changed and self.on_change is not None:
-                    self.on_change()  # a first fetch that outlasted the daemon's start may have switched
-            first = False
             self.next_fetch_at = time.time() + self.interval
             stopping = loop.create_task(stop.wait())
             woken = loop.create_task(self._wake.wait())
