@@ -82,6 +82,19 @@ class Settings:
     source_allow_rewrite: bool = False
     source_webhook_secret: str | None = None  # resolved; None: no push webhooks
     source_verify: SignerPolicy | None = None  # only heads signed by these keys are followed
+    # What this replica does (`run --role`). Every role serves the HTTP API (probes, reads, event
+    # intake) and follows the shared state from the store; `controller` and `all` reconcile while
+    # they lead, `worker` and `all` deliver. Roles other than `all` share a PostgreSQL store.
+    role: str = "all"  # all | controller | worker | api
+
+    @property
+    def reconciles(self) -> bool:
+        """The controller's duties: passes while it leads, the file watch or git source, syncs."""
+        return self.role in ("all", "controller")
+
+    @property
+    def delivers(self) -> bool:
+        return self.role in ("all", "worker")
 
     @property
     def state_dir(self) -> Path:
@@ -124,10 +137,16 @@ def bind(listen: str) -> socket.socket:
 
 
 async def serve(settings: Settings) -> int:
-    if settings.source is None and not settings.config_dir.is_dir():
+    if settings.reconciles and settings.source is None and not settings.config_dir.is_dir():
         raise StartupError(f"config directory {settings.config_dir} does not exist; create it or pass --config-dir")
     sock = bind(settings.listen)
     store = AsyncStore.of(await asyncio.to_thread(open_store, settings.store_url))
+    if settings.role != "all" and store.dialect == "sqlite":
+        await store.close()
+        raise StartupError(
+            f"--role {settings.role} shares a PostgreSQL store with other replicas; one process owns an "
+            "SQLite store and does everything: use --role all (the default) or --store postgresql://..."
+        )
     with contextlib.ExitStack() as held:
         if store.dialect == "sqlite":
             held.enter_context(exclusive_owner(settings.store_url))
@@ -146,7 +165,7 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
         await engine_holder[0].drain(integration_id)
 
     scope = SecretScope.beside(settings.config_dir, settings.secrets_dirs, settings.secret_env_prefix)
-    source = await start_source(settings)
+    source = await start_source(settings) if settings.reconciles else None
     reconciler = Reconciler(
         store,
         settings.config_dir,
@@ -154,6 +173,7 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
         on_remove=drain,
         secret_scope=scope,
         source=source,
+        controller=settings.reconciles,
     )
     if source is not None:
         source.on_change = reconciler.trigger
@@ -166,7 +186,11 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
     engine_holder.append(engine)
     # what was applied before a restart runs again before the first request is taken
     await reconciler.restore()
-    intake = Intake(store, reconciler, on_commit=engine.wake, handoff=engine)
+    # deliveries committed here go straight to this replica's engine only if it delivers
+    delivers = settings.delivers
+    intake = Intake(
+        store, reconciler, on_commit=engine.wake if delivers else None, handoff=engine if delivers else None
+    )
     health = HealthMonitor(reconciler, engine, store)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -208,6 +232,7 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
                 "store": store.describe(),
                 "listen": f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}",
                 "adminSecret": secret_source,
+                "role": settings.role,
             }
         },
     )
@@ -215,19 +240,25 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
     # engine finishes requests in flight and gives back what it had not started.
     intake_stop, engine_stop = asyncio.Event(), asyncio.Event()
     roles = {
-        "reconcile": asyncio.create_task(reconciler.run(stop), name="reconcile"),
-        # with a git source, the source role fetches and switches trees, then asks for a pass itself
-        "watch": asyncio.create_task(
-            source.run(stop) if source is not None else watch(settings.config_dir, reconciler.trigger, stop),
-            name="source" if source is not None else "watch",
-        ),
         "api": asyncio.create_task(server.serve(sockets=[sock]), name="api"),
         "intake": asyncio.create_task(intake.run(intake_stop), name="intake"),
-        "delivery": asyncio.create_task(engine.run(engine_stop), name="delivery"),
-        "sync": asyncio.create_task(SyncScheduler(reconciler, intake, engine.http).run(stop), name="sync"),
-        "sources": asyncio.create_task(source_watcher(reconciler, intake, engine, settings).run(stop), name="sources"),
+        "delivery": asyncio.create_task(engine.run(engine_stop) if settings.delivers else stop.wait(), name="delivery"),
+        "follow": asyncio.create_task(reconciler.follow(stop), name="follow"),
         "health": asyncio.create_task(health.run(stop), name="health"),
     }
+    if settings.reconciles:
+        roles |= {
+            "reconcile": asyncio.create_task(reconciler.run(stop), name="reconcile"),
+            # with a git source, the source role fetches and switches trees, then asks for a pass itself
+            "watch": asyncio.create_task(
+                source.run(stop) if source is not None else watch(settings.config_dir, reconciler.trigger, stop),
+                name="source" if source is not None else "watch",
+            ),
+            "sync": asyncio.create_task(SyncScheduler(reconciler, intake, engine.http).run(stop), name="sync"),
+            "sources": asyncio.create_task(
+                source_watcher(reconciler, intake, engine, settings).run(stop), name="sources"
+            ),
+        }
     stopped = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({stopped, *roles.values()}, return_when=asyncio.FIRST_COMPLETED)
     failed = [t for t in done if t is not stopped and t.exception() is not None]

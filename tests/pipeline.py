@@ -76,6 +76,7 @@ class Pipeline:
         self.stop, self.intake_stop, self.engine_stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self.tasks = [
             asyncio.create_task(self.reconciler.run(self.stop)),
+            asyncio.create_task(self.reconciler.follow(self.stop)),  # a second pipeline on one store follows
             asyncio.create_task(self.intake.run(self.intake_stop)),
             asyncio.create_task(self.engine.run(self.engine_stop)),
             asyncio.create_task(SyncScheduler(self.reconciler, self.intake, self.engine.http).run(self.stop)),
@@ -83,7 +84,7 @@ class Pipeline:
         files = self.engine.records.get("file")
         self.sources = SourceWatcher(self.reconciler, self.intake, files if isinstance(files, FileSink) else None)
         self.tasks.append(asyncio.create_task(self.sources.run(self.stop)))
-        await self.until(lambda: self.reconciler.passes >= 1)
+        await self.until(lambda: self.reconciler.ready)
         problems = self.reconciler.last_pass
         assert problems is not None and not problems.refused and not problems.waiting, problems
         return self

@@ -129,13 +129,14 @@ def test_the_daemon_outlives_a_postgresql_outage_and_delivers_everything_acknowl
             assert unstored.json()["type"].endswith("/store-unavailable")
             assert "127.0.0.1" not in unstored.text and "postgres" not in unstored.text
 
-            # the roles that check the store on their own schedule (the leader check of syncs and
-            # sources comes every 10 s) meet the outage and carry on: the process stays up
+            # the roles that check the store on their own schedule (the controller election, which
+            # syncs and sources follow, and reading back what other replicas wrote) meet the outage
+            # and carry on: the process stays up
             def roles_waiting() -> bool:
                 waiting = {
                     e.get("role") for e in daemon.entries() if e.get("message", "").startswith("store unavailable")
                 }
-                return {"sync", "sources", "delivery"} <= waiting
+                return {"election", "follow", "delivery"} <= waiting
 
             until(roles_waiting, "every role has met the outage", daemon)
             assert client.get("/healthz").status_code == 200

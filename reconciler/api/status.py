@@ -33,8 +33,11 @@ async def readyz(request: Request) -> Response:
     replica that cannot store events takes none from the load balancer meanwhile."""
     reconciler = runtime_of(request).reconciler
     passes = reconciler.passes
-    if passes == 0:
-        return problem(503, "Not ready", "the first reconcile pass has not finished")
+    if not reconciler.ready:
+        why = "the first reconcile pass has not finished"
+        if not reconciler.leading and reconciler.store.dialect != "sqlite":
+            why += " (this replica follows the registry: no controller has stored a pass yet)"
+        return problem(503, "Not ready", why)
     try:
         await reconciler.store.ping()
     except StoreUnavailable as exc:
@@ -124,6 +127,8 @@ def health_status(runtime: Runtime) -> dict[str, Any]:
             }
         )
     problems = health_problems(last, by_condition, reconciler.config_dir)
+    if reconciler.config_drift:
+        problems.append(reconciler.config_drift)
     if runtime.source is not None and runtime.source.last_error:
         problems.append(f"git source: {runtime.source.last_error}")
     return {
@@ -150,6 +155,7 @@ def health_status(runtime: Runtime) -> dict[str, Any]:
             "dirtyFiles": last.dirty_files,
         },
         "passes": reconciler.passes,
+        "leading": reconciler.leading,  # this replica reconciles (the controller); replicas of one store elect one
         "integrationsByStatus": dict(sorted(by_condition.items())),
         "queue": queue,
         "integrations": integrations,

@@ -152,6 +152,13 @@ def _parser() -> argparse.ArgumentParser:
         help="require the admin secret on /metrics too (default: open, like the health probes)",
     )
     run.add_argument(
+        "--role",
+        choices=("all", "controller", "worker", "api"),
+        default=os.environ.get("RECONCILER_ROLE", "all"),
+        help="what this replica does (default all): controller reconciles the files while it leads, worker "
+        "delivers, api only serves; replicas of one PostgreSQL store share the work [env RECONCILER_ROLE]",
+    )
+    run.add_argument(
         "--public-status",
         action="store_true",
         help="let anyone who reaches the daemon read the status page at / (default: the admin secret is needed; "
@@ -514,6 +521,7 @@ def _run(args: argparse.Namespace) -> int:
         body_timeout=timeouts["body_timeout"],
         max_connections=args.max_connections,
         max_retry_after=timeouts["max_retry_after"],
+        role=args.role,
     )
     if args.source:
         try:

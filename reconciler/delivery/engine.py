@@ -141,8 +141,8 @@ class DeliveryEngine:
                     claimed = await self._claim_round()
                     if self.retention_seconds and time.time() - pruned_at > PRUNE_EVERY_SECONDS:
                         pruned_at = time.time()
-                        if await self.store.is_leader():  # one replica prunes
-                            await self.store.prune(pruned_at - self.retention_seconds)
+                        # never the election's lock: a worker must not become the controller by pruning
+                        await self.store.prune(pruned_at - self.retention_seconds)
                 except StoreUnavailable as exc:
                     # the backoff, whole: a wake-up (each lane that runs low sends one) would
                     # otherwise make a claim storm of the outage; lanes and intake's hand-over go on

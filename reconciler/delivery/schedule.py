@@ -4,8 +4,8 @@ Runs are aligned to multiples of the frequency (like batch flushes), happen on t
 (with PostgreSQL replicas, one of them does them), and at most one per integration is in
 flight. A subclass says which integrations it serves and what one run does.
 
-A store that cannot be reached does not stop a schedule: it does not lead meanwhile (it cannot
-hold the lock), asks again with a backoff, and takes its runs up again when the store is back.
+A store that cannot be reached does not stop a schedule: the replica does not lead meanwhile (it
+cannot hold the election's lock), and takes its runs up again when it leads again.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("reconciler.schedule")
 
 TICK_SECONDS = 0.5
-LEADER_CHECK_SECONDS = 10.0
 
 
 class Schedule:
@@ -71,17 +70,10 @@ class Schedule:
             await self.closed()
 
     async def _check_leader(self) -> tuple[bool, float]:
-        """Whether this process leads, and how long until it asks again: sooner while the
-        store is unavailable (with a backoff), so runs resume soon after it is back."""
-        try:
-            leader = await self.reconciler.store.is_leader()
-        except StoreUnavailable as exc:
-            return False, self._outage.failed(exc)
-        except Exception:  # a bug here must not stop the schedule: it stops leading instead
-            log.exception("checking for leadership failed", extra={"fields": {"role": self.role}})
-            return False, LEADER_CHECK_SECONDS
-        self._outage.recovered()
-        return leader, LEADER_CHECK_SECONDS
+        """Whether this process leads, as the reconcile loop's election last found (it asks the
+        store every few seconds, and not at all while the store cannot be reached): syncs and
+        reconcile passes run on the same one replica, never a second one in a flap."""
+        return self.reconciler.leading, TICK_SECONDS
 
     async def _run_job(self, integration: AppliedIntegration) -> None:
         """One run, whatever becomes of it: a run that fails is logged, and the next comes on time."""

@@ -14,6 +14,7 @@ pass that stores nothing changes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
@@ -24,11 +25,20 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.logs import count
-from reconciler.manifests.models import INTEGRATION_MODELS
 from reconciler.manifests.secrets import SecretScope
 from reconciler.manifests.validate import TreeValidator, paused_gc
 from reconciler.reconcile.converge import Inputs, PassPlan, compute_pass
-from reconciler.reconcile.desired import git_commit, resolve_secrets
+from reconciler.reconcile.desired import git_commit
+from reconciler.reconcile.follow import (
+    CATALOG_KEY,
+    FOLLOW_SECONDS,
+    LAST_PASS_KEY,
+    Shared,
+    applied_of,
+    moved,
+    read_shared,
+    stored_event_types,
+)
 from reconciler.reconcile.source import GitSource
 from reconciler.registry import AppliedIntegration, PassResult, Snapshot, frozen
 from reconciler.store import AsyncStore, AuditEntry, IntegrationRecord, Outage, Override, Store, StoreUnavailable
@@ -36,6 +46,7 @@ from reconciler.store import AsyncStore, AuditEntry, IntegrationRecord, Outage, 
 log = logging.getLogger("reconciler.reconcile")
 
 RESYNC_SECONDS = 60.0  # the periodic full pass, in case a file event was missed
+LEADER_CHECK_SECONDS = 2.0  # how often a replica that may reconcile asks whether it leads now
 
 RemovalHook = Callable[[str], Awaitable[None]]
 
@@ -58,8 +69,13 @@ class Reconciler:
         on_remove: RemovalHook | None = None,
         secret_scope: SecretScope | None = None,
         source: GitSource | None = None,
+        controller: bool = True,
     ) -> None:
         self.store = AsyncStore.of(store)
+        # may this replica reconcile? (`run --role all|controller`); it does while it leads:
+        # one replica of a store at a time (PostgreSQL elects it; an SQLite store has one process)
+        self.controller = controller
+        self.leading = False
         # a git source: passes read the tree it checked out, at its commit, not `config_dir`
         self.source = source
         if source is not None:
@@ -85,6 +101,10 @@ class Reconciler:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._outage = Outage("reconcile")
+        self._election_outage = Outage("election")
+        self._seen_versions: dict[str, int] = {}  # the store's change counters as last read back
+        self.followed = False  # a pass of the controller was read back: readiness for a replica that follows
+        self.config_drift: str | None = None  # set while this replica's files differ from what the controller applied
         # passes are CPU work (parsing, validation): one thread of their own, apart from the
         # store's threads, which intake and delivery need meanwhile
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="reconcile")
@@ -113,6 +133,14 @@ class Reconciler:
             while not stop.is_set():
                 self._wake.clear()
                 wait = self.resync_seconds
+                if not await self._lead():
+                    # another replica reconciles: the registry is read back from the store (follow);
+                    # ask again soon, and pass at once on taking over
+                    await self._compare_config()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), LEADER_CHECK_SECONDS)
+                    trigger = "takeover"
+                    continue
                 try:
                     await self.reconcile_once(trigger)
                 except StoreUnavailable as exc:  # the pass again, soon: nothing of it was published
@@ -139,12 +167,99 @@ class Reconciler:
         self.passes_raised += 1
         self.pass_errors += 1
 
+    async def _lead(self) -> bool:
+        """Whether this replica reconciles now: it may (its role) and it leads (the store's
+        election). Taking over, it first reads back what the previous controller wrote."""
+        leading = False
+        if self.controller:
+            try:
+                leading = await self.store.is_leader()
+            except StoreUnavailable as exc:  # cannot reach the database: cannot lead meanwhile
+                self._election_outage.failed(exc)
+            except Exception:  # a bug here must not stop the loop: it stops leading instead
+                log.exception("the controller election failed")
+            else:
+                self._election_outage.recovered()
+        if leading != self.leading:
+            self.leading = leading
+            shared = self.store.dialect != "sqlite"  # one process owns an SQLite store: nothing to say
+            if leading:
+                if shared:
+                    log.info("controller: this replica leads; it reconciles the files into the registry")
+                await self.follow_once()
+            elif shared:
+                log.warning("controller: this replica no longer leads; it follows the registry in the store")
+        return leading
+
+    async def _compare_config(self) -> None:
+        """A replica that does not lead never acts on its own config directory; when that directory
+        is at another commit than the controller applied, it says so (once per pair, and in status)."""
+        theirs = self.last_pass.revision if self.followed and self.last_pass is not None else None
+        mine = await asyncio.to_thread(git_commit, self.config_dir) if self._in_git else None
+        drift = None
+        if mine and theirs and mine != theirs:
+            drift = (
+                f"this replica's config directory {self.config_dir} is at {mine[:12]}, the controller applied "
+                f"{theirs[:12]}; this replica follows the registry and does not act on its own files"
+            )
+        if drift != self.config_drift:
+            self.config_drift = drift
+            if drift:
+                log.warning(drift, extra={"fields": {"commit": mine, "controllerCommit": theirs}})
+
+    async def follow(self, stop: asyncio.Event) -> None:
+        """Read back what other replicas write (the controller's passes, anyone's suspensions),
+        within FOLLOW_SECONDS, until `stop`."""
+        outage = Outage("follow")
+        while not stop.is_set():
+            wait = FOLLOW_SECONDS
+            try:
+                await self.follow_once()
+            except StoreUnavailable as exc:  # read again, from where it was, once the store is back
+                wait = outage.failed(exc)
+            except Exception:
+                log.exception("reading back the shared state failed")
+            else:
+                outage.recovered()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+
+    async def follow_once(self) -> None:
+        """Publish what moved in the store since it was last read, other than this process's writes."""
+        await self.restore()
+        now = await self.store.versions()
+        names = moved(self._seen_versions, now, self.store.sync.own_versions)
+        if not names:
+            self._seen_versions = now
+            return
+        async with self._lock:
+            base = self._snapshot
+            shared: Shared = await self._off_loop(
+                read_shared, self.store.sync, base, names, self.environ, self.secret_scope
+            )
+            self._publish(
+                registry=shared.registry, overrides=shared.overrides, applied=shared.applied, catalog=shared.catalog
+            )
+            if shared.last_pass is not None and not self.leading:
+                self.last_pass = shared.last_pass
+                self.followed = True
+            self._seen_versions = now
+        if "overrides" in names and self.leading:
+            self.trigger()  # another replica suspended or resumed: the conditions follow in a pass
+
+    @property
+    def ready(self) -> bool:
+        """Serving makes sense: a pass of its own ran, or one of the controller's was read back
+        (a replica that follows an empty store would acknowledge events with no deliveries)."""
+        return self.passes > 0 or self.followed
+
     async def restore(self) -> None:
         """After a restart, what the registry had applied runs again until the files say otherwise."""
         async with self._lock:
             if self._restored:
                 return
             try:
+                versions = await self.store.versions()  # before the read: a write meanwhile is read again
                 registry, overrides, applied, in_git = await self._off_loop(self._load)
             except Exception as exc:  # read on the reconcile thread, not through AsyncStore: classified here
                 unavailable = StoreUnavailable.of(exc, self.store.sync.url)
@@ -153,6 +268,7 @@ class Reconciler:
                 raise unavailable from exc
             self._in_git = in_git
             self._publish(registry=registry, overrides=overrides, applied=applied)
+            self._seen_versions = {**versions, "pass": -1}  # the last pass is read back on the first follow
             self._restored = True
 
     async def reconcile_once(self, trigger: str = "manual") -> PassResult:
@@ -193,7 +309,7 @@ class Reconciler:
                 # moving them out of the collector's reach keeps later passes free of long GC pauses.
                 gc.collect()
                 gc.freeze()
-            await self.store.set_meta("last_pass", result.as_dict())
+            await self.store.set_meta(LAST_PASS_KEY, result.as_dict(), changes="pass")
             _log_pass(result)
             return result
 
@@ -204,6 +320,8 @@ class Reconciler:
             await self.store.clear_override(entry.integration_id, entry)
         if plan.changed or plan.audit:
             await self.store.call(_save_without_gc, self.store.sync, plan.changed, plan.audit)
+        if plan.catalog is not None:  # the other replicas validate events against the same types
+            await self.store.set_meta(CATALOG_KEY, stored_event_types(plan.catalog), changes="registry")
 
     def _off_loop(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().run_in_executor(self._worker, lambda: fn(*args, **kwargs))
@@ -246,8 +364,10 @@ class Reconciler:
                 applied = {**snapshot.applied, integration_id: replace(running, suspended=suspend)}
             self._publish(overrides=overrides, applied=applied)
         # The override is one of the integration's inputs: a pass re-derives its whole status
-        # (a resumed integration is Ready only if it really is).
-        await self.reconcile_once("override")
+        # (a resumed integration is Ready only if it really is). On a replica that does not
+        # lead, the controller reads the override back and makes that pass.
+        if await self._lead():
+            await self.reconcile_once("override")
         return self._snapshot.registry.get(integration_id, record)
 
     # --- removal -------------------------------------------------------------------------------
@@ -296,15 +416,10 @@ class Reconciler:
         overrides = store.overrides()
         applied: dict[str, AppliedIntegration] = {}
         for record in registry.values():
-            if record.spec is None or record.type not in INTEGRATION_MODELS:
-                continue
-            try:
-                spec = INTEGRATION_MODELS[record.type].model_validate(record.spec)
-            except ValueError:
-                continue  # stored by an older format; the next pass decides
-            resolved, _ = resolve_secrets(spec, self.environ, self.secret_scope)
             suspended = bool(overrides.get(record.id) and overrides[record.id].suspended)
-            applied[record.id] = AppliedIntegration(record.id, record.generation, spec, resolved, suspended)
+            built = applied_of(record, suspended, self.environ, self.secret_scope)
+            if built is not None:
+                applied[record.id] = built
         in_git = self.source is None and self.config_dir.is_dir() and git_commit(self.config_dir) is not None
         return registry, overrides, applied, in_git
 

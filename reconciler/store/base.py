@@ -7,8 +7,9 @@ worker thread so the event loop never waits on disk.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +84,9 @@ class Store(Outbox, History):
     def __init__(self, url: str, engine: sa.Engine) -> None:
         self.url = url
         self.engine = engine
+        # the change counters this process moved itself (name -> versions): a replica following
+        # the store does not read back what it wrote
+        self.own_versions: dict[str, set[int]] = {name: set() for name in t.VERSION_NAMES}
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -138,21 +142,21 @@ class Store(Outbox, History):
         """Upsert registry rows and append audit entries in one transaction."""
         now = time.time()
         rows = [{**{name: getattr(record, name) for name in _RECORD_COLUMNS}, "updated_at": now} for record in records]
-        with self.engine.begin() as connection:
+        with self._changing("registry") as connection:
             if rows:
                 self._upsert(connection, t.integrations, rows, ["id"])
             self._append_audit(connection, audit)
 
     def delete_integration(self, integration_id: str, audit: Iterable[AuditEntry] = ()) -> None:
         """Remove a registry row; its deliveries stay in the outbox."""
-        with self.engine.begin() as connection:
+        with self._changing("registry") as connection:
             connection.execute(sa.delete(t.integrations).where(t.integrations.c.id == integration_id))
             self._append_audit(connection, audit)
 
     # --- overrides ----------------------------------------------------------------------
 
     def set_override(self, override: Override, audit: AuditEntry) -> None:
-        with self.engine.begin() as connection:
+        with self._changing("overrides") as connection:
             values = {
                 "integration_id": override.integration_id,
                 "suspended": override.suspended,
@@ -164,7 +168,7 @@ class Store(Outbox, History):
             self._append_audit(connection, [audit])
 
     def clear_override(self, integration_id: str, audit: AuditEntry) -> None:
-        with self.engine.begin() as connection:
+        with self._changing("overrides") as connection:
             connection.execute(sa.delete(t.overrides).where(t.overrides.c.integration_id == integration_id))
             self._append_audit(connection, [audit])
 
@@ -207,9 +211,34 @@ class Store(Outbox, History):
             value = connection.execute(sa.select(t.meta.c.value).where(t.meta.c.key == key)).scalar()
             return default if value is None else value
 
-    def set_meta(self, key: str, value: Any) -> None:
-        with self.engine.begin() as connection:
+    def set_meta(self, key: str, value: Any, *, changes: str | None = None) -> None:
+        """Set a fact; `changes` names the change counter it moves (replicas follow "pass", the
+        last pass, and "registry", which the event catalog is part of)."""
+        with self._changing(*((changes,) if changes else ())) as connection:
             self._upsert(connection, t.meta, [{"key": key, "value": value}], ["key"])
+
+    # --- change counters ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _changing(self, *names: str) -> Iterator[sa.Connection]:
+        """A transaction that moves the named change counters as its last statements (their rows
+        stay locked the shortest time); they count as this process's own once it commits."""
+        with self.engine.begin() as connection:
+            yield connection
+            c = t.versions.c
+            moved = {
+                name: connection.execute(
+                    sa.update(t.versions).where(c.name == name).values(version=c.version + 1).returning(c.version)
+                ).scalar_one()
+                for name in names
+            }
+        for name, version in moved.items():
+            self.own_versions[name].add(version)
+
+    def versions(self) -> dict[str, int]:
+        """The change counters: one small read that says whether the shared state moved."""
+        with self.engine.connect() as connection:
+            return {row[0]: row[1] for row in connection.execute(sa.select(t.versions.c.name, t.versions.c.version))}
 
     # --- outbox (counts the registry shows; the event pipeline adds the rest) ------------
 

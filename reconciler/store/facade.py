@@ -109,8 +109,11 @@ class AsyncStore:
     async def get_meta(self, key: str, default: Any = None) -> Any:
         return await self.call(self.sync.get_meta, key, default)
 
-    async def set_meta(self, key: str, value: Any) -> None:
-        await self.call(self.sync.set_meta, key, value)
+    async def set_meta(self, key: str, value: Any, *, changes: str | None = None) -> None:
+        await self.call(self.sync.set_meta, key, value, changes=changes)
+
+    async def versions(self) -> dict[str, int]:
+        return await self.call(self.sync.versions)
 
     async def is_leader(self) -> bool:
         return await self.call(self.sync.is_leader)

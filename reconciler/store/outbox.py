@@ -85,6 +85,11 @@ class Outbox:
                 )
         return duplicates
 
+    def _prune_alone(self, connection: sa.Connection) -> bool:
+        """Whether this transaction may prune: one replica at a time (a dialect with several
+        replicas takes a lock and says False when another holds it)."""
+        return True
+
     def _mark(self) -> str:
         return "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
 
@@ -193,6 +198,11 @@ class Outbox:
                 t.deliveries.c.next_attempt_at <= now,
                 sa.or_(t.deliveries.c.lease_expires_at.is_(None), t.deliveries.c.lease_expires_at < now),
                 t.deliveries.c.integration_id.in_(integration_ids),
+                # suspended on any replica: nothing is claimed for it, even before this
+                # replica has read the suspension back
+                t.deliveries.c.integration_id.not_in(
+                    sa.select(t.overrides.c.integration_id).where(t.overrides.c.suspended.is_(True))
+                ),
             )
             .order_by(t.deliveries.c.next_attempt_at)
             .limit(limit)
@@ -385,6 +395,8 @@ class Outbox:
         """
         c = t.deliveries.c
         with self.engine.begin() as connection:
+            if not self._prune_alone(connection):
+                return {"events": 0, "deliveries": 0, "attempts": 0}
             attempts = connection.execute(sa.delete(t.attempts).where(t.attempts.c.at < before)).rowcount or 0
             deliveries = (
                 connection.execute(

@@ -18,6 +18,7 @@ from reconciler.store.base import Store
 # so replicas of one store contend and other stores in the same database do not.
 MIGRATION_LOCK_CLASS = 0x5245434D  # "RECM": held while migrating
 LEADER_LOCK_CLASS = 0x5245434C  # "RECL": held for as long as a replica leads (its connection stays open)
+PRUNE_LOCK_CLASS = 0x52454350  # "RECP": held while one replica applies retention
 CONNECT_TIMEOUT_SECONDS = 5  # unless the URL says connect_timeout=
 
 
@@ -98,6 +99,13 @@ class PostgresStore(Store):
 
     def _lock_due(self, query: sa.Select[Any]) -> sa.Select[Any]:
         return query.with_for_update(skip_locked=True)
+
+    def _prune_alone(self, connection: sa.Connection) -> bool:
+        # every replica that delivers prunes on its hour; whichever comes second finds the lock taken
+        held = connection.execute(
+            sa.text("SELECT pg_try_advisory_xact_lock(:key, hashtext(current_schema()))"), {"key": PRUNE_LOCK_CLASS}
+        ).scalar()
+        return bool(held)
 
     def _lock_for_migration(self, connection: sa.Connection) -> None:
         connection.execute(

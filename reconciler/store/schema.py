@@ -128,6 +128,19 @@ attempts = sa.Table(
 )
 
 
+# Change counters of the state replicas share: each write of the registry (and the event
+# catalog), of the overrides, or of the last pass adds one in its own transaction, under the
+# row's lock, so the counter moves in commit order and no change is lost to a concurrent one.
+# Replicas poll these few rows to know when to read the state again.
+VERSION_NAMES = ("registry", "overrides", "pass")
+versions = sa.Table(
+    "versions",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False),
+)
+
+
 def _v1(connection: sa.Connection) -> None:
     for table in (integrations, overrides, audit, meta, events, deliveries, attempts):
         table.create(connection, checkfirst=True)
@@ -146,5 +159,13 @@ def _v3(connection: sa.Connection) -> None:
         connection.exec_driver_sql("ALTER TABLE integrations ADD COLUMN declared_spec JSON")
 
 
+def _v4(connection: sa.Connection) -> None:
+    versions.create(connection, checkfirst=True)
+    present = set(connection.execute(sa.select(versions.c.name)).scalars())
+    missing = [{"name": name, "version": 0} for name in VERSION_NAMES if name not in present]
+    if missing:
+        connection.execute(sa.insert(versions), missing)
+
+
 # version -> migration; append, never edit (version 1 is the schema of the first release)
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1, 2: _v2, 3: _v3}
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
