@@ -87,15 +87,12 @@ class Endpoints:
                 values = {name: getattr(stored, name) for name in _FIELDS}
                 if found is None:
                     # two replicas inserting at once: one row goes in, the other tries again
-                    inserted = connection.execute(
+                    write: sa.Insert | sa.Update = (
                         self._insert(t.endpoint_states).values(values).on_conflict_do_nothing()
                     )
-                    written = inserted.rowcount or 0
                 else:
-                    updated = connection.execute(
-                        sa.update(t.endpoint_states).where(where, c.version == current.version).values(values)
-                    )
-                    written = updated.rowcount or 0
-                if written:
+                    write = sa.update(t.endpoint_states).where(where, c.version == current.version).values(values)
+                # RETURNING says whether it wrote: the driver's rowcount is -1 for a skipped insert
+                if connection.execute(write.returning(c.version)).first() is not None:
                     return stored, True
         raise RuntimeError(f"the {kind} state of {key} changed under every one of {CHANGE_TRIES} tries")
