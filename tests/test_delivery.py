@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable
 import pytest
 import standardwebhooks
 
-from reconciler.store import EndpointRow
 from reconciler.events.envelope import EventRejected
+from reconciler.store import EndpointRow
 from tests.peers import Peer, Reply, Seen
 from tests.pipeline import Pipeline, integration
 
@@ -843,7 +843,9 @@ def test_a_trial_request_that_says_nothing_about_the_endpoint_does_not_stall_the
             await p.until(lambda: len(peer.requests("/hook")) >= 5)
             breaker = await breaker_of(p)  # opened by the fifth failure, once the engine has seen it
             # skip the cool-down (in the store, which every replica follows): the next request is the trial
-            p.store.change_endpoint("breaker", breaker.key, lambda row: dataclasses.replace(row, open_until=time.time()))
+            p.store.change_endpoint(
+                "breaker", breaker.key, lambda row: dataclasses.replace(row, open_until=time.time())
+            )
             await p.until(lambda: p.statuses("t") == {"delivered": 3})
             assert breakers(p)[breaker.key].open_until is None, "closed by the trial's successor"
 

@@ -10,6 +10,7 @@ the other's requests too, and both say Paused.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 import time
@@ -33,7 +34,7 @@ from reconciler.delivery.breakers import (
 )
 from reconciler.store import EndpointRow, Store, open_store
 from tests.peers import Peer, Reply, Seen
-from tests.pipeline import integration
+from tests.pipeline import Pipeline, integration
 from tests.test_daemon import Daemon
 
 SECRET = "shared-breakers-admin-secret-0123456789"
@@ -122,6 +123,51 @@ def test_a_pause_is_read_by_every_replica_until_it_ends(replicas):
     [row] = [r for r in replicas[1].endpoint_rows(now) if r.kind == PAUSE]
     assert row.paused_until == now + 30
     assert not [r for r in replicas[1].endpoint_rows(now + 31 + 60) if r.kind == PAUSE], "an ended pause is not read"
+
+
+# --- two delivery engines on one store, in one process ---------------------------------------------------
+
+
+def given_back(p: Pipeline, event_id: str) -> set[str]:
+    """The integrations whose delivery of the event went back to the store untried, due later."""
+    import sqlalchemy as sa
+
+    from reconciler.store import schema
+
+    c = schema.deliveries.c
+    query = sa.select(c.integration_id).where(
+        c.event_id == event_id, c.lease_owner.is_(None), c.attempts == 0, c.next_attempt_at > time.time()
+    )
+    with p.store.engine.connect() as connection:
+        return set(connection.execute(query).scalars())
+
+
+def test_an_engine_follows_the_breaker_and_pause_another_engine_stored(tmp_path: Path, store_url: str, peer: Peer):
+    """What one replica's engine learns (an opened breaker, a Retry-After) holds the other's
+    within its next read of the store, and shows in its health."""
+    peer.script = lambda seen: Reply(429, "slow down", {"Retry-After": "60"}) if seen.path == "/slow" else Reply(503)
+    files = {"hook.yaml": hook(peer), "slow.yaml": hook(peer).replace("/hook", "/slow").replace("id: hook", "id: slow")}
+
+    async def scenario() -> None:
+        async with (
+            Pipeline(tmp_path, files, store_url=store_url) as p,
+            Pipeline(tmp_path / "replica", files, store_url=store_url) as q,
+        ):
+            for n in range(THRESHOLD):
+                await p.emit("user.login", {"userId": n})
+            await p.until(lambda: p.engine.endpoints.rows(BREAKER), "the breaker opened by p")
+            hook_q = q.reconciler.snapshot.applied["hook"]
+            slow_q = q.reconciler.snapshot.applied["slow"]
+            await q.until(lambda: q.engine.endpoint_state(hook_q).breaker_open_until is not None, "q sees it open")
+            await q.until(lambda: q.engine.endpoint_state(slow_q).paused_until is not None, "q sees the pause")
+            assert q.engine.endpoint_state(hook_q).paused_until is None, "a pause holds its URL, not the host's others"
+            requests = len(peer.requests())
+            accepted = await q.emit("user.login", {"userId": 99})  # handed to q's own lanes at once
+            await q.until(lambda: given_back(q, accepted.id) == {"hook", "slow"}, "both deliveries held back by q")
+            assert len(peer.requests()) == requests, "q sent nothing while the breaker was open and the URL paused"
+
+    (tmp_path / "replica").mkdir()
+    asyncio.run(scenario())
 
 
 # --- two daemons on one PostgreSQL schema -----------------------------------------------------------------
@@ -217,7 +263,8 @@ def test_two_replicas_open_one_breaker_send_one_probe_per_half_open_period_and_c
 
     with ExitStack() as stack:
         daemons = replicas_on(tmp_path, stack, postgres_url, peer)
-        sent = {trigger(daemons[n % 2], n) for n in range(20)}  # each replica sends what it accepted
+        accepted_by = {trigger(daemons[n % 2], n): n % 2 for n in range(20)}  # each replica sends what it accepted
+        sent = set(accepted_by)
 
         first = until(lambda: (row := breaker()) and row.opened >= 1 and row, "the breaker opened", daemons)
         opened_at, open_until = first.open_until - cool_down(0), first.open_until
@@ -236,6 +283,7 @@ def test_two_replicas_open_one_breaker_send_one_probe_per_half_open_period_and_c
         # one count for both: opened at the fifth failure, plus at most the other replica's
         # request in flight then (two per-process breakers would let up to ten through)
         assert THRESHOLD <= len(before) <= THRESHOLD + 1, [s.at for s in requests]
+        assert {accepted_by[s.json()["id"]] for s in before} == {0, 1}, "both replicas were sending"
         assert not arrived(requests, opened_at, open_until), "nothing sent while open"
         assert len(arrived(requests, open_until, reopened_at)) == 1, "one probe in the first half-open period"
         assert not arrived(requests, reopened_at, reopen_until), "nothing sent while open again"
