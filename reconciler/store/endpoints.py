@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,9 @@ class Endpoints:
 
     engine: sa.Engine
     _insert: Any  # the dialect's insert(), which has on_conflict_do_nothing
+    # the outbox's transaction for writes whose loss in a power failure costs little: here a
+    # failure counted again or a probe sent twice, never an event
+    _bookkeeping: Callable[[], AbstractContextManager[sa.Connection]]
 
     def endpoint_rows(self, now: float) -> list[EndpointRow]:
         """The rows that hold something now (failures counted, open, a probe, a pause) and
@@ -75,7 +79,7 @@ class Endpoints:
         c = t.endpoint_states.c
         where = sa.and_(c.kind == kind, c.key == key)
         for _ in range(CHANGE_TRIES):
-            with self.engine.begin() as connection:
+            with self._bookkeeping() as connection:
                 found = connection.execute(sa.select(t.endpoint_states).where(where)).mappings().first()
                 current = EndpointRow(**dict(found)) if found else EndpointRow(kind, key)
                 wanted = change(current)
