@@ -11,7 +11,6 @@ the other's requests too, and both say Paused.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ from reconciler.delivery.breakers import (
     closed,
     cool_down,
     failure_counted,
+    paused,
     probe_claimed,
 )
 from reconciler.store import EndpointRow, Store, open_store
@@ -117,11 +117,29 @@ def test_of_many_replicas_racing_for_the_probe_exactly_one_wins(replicas):
     assert seen[(BREAKER, ENDPOINT)].open_until is None, "read by the other replica as closed"
 
 
+def test_a_probe_claim_of_a_replica_that_died_lapses_and_another_takes_it(replicas):
+    now = time.time()
+    for _ in range(THRESHOLD):
+        replicas[0].change_endpoint(BREAKER, ENDPOINT, lambda row: failure_counted(row, now=now - 60, probe=None))
+    dead, wrote = replicas[0].change_endpoint(
+        BREAKER, ENDPOINT, lambda row: probe_claimed(row, token="dead", now=now - 30, until=now - 1)
+    )
+    assert wrote and dead.probe_owner == "dead"
+    row, wrote = replicas[1].change_endpoint(
+        BREAKER, ENDPOINT, lambda row: probe_claimed(row, token="alive", now=now, until=now + 30)
+    )
+    assert wrote and row.probe_owner == "alive"
+    # the late answer of the first claim's request reopens nothing: it is no longer the probe
+    row, _ = replicas[0].change_endpoint(BREAKER, ENDPOINT, lambda r: failure_counted(r, now=now, probe="dead"))
+    assert (row.opened, row.probe_owner) == (1, "alive")
+
+
 def test_a_pause_is_read_by_every_replica_until_it_ends(replicas):
     now = time.time()
-    replicas[0].change_endpoint(PAUSE, ENDPOINT + "/hook", lambda r: dataclasses.replace(r, paused_until=now + 30))
+    replicas[0].change_endpoint(PAUSE, ENDPOINT + "/hook", lambda r: paused(r, until=now + 30))
+    replicas[1].change_endpoint(PAUSE, ENDPOINT + "/hook", lambda r: paused(r, until=now + 10))
     [row] = [r for r in replicas[1].endpoint_rows(now) if r.kind == PAUSE]
-    assert row.paused_until == now + 30
+    assert row.paused_until == now + 30, "the later of two pauses holds"
     assert not [r for r in replicas[1].endpoint_rows(now + 31 + 60) if r.kind == PAUSE], "an ended pause is not read"
 
 
