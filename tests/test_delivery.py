@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import itertools
 import json
 import math
@@ -15,8 +16,8 @@ from collections.abc import Awaitable, Callable
 import pytest
 import standardwebhooks
 
-from reconciler.delivery.retry import CircuitBreaker
 from reconciler.events.envelope import EventRejected
+from reconciler.store import EndpointRow
 from tests.peers import Peer, Reply, Seen
 from tests.pipeline import Pipeline, integration
 
@@ -72,10 +73,15 @@ def waiting_for_turn(p: Pipeline, integration_id: str) -> int:
     return 0 if lane is None or lane.queue else len(lane.held()) - lane.inflight
 
 
-async def breaker_of(p: Pipeline) -> CircuitBreaker:
+def breakers(p: Pipeline) -> dict[str, EndpointRow]:
+    """The circuit breakers as the engine knows them, by endpoint."""
+    return p.engine.endpoints.rows("breaker")
+
+
+async def breaker_of(p: Pipeline) -> EndpointRow:
     """The engine's one circuit breaker, once it is open."""
-    await p.until(lambda: any(b.is_open for b in p.engine._breakers.values()), "the breaker open")
-    [breaker] = p.engine._breakers.values()
+    await p.until(lambda: any(b.open_until is not None for b in breakers(p).values()), "the breaker open")
+    [breaker] = breakers(p).values()
     return breaker
 
 
@@ -669,7 +675,7 @@ def test_circuit_breaker_stops_hammering_a_failing_endpoint(tmp_path, peer):
                 "every delivery put back until the breaker closes",
             )
             assert len(peer.requests("/hook")) == 5, "the breaker opened after 5 consecutive failures"
-            assert breaker.is_open
+            assert breakers(p)[breaker.key].open_until is not None, "still open"
             assert all(a["outcome"] == "failed" for a in p.store.attempts("t"))
 
     run(scenario)
@@ -836,9 +842,12 @@ def test_a_trial_request_that_says_nothing_about_the_endpoint_does_not_stall_the
                 await p.emit("user.login", {"userId": n})
             await p.until(lambda: len(peer.requests("/hook")) >= 5)
             breaker = await breaker_of(p)  # opened by the fifth failure, once the engine has seen it
-            breaker.open_until = time.time()  # skip the cool-down: the next request is the trial
+            # skip the cool-down (in the store, which every replica follows): the next request is the trial
+            p.store.change_endpoint(
+                "breaker", breaker.key, lambda row: dataclasses.replace(row, open_until=time.time())
+            )
             await p.until(lambda: p.statuses("t") == {"delivered": 3})
-            assert not breaker.is_open
+            assert breakers(p)[breaker.key].open_until is None, "closed by the trial's successor"
 
     run(scenario)
 

@@ -333,6 +333,7 @@ def test_a_store_of_the_previous_release_gains_the_declared_spec(store, store_ur
         connection.execute(sa.text("ALTER TABLE integrations DROP COLUMN declared_spec"))
         connection.execute(sa.text("DELETE FROM schema_version WHERE version >= 3"))
         connection.execute(sa.text("DROP TABLE versions"))
+        connection.execute(sa.text("DROP TABLE endpoint_states"))
     upgraded = open_store(store_url)
     try:
         old = upgraded.get_integration("old")

@@ -4,7 +4,8 @@ A dispatcher claims due deliveries in batches (woken in-process by each intake c
 polling once a second for retries and other replicas) and hands them to one lane per
 integration (`lane.py`), which applies the integration's pacing, batching, circuit breaker
 and retry policy (worked out once per applied version: `profile.py`) and sends through the
-sink of its type. Outcomes are written in groups (`outcomes.py`).
+sink of its type. Outcomes are written in groups (`outcomes.py`). Circuit breakers and
+Retry-After pauses are shared with the other replicas through the store (`breakers.py`).
 
 What runs is read from the reconciler's snapshot, taken once per round: the engine never
 changes it. A 410 halts the integration here at once and asks the reconciler to suspend it.
@@ -23,10 +24,11 @@ import time
 from typing import TYPE_CHECKING
 
 from reconciler.delivery.attempts import attempt_of
+from reconciler.delivery.breakers import SharedEndpoints
 from reconciler.delivery.lane import LANE_BUFFER, Lane
 from reconciler.delivery.outcomes import OutcomeWriter
 from reconciler.delivery.profile import DeliveryProfile, Profiles
-from reconciler.delivery.retry import CircuitBreaker, EndpointState
+from reconciler.delivery.retry import EndpointState
 from reconciler.events.envelope import new_id, now_timestamp
 from reconciler.metrics import DeliveryStats
 from reconciler.registry import AppliedIntegration
@@ -75,8 +77,7 @@ class DeliveryEngine:
         self.outcomes = OutcomeWriter(self.store)
         self._wake = asyncio.Event()
         self._lanes: dict[str, Lane] = {}
-        self._breakers: dict[str, CircuitBreaker] = {}
-        self._pauses: dict[str, float] = {}  # pause key -> until: a partner's Retry-After
+        self.endpoints = SharedEndpoints(self.store, self.owner)  # breakers and pauses, shared by replicas
         self._next_due = float("inf")  # earliest retry this process scheduled
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -129,6 +130,7 @@ class DeliveryEngine:
 
     async def run(self, stop: asyncio.Event) -> None:
         writer = asyncio.create_task(self.outcomes.run())
+        follower = asyncio.create_task(self.endpoints.follow(stop))
         pruned_at = 0.0
         renewed_at = time.time()
         try:
@@ -163,6 +165,9 @@ class DeliveryEngine:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(_first(self._wake, stop), timeout=wait)
         finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
             await self._shutdown(writer)
 
     async def _claim_round(self) -> int:
@@ -208,34 +213,16 @@ class DeliveryEngine:
             lease = self.lease_seconds([self.profiles.of(a) for a in applied.values()])
             await self.store.renew_leases(self.owner, held, now + lease)
         self.profiles.keep_only(applied)  # what was worked out for versions no longer applied goes
-        self._pauses = {key: until for key, until in self._pauses.items() if until > now}
 
     def lease_seconds(self, profiles: list[DeliveryProfile]) -> float:
         """How long a claim of these integrations' work holds: long enough for the slowest
         request twice over, and never under LEASE_MIN_SECONDS."""
         return max(LEASE_MIN_SECONDS, 2 * max((p.timeout_seconds for p in profiles), default=10.0) + 60)
 
-    def pause(self, profile: DeliveryProfile, until: float) -> None:
-        """Hold every request to the profile's URL (scheme, host, port, path) until `until`."""
-        self._pauses[profile.pause_key] = max(self._pauses.get(profile.pause_key, 0.0), until)
-
-    def paused_until(self, profile: DeliveryProfile) -> float:
-        return self._pauses.get(profile.pause_key, 0.0)
-
-    def breaker(self, profile: DeliveryProfile) -> CircuitBreaker:
-        """One breaker per endpoint (scheme and host), shared by the integrations that post there."""
-        return self._breakers.setdefault(profile.breaker_key, CircuitBreaker())
-
     def endpoint_state(self, integration: AppliedIntegration) -> EndpointState:
-        """The breaker and the Retry-After pause that hold an integration's endpoint now (for
-        the health monitor; creates neither)."""
-        profile = self.profiles.of(integration)
-        breaker = self._breakers.get(profile.breaker_key)
-        paused_until = self._pauses.get(profile.pause_key)
-        return EndpointState(
-            breaker_open_until=breaker.open_until if breaker is not None and breaker.is_open else None,
-            paused_until=paused_until if paused_until is not None and paused_until > time.time() else None,
-        )
+        """The breaker and the Retry-After pause that hold an integration's endpoint now, as
+        every replica shares them (for the health monitor; creates neither)."""
+        return self.endpoints.state(self.profiles.of(integration), time.time())
 
     def _lane(self, integration_id: str) -> Lane:
         lane = self._lanes.get(integration_id)

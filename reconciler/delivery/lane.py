@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from reconciler.delivery.attempts import attempt_of
+from reconciler.delivery.breakers import Turn
 from reconciler.delivery.pacing import Pacer
 from reconciler.delivery.profile import DEFAULT_CONCURRENCY, DeliveryProfile
-from reconciler.delivery.retry import CircuitBreaker, RetryPolicy
+from reconciler.delivery.retry import RetryPolicy
 from reconciler.events.envelope import new_id
 from reconciler.registry import AppliedIntegration
 from reconciler.sinks import SinkResult
@@ -126,15 +127,15 @@ class Lane:
         key = id(unit)
         self._taken[key] = unit
         try:
-            breaker = await self._wait_turn(profile, unit)
-            if breaker is None:
+            turn = await self._wait_turn(profile, unit)
+            if turn is None:
                 return
             self.inflight += len(unit.deliveries)
             task = asyncio.current_task()
             assert task is not None
             self._sending.add(task)  # from here on a close waits for the request to end
             try:
-                await self._send(integration, profile, unit, breaker)
+                await self._send(integration, profile, unit, turn)
             finally:
                 self._sending.discard(task)
                 self.inflight -= len(unit.deliveries)
@@ -143,9 +144,9 @@ class Lane:
             if len(self.queue) + self.inflight < LANE_REFILL:
                 self.engine.wake()  # running low: claim more now rather than at the next poll
 
-    async def _wait_turn(self, profile: DeliveryProfile, unit: Unit) -> CircuitBreaker | None:
-        """Wait for pacing and batchDelay; the breaker to send through, or None when the unit
-        went back (the breaker is open, or the lane is closing)."""
+    async def _wait_turn(self, profile: DeliveryProfile, unit: Unit) -> Turn | None:
+        """Wait for pacing and batchDelay; the breaker's go (as the probe, or not), or None when
+        the unit went back (a pause holds, the breaker is open, the lane is closing)."""
         try:
             if self._pacer.interval:
                 await self._pacer.wait_turn()
@@ -154,15 +155,18 @@ class Lane:
             # decided only now, after waiting: a request that failed meanwhile may have opened
             # the breaker, and a drain may have begun
             now = time.time()
-            paused_until = self.engine.paused_until(profile)
+            endpoints = self.engine.endpoints
+            paused_until = endpoints.paused_until(profile)
             if self._closing or paused_until > now:
                 self._release(unit.deliveries, until=None if self._closing else paused_until)
                 return None
-            breaker = self.engine.breaker(profile)
-            if not breaker.allows(now):
-                self._release(unit.deliveries, until=breaker.retry_at(now))
+            turn = endpoints.turn(profile, now)  # in memory: no store call while the endpoint is healthy
+            if turn is None:  # half-open: one request of every replica's probes
+                turn = await endpoints.claim_probe(profile, now)
+            if not turn.go:
+                self._release(unit.deliveries, until=turn.retry_at)
                 return None
-            return breaker
+            return turn
         except BaseException:
             self._release(unit.deliveries)
             raise
@@ -199,9 +203,7 @@ class Lane:
             raise
         return Unit(members, batch_id)
 
-    async def _send(
-        self, integration: AppliedIntegration, profile: DeliveryProfile, unit: Unit, breaker: CircuitBreaker
-    ) -> None:
+    async def _send(self, integration: AppliedIntegration, profile: DeliveryProfile, unit: Unit, turn: Turn) -> None:
         try:
             result = await self._request(integration, profile, unit)
         except Exception as exc:  # a bug or an odd input: record it as a failed attempt, retry as usual
@@ -214,14 +216,17 @@ class Lane:
                 endpoint_failure=False,
             )
         now = time.time()
+        endpoints = self.engine.endpoints
         if result.retry_after is not None and result.status in (429, 503):
-            self.engine.pause(profile, now + result.retry_after)  # its word holds for every request to that URL
+            # its word holds for every request to that URL, from every replica
+            await endpoints.pause(profile, now + result.retry_after)
         if result.ok:
-            breaker.success()
+            if endpoints.needs_success(profile, turn):  # most successes change nothing shared
+                await endpoints.succeeded(profile)
         elif result.endpoint_failure:
-            breaker.failure(now)
-        else:
-            breaker.settle()  # says nothing about the endpoint's health, but ends a half-open trial
+            await endpoints.failed(profile, now, turn)
+        elif turn.probe is not None:
+            await endpoints.settled(turn, profile)  # says nothing about the endpoint's health, but ends the probe
         # one delay for the whole unit: a batch's members stay together for its retry
         policy = profile.policy
         delay = 0.0 if result.ok else _retry_delay(result, policy, unit.deliveries[0].attempts + 1)

@@ -107,11 +107,12 @@ class Profiles:
 def _pause_key(endpoint: str | None, integration_id: str) -> str:
     """What a Retry-After pause holds: the endpoint's scheme, host, port and path (not its
     query). A partner's 429 on one path says nothing about its other paths; integrations that
-    post to the same URL wait together."""
+    post to the same URL wait together. Credentials in the URL are left out: the key is shared
+    through the store."""
     if not endpoint or "${" in endpoint:
         return integration_id
     parts = urlsplit(endpoint)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.netloc else integration_id
+    return f"{parts.scheme}://{_host(parts.netloc)}{parts.path}" if parts.netloc else integration_id
 
 
 def _endpoint_key(endpoint: str | None, integration_id: str) -> str:
@@ -120,4 +121,9 @@ def _endpoint_key(endpoint: str | None, integration_id: str) -> str:
     if not endpoint or "${" in endpoint:
         return integration_id
     parts = urlsplit(endpoint)
-    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else integration_id
+    return f"{parts.scheme}://{_host(parts.netloc)}" if parts.netloc else integration_id
+
+
+def _host(netloc: str) -> str:
+    """Host and port, without any user and password before them."""
+    return netloc.rpartition("@")[2]

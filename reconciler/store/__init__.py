@@ -9,6 +9,7 @@ from reconciler.store.base import (
     Store,
     open_store,
 )
+from reconciler.store.endpoints import EndpointChange, EndpointRow
 from reconciler.store.errors import Outage, StoreError, StoreUnavailable
 from reconciler.store.facade import AsyncStore, StoreOnLoop
 from reconciler.store.records import Attempt, DueDelivery, NewDelivery, NewEvent, Outcome
@@ -18,6 +19,8 @@ __all__ = [
     "Attempt",
     "AuditEntry",
     "DueDelivery",
+    "EndpointChange",
+    "EndpointRow",
     "IntegrationRecord",
     "NewDelivery",
     "NewEvent",

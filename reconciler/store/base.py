@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from reconciler.store import schema as t
+from reconciler.store.endpoints import Endpoints
 from reconciler.store.errors import StoreError, redact_url, scrub_url_secrets
 from reconciler.store.history import History
 from reconciler.store.outbox import Outbox
@@ -76,8 +77,9 @@ class AuditEntry:
 _RECORD_COLUMNS = [c.name for c in t.integrations.columns]
 
 
-class Store(Outbox, History):
-    """One database: the registry, runtime overrides, the audit trail and the outbox."""
+class Store(Outbox, History, Endpoints):
+    """One database: the registry, runtime overrides, the audit trail, the outbox and the
+    state of endpoints shared by replicas (breakers, pauses)."""
 
     dialect = "sql"
 

@@ -26,6 +26,7 @@ from typing import Any, ParamSpec, TypeVar
 import sqlalchemy as sa
 
 from reconciler.store.base import AuditEntry, IntegrationRecord, Override, Store
+from reconciler.store.endpoints import EndpointChange, EndpointRow
 from reconciler.store.errors import StoreUnavailable
 from reconciler.store.history import LogFilter
 from reconciler.store.records import Attempt, DueDelivery, NewDelivery, NewEvent, Outcome, StoredEvent
@@ -160,6 +161,14 @@ class AsyncStore:
 
     async def delivery_counts(self, integration_id: str | None = None) -> dict[str, int]:
         return await self.call(self.sync.delivery_counts, integration_id)
+
+    # --- endpoints: breakers and pauses shared by replicas ---------------------------------------------
+
+    async def endpoint_rows(self, now: float) -> list[EndpointRow]:
+        return await self.call(self.sync.endpoint_rows, now)
+
+    async def change_endpoint(self, kind: str, key: str, change: EndpointChange) -> tuple[EndpointRow, bool]:
+        return await self.call(self.sync.change_endpoint, kind, key, change)
 
     # --- history: logs and deliveries -----------------------------------------------------------------
 

@@ -127,6 +127,25 @@ attempts = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
 )
 
+# What holds an endpoint, shared by every replica (v4): its circuit breaker (kind "breaker",
+# keyed by scheme and host) or a partner's Retry-After pause (kind "pause", keyed by URL).
+# `version` grows with every change: a change is written only over the version it was made
+# from, so replicas racing to open a breaker or to take its one probe cannot both win.
+endpoint_states = sa.Table(
+    "endpoint_states",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("key", sa.String(2048), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),  # consecutive, over all replicas
+    sa.Column("opened", sa.Integer, nullable=False, server_default="0"),  # openings in a row: the cool-down doubles
+    sa.Column("open_until", sa.Float, nullable=True),  # set while open; past it, one probe may go
+    sa.Column("probe_owner", sa.String(200), nullable=True),  # the replica's probe in flight
+    sa.Column("probe_until", sa.Float, nullable=True),  # its claim lapses then (a replica that died)
+    sa.Column("paused_until", sa.Float, nullable=True),  # a Retry-After pause holds until then
+    sa.Column("version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("updated_at", sa.Float, nullable=False, index=True),
+)
+
 
 # Change counters of the state replicas share: each write of the registry (and the event
 # catalog), of the overrides, or of the last pass adds one in its own transaction, under the
@@ -167,5 +186,10 @@ def _v4(connection: sa.Connection) -> None:
         connection.execute(sa.insert(versions), missing)
 
 
+def _v5(connection: sa.Connection) -> None:
+    # circuit breakers and Retry-After pauses shared by the replicas of one store
+    endpoint_states.create(connection, checkfirst=True)
+
+
 # version -> migration; append, never edit (version 1 is the schema of the first release)
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5}
