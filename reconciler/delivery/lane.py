@@ -97,6 +97,11 @@ class Lane:
         self._release(list(self.queue))
         self.queue.clear()
 
+    def give_back(self) -> None:
+        """Everything queued goes back to the store untried (its lease may be lost)."""
+        self._release(list(self.queue))
+        self.queue.clear()
+
     async def _work(self) -> None:
         while self.queue and not self._closing and len(self._workers) <= self._concurrency:
             try:
@@ -154,6 +159,9 @@ class Lane:
             # decided only now, after waiting: a request that failed meanwhile may have opened
             # the breaker, and a drain may have begun
             now = time.time()
+            if not self.engine.trusted():  # its lease may be another replica's by now: not sent
+                self._release(unit.deliveries)
+                return None
             paused_until = self.engine.paused_until(profile)
             if self._closing or paused_until > now:
                 self._release(unit.deliveries, until=None if self._closing else paused_until)

@@ -12,6 +12,7 @@ from reconciler.store.base import (
 from reconciler.store.errors import Outage, StoreError, StoreUnavailable
 from reconciler.store.facade import AsyncStore, StoreOnLoop
 from reconciler.store.records import Attempt, DueDelivery, NewDelivery, NewEvent, Outcome
+from reconciler.store.replicas import ReplicaInfo, Takeover
 
 __all__ = [
     "AsyncStore",
@@ -24,9 +25,11 @@ __all__ = [
     "Outage",
     "Outcome",
     "Override",
+    "ReplicaInfo",
     "Store",
     "StoreError",
     "StoreOnLoop",
     "StoreUnavailable",
+    "Takeover",
     "open_store",
 ]

@@ -18,6 +18,7 @@ from reconciler.store import schema as t
 from reconciler.store.errors import StoreError, redact_url, scrub_url_secrets
 from reconciler.store.history import History
 from reconciler.store.outbox import Outbox
+from reconciler.store.replicas import Replicas
 
 
 @dataclass
@@ -75,8 +76,8 @@ class AuditEntry:
 _RECORD_COLUMNS = [c.name for c in t.integrations.columns]
 
 
-class Store(Outbox, History):
-    """One database: the registry, runtime overrides, the audit trail and the outbox."""
+class Store(Outbox, History, Replicas):
+    """One database: the registry, runtime overrides, the audit trail, the outbox and the replicas."""
 
     dialect = "sql"
 

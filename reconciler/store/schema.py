@@ -127,6 +127,22 @@ attempts = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
 )
 
+# The replicas running on this store: each heartbeats its row; the leases of a replica whose
+# heartbeat stopped are taken over by the others (v4).
+replicas = sa.Table(
+    "replicas",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # the delivery engine's lease owner: host:pid:suffix
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("version", sa.String(40), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("config_revision", sa.String(80), nullable=True),
+    sa.Column("leader", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),  # the database's clock, not the replica's
+)
+
 
 def _v1(connection: sa.Connection) -> None:
     for table in (integrations, overrides, audit, meta, events, deliveries, attempts):
@@ -146,5 +162,11 @@ def _v3(connection: sa.Connection) -> None:
         connection.exec_driver_sql("ALTER TABLE integrations ADD COLUMN declared_spec JSON")
 
 
+def _v4(connection: sa.Connection) -> None:
+    # no index on deliveries.lease_owner: the few leased rows are found through deliveries_lease
+    # (lease_expires_at IS NOT NULL), and the hot path's writes keep one index fewer
+    replicas.create(connection, checkfirst=True)
+
+
 # version -> migration; append, never edit (version 1 is the schema of the first release)
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1, 2: _v2, 3: _v3}
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
