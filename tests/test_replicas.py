@@ -5,11 +5,26 @@ the leader's connection is PostgreSQL's."""
 
 from __future__ import annotations
 
+import collections
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import httpx
 import sqlalchemy as sa
 
+from reconciler import __version__
 from reconciler.store import Attempt, NewDelivery, NewEvent, Outcome, ReplicaInfo, open_store
+from tests.conftest import ROOT
+from tests.peers import Peer, Reply
+from tests.test_daemon import SECRET, Daemon
+from tests.test_durability import SIGNING, target
 
 
 def replica(replica_id: str) -> ReplicaInfo:
@@ -106,3 +121,177 @@ def test_the_leader_connection_is_never_idle_in_a_transaction(postgres_url):
     finally:
         leader.close()
         other.close()
+
+
+# --- real replicas: `reconciler run` processes on one PostgreSQL schema --------------------------
+
+
+def start_replicas(tmp_path: Path, store_url: str, peer: Peer, count: int) -> list[Daemon]:
+    """`count` replicas of one deployment: the same files, the same store, ports of their own."""
+    daemons = []
+    for n in range(count):
+        workdir = tmp_path / f"replica-{n}"
+        (workdir / "integrations.d").mkdir(parents=True)
+        (workdir / "integrations.d" / "target.yaml").write_text(target(peer))
+        daemons.append(Daemon(workdir, "--store", store_url, env={"ADMIN_SECRET": SECRET, "SIGNING": SIGNING}))
+    try:
+        for daemon in daemons:
+            daemon.wait_ready(60)
+    except BaseException:
+        stop_all(daemons)
+        raise
+    return daemons
+
+
+def stop_all(daemons: list[Daemon]) -> None:
+    for daemon in daemons:
+        if daemon.process.poll() is None:
+            daemon.stop()
+
+
+def status(daemon: Daemon) -> dict[str, Any]:
+    response = httpx.get(f"{daemon.url}/api/integrations/health/status", headers={"x-admin-secret": SECRET}, timeout=10)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll `check` until it returns something true, within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        time.sleep(0.05)
+
+
+def post_events(url: str, count: int, acked: list[str]) -> None:
+    with httpx.Client(base_url=url, headers={"x-admin-secret": SECRET}, timeout=30) as client:
+        for n in range(count):
+            response = client.post(
+                "/api/integrations/webhooks/trigger", json={"event": "user.login", "data": {"userId": n}}
+            )
+            assert response.status_code == 202, response.text
+            acked.append(response.json()["id"])
+
+
+def test_the_work_of_a_replica_killed_mid_delivery_resumes_on_a_survivor(tmp_path, postgres_url, peer):
+    """Three replicas, events posted to each, the partner slow to answer: one replica is killed
+    (SIGKILL) while it holds deliveries, some of them in flight. Nothing acknowledged is lost,
+    its work resumes on the survivors in seconds (not after its 300 s leases), and every
+    delivery sent again is recorded as a takeover attempt naming the dead replica."""
+    peer.script = lambda seen: Reply(delay=1.0)  # requests stay in flight for a second
+    daemons = start_replicas(tmp_path, postgres_url, peer, 3)
+    store = open_store(postgres_url)
+    try:
+        victim, survivors = daemons[0], daemons[1:]
+        victim_id = status(victim)["replica"]
+        acked: list[str] = []
+        senders = [threading.Thread(target=post_events, args=(d.url, 60, acked)) for d in daemons]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(120)
+        assert len(acked) == 180
+
+        def victim_leases() -> int:
+            with store.engine.connect() as connection:
+                return int(
+                    connection.execute(
+                        sa.text("SELECT count(*) FROM deliveries WHERE lease_owner = :id"), {"id": victim_id}
+                    ).scalar()
+                    or 0
+                )
+
+        until(lambda: victim_leases() >= 20, 30, "the victim holds deliveries")
+        until(lambda: any(s.finished_at == 0.0 for s in peer.requests("/hook")), 30, "requests in flight")
+        held = victim_leases()
+        killed_at = time.time()
+        victim.process.send_signal(signal.SIGKILL)
+        victim.process.wait(10)
+
+        def all_received() -> bool:
+            return set(acked) <= {s.json()["id"] for s in peer.requests("/hook")}
+
+        until(all_received, 120, "every acknowledged event reaches the partner")
+        takeovers = [a for a in store.attempts("target", limit=100_000) if a["outcome"] == "takeover"]
+        assert takeovers, "the victim's deliveries were taken over"
+        assert all(victim_id in a["error"] and "may have sent it" in a["error"] for a in takeovers)
+        taken = {a["delivery_id"] for a in takeovers}
+        with store.engine.connect() as connection:
+            event_of = dict(
+                connection.execute(
+                    sa.text("SELECT id, event_id FROM deliveries WHERE id = ANY(:ids)"), {"ids": list(taken)}
+                ).all()
+            )
+        # how long the victim's work waited: from the kill to the survivors' requests
+        after_kill: dict[str, float] = {}
+        for seen in peer.requests("/hook"):
+            if seen.at >= killed_at:
+                event = seen.json()["id"]
+                after_kill[event] = min(after_kill.get(event, seen.at), seen.at)
+        resumed = max(after_kill[event_of[d]] for d in taken) - killed_at
+        first_takeover = min(a["at"] for a in takeovers) - killed_at
+        print(
+            f"\nvictim held {held} deliveries; {len(taken)} taken over {first_takeover:.1f} s after the kill; "
+            f"all of them sent again within {resumed:.1f} s"
+        )
+        assert resumed < 30, "a killed replica's work resumes in seconds, not after its leases end"
+
+        # every event the partner received twice was resent after a takeover, and says so
+        counts = collections.Counter(s.json()["id"] for s in peer.requests("/hook"))
+        resent = {event for event, n in counts.items() if n > 1}
+        assert resent <= set(event_of.values()), "every second send is recorded as a takeover attempt"
+        until(lambda: store.delivery_counts("target") == {"delivered": 180}, 30, "every delivery recorded delivered")
+
+        _, rows = store.replicas()
+        assert victim_id not in {r["id"] for r in rows}, "the dead replica's row is gone"
+        took_over = [
+            e for d in survivors for e in d.entries() if e.get("message") == "took over the work of a dead replica"
+        ]
+        assert [e["dead"] for e in took_over] == [victim_id], "one survivor took it over, once"
+    finally:
+        store.close()
+        stop_all(daemons)
+
+
+def test_status_lists_the_replicas_and_the_leader_and_leadership_passes_on(tmp_path, postgres_url, peer):
+    daemons = start_replicas(tmp_path, postgres_url, peer, 2)
+    try:
+        found = until(
+            lambda: (s := status(daemons[1]))["leader"] and len(s["replicas"]) == 2 and s,
+            30,
+            "two replicas listed, one leading",
+        )
+        ids = {d: status(d)["replica"] for d in daemons}
+        assert {r["id"] for r in found["replicas"]} == set(ids.values())
+        for row in found["replicas"]:
+            assert row["alive"] and row["role"] == "all" and row["version"] == __version__
+            assert row["heartbeatAgeSeconds"] < 10 and isinstance(row["leases"], int)
+            assert row["leader"] == (row["id"] == found["leader"])
+        leader = next(d for d in daemons if ids[d] == found["leader"])
+        follower = next(d for d in daemons if d is not leader)
+        assert any(e.get("message", "").startswith("leadership acquired") for e in leader.entries())
+
+        shown = subprocess.run(
+            [sys.executable, "-m", "reconciler", "status", "--server", follower.url],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "ADMIN_SECRET": SECRET},
+            timeout=60,
+        )
+        assert f"replicas: 2, leader {ids[leader]}" in shown.stdout, shown.stdout + shown.stderr
+        assert "this one" in shown.stdout and "leader" in shown.stdout
+
+        code, _ = leader.stop()  # a clean stop: its row goes, its lock goes with its connection
+        assert code == 0
+        after = until(
+            lambda: (s := status(follower))["leader"] == ids[follower] and len(s["replicas"]) == 1 and s,
+            30,
+            "the follower leads, alone",
+        )
+        assert [r["id"] for r in after["replicas"]] == [ids[follower]]
+        assert any(e.get("message", "").startswith("leadership acquired") for e in follower.entries())
+    finally:
+        stop_all(daemons)
