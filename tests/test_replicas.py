@@ -166,6 +166,12 @@ def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
         time.sleep(0.05)
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "ADMIN_SECRET": SECRET}
+    command = [sys.executable, "-m", "reconciler", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=60)
+
+
 def post_events(url: str, count: int, acked: list[str]) -> None:
     with httpx.Client(base_url=url, headers={"x-admin-secret": SECRET}, timeout=30) as client:
         for n in range(count):
@@ -245,6 +251,10 @@ def test_the_work_of_a_replica_killed_mid_delivery_resumes_on_a_survivor(tmp_pat
         assert resent <= set(event_of.values()), "every second send is recorded as a takeover attempt"
         until(lambda: store.delivery_counts("target") == {"delivered": 180}, 30, "every delivery recorded delivered")
 
+        shown = run_cli("logs", "target", "--status", "takeover", "--limit", "500", "--server", survivors[0].url)
+        lines = [line for line in shown.stdout.splitlines() if " takeover " in line]
+        assert len(lines) == len(takeovers) and all(victim_id in line for line in lines), shown.stdout + shown.stderr
+
         _, rows = store.replicas()
         assert victim_id not in {r["id"] for r in rows}, "the dead replica's row is gone"
         took_over = [
@@ -274,13 +284,7 @@ def test_status_lists_the_replicas_and_the_leader_and_leadership_passes_on(tmp_p
         follower = next(d for d in daemons if d is not leader)
         assert any(e.get("message", "").startswith("leadership acquired") for e in leader.entries())
 
-        shown = subprocess.run(
-            [sys.executable, "-m", "reconciler", "status", "--server", follower.url],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "ADMIN_SECRET": SECRET},
-            timeout=60,
-        )
+        shown = run_cli("status", "--server", follower.url)
         assert f"replicas: 2, leader {ids[leader]}" in shown.stdout, shown.stdout + shown.stderr
         assert "this one" in shown.stdout and "leader" in shown.stdout
 

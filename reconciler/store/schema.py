@@ -118,11 +118,12 @@ attempts = sa.Table(
     sa.Column("integration_id", sa.String(63), nullable=False, index=True),
     sa.Column("at", sa.Float, nullable=False, index=True),
     sa.Column("attempt", sa.Integer, nullable=False),  # 1 for the first try of the delivery
-    sa.Column("trigger", sa.String(16), nullable=False),  # scheduled | replay | test
+    sa.Column("trigger", sa.String(16), nullable=False),  # scheduled | replay | test | sync | takeover
     sa.Column("batch_id", sa.String(64), nullable=True),
     sa.Column("status_code", sa.Integer, nullable=True),
     sa.Column("latency_ms", sa.Float, nullable=True),
-    sa.Column("outcome", sa.String(16), nullable=False),  # delivered | failed | dead | gone | skipped
+    # delivered | failed | dead | gone | skipped | takeover (the lease of a dead replica, cleared)
+    sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("response_excerpt", sa.Text, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
 )
