@@ -284,6 +284,15 @@ def test_status_lists_the_replicas_and_the_leader_and_leadership_passes_on(tmp_p
         follower = next(d for d in daemons if d is not leader)
         assert any(e.get("message", "").startswith("leadership acquired") for e in leader.entries())
 
+        # the queue is the database's: only the leader reports it, so a sum over replicas counts it once
+        for daemon, leading in ((leader, True), (follower, False)):
+            metrics = httpx.get(f"{daemon.url}/metrics", timeout=10).text
+            assert ("\nreconciler_queue_depth " in metrics) is leading, metrics
+            assert f"\nreconciler_leader {1.0 if leading else 0.0}" in metrics
+            assert (
+                f'reconciler_replica_info{{replica="{ids[daemon]}",role="all",version="{__version__}"}} 1.0' in metrics
+            )
+
         shown = run_cli("status", "--server", follower.url)
         assert f"replicas: 2, leader {ids[leader]}" in shown.stdout, shown.stdout + shown.stderr
         assert "this one" in shown.stdout and "leader" in shown.stdout
@@ -298,4 +307,44 @@ def test_status_lists_the_replicas_and_the_leader_and_leadership_passes_on(tmp_p
         assert [r["id"] for r in after["replicas"]] == [ids[follower]]
         assert any(e.get("message", "").startswith("leadership acquired") for e in follower.entries())
     finally:
+        stop_all(daemons)
+
+
+def test_a_replica_paused_past_the_dead_after_threshold_is_fenced_and_registers_again(tmp_path, postgres_url, peer):
+    """A replica stopped (SIGSTOP) while it holds deliveries is declared dead and its work taken
+    over; resumed, it finds its row gone, overwrites none of the survivor's outcomes, gives back
+    what it held, and registers again. Every delivery ends delivered."""
+    peer.script = lambda seen: Reply(delay=1.0)
+    daemons = start_replicas(tmp_path, postgres_url, peer, 2)
+    paused, survivor = daemons
+    store = open_store(postgres_url)
+    try:
+        paused_id = status(paused)["replica"]
+        acked: list[str] = []
+        post_events(paused.url, 40, acked)
+        until(lambda: any(s.finished_at == 0.0 for s in peer.requests("/hook")), 30, "requests in flight")
+        paused.process.send_signal(signal.SIGSTOP)
+        try:
+            until(lambda: any(e.get("dead") == paused_id for e in survivor.entries()), 30, "the survivor takes over")
+        finally:
+            paused.process.send_signal(signal.SIGCONT)
+        until(
+            lambda: any(e.get("message", "").startswith("this replica was declared dead") for e in paused.entries()),
+            30,
+            "the paused replica learns it was declared dead",
+        )
+        until(lambda: paused_id in {r["id"] for r in status(survivor)["replicas"]}, 30, "it registers again")
+        until(lambda: set(acked) <= {s.json()["id"] for s in peer.requests("/hook")}, 60, "everything arrives")
+        until(lambda: store.delivery_counts("target") == {"delivered": 40}, 30, "every delivery recorded delivered")
+        taken = {a["delivery_id"] for a in store.attempts("target", limit=10_000) if a["outcome"] == "takeover"}
+        with store.engine.connect() as connection:
+            taken_events = set(
+                connection.execute(
+                    sa.text("SELECT event_id FROM deliveries WHERE id = ANY(:ids)"), {"ids": list(taken)}
+                ).scalars()
+            )
+        counts = collections.Counter(s.json()["id"] for s in peer.requests("/hook"))
+        assert {event for event, n in counts.items() if n > 1} <= taken_events, "every resend was a recorded takeover"
+    finally:
+        store.close()
         stop_all(daemons)

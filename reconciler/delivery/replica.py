@@ -62,13 +62,16 @@ class Replica:
         self.dead_after = dead_after
         self.leader = False  # as the last beat found it
         self._trusted_until = 0.0  # monotonic; nothing is trusted before the first registration
+        # one process owns an SQLite store (an exclusive lock says so): nobody else can take
+        # its work over, so its leases stay its own through a slow disk or a locked database
+        self._sole_owner = self.store.dialect == "sqlite"
         self._registered = False
         self._outage = Outage("replica heartbeat")
         engine.liveness = self
 
     def trusted(self) -> bool:
         """Whether the leases this replica holds are still its own for sure."""
-        return time.monotonic() < self._trusted_until
+        return self._sole_owner or time.monotonic() < self._trusted_until
 
     async def run(self, stop: asyncio.Event) -> None:
         """Beat until `stop`; then the row goes (the engine gave its leases back before)."""
@@ -138,7 +141,8 @@ class Replica:
 
     def _taken_over(self, taken: list[Takeover]) -> None:
         for takeover in taken:
-            log.warning(
+            log.log(
+                logging.WARNING if takeover.deliveries else logging.INFO,
                 "took over the work of a dead replica",
                 extra={
                     "fields": {
