@@ -2,8 +2,9 @@
 
 Every `reconciler run` registers under its delivery engine's lease owner and heartbeats every
 HEARTBEAT_SECONDS. Each beat also takes over the work of replicas silent for DEAD_AFTER_SECONDS
-(their leases are cleared, every delivery gets a `takeover` attempt row, their row goes), and
-notes whether this replica leads, for the status page.
+(their leases are cleared, every delivery gets a `takeover` attempt row, their row goes), once
+this replica has itself beaten without a break for that long, and notes whether this replica
+leads, for the status page.
 
 The lease of what this replica holds is trusted for a little less than DEAD_AFTER_SECONDS after
 the start of the last beat that found its row: past that, the survivors may have taken it over,
@@ -66,6 +67,7 @@ class Replica:
         # its work over, so its leases stay its own through a slow disk or a locked database
         self._sole_owner = self.store.dialect == "sqlite"
         self._registered = False
+        self._beating_since: float | None = None  # monotonic start of the current run of good beats
         self._outage = Outage("replica heartbeat")
         engine.liveness = self
 
@@ -81,6 +83,7 @@ class Replica:
                 try:
                     await self.beat()
                 except StoreUnavailable as exc:
+                    self._beating_since = None
                     wait = min(self._outage.failed(exc), self.heartbeat_seconds * 2)
                 except Exception:  # a bug here must not stop the heartbeat: the next beat tries again
                     log.exception("replica heartbeat failed", extra={"fields": {"replica": self.id}})
@@ -102,9 +105,15 @@ class Replica:
                 self._declared_dead()
                 await self._register()
         self._trusted_until = started + self.dead_after - TRUST_MARGIN_SECONDS
-        taken = await self.store.take_over_dead_replicas(self.dead_after)
-        if taken:
-            self._taken_over(taken)
+        if self._beating_since is None:
+            self._beating_since = started
+        # Only a replica that has itself beaten for a whole dead-after period judges the others:
+        # after an outage of the database every row is stale, and the live replicas need that
+        # long to beat again before any of them may be called dead.
+        if started - self._beating_since >= self.dead_after:
+            taken = await self.store.take_over_dead_replicas(self.dead_after)
+            if taken:
+                self._taken_over(taken)
 
     async def _register(self) -> None:
         info = ReplicaInfo(
