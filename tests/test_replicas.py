@@ -88,6 +88,8 @@ def test_outcomes_of_a_replica_that_lost_its_lease_are_fenced(store):
         attempt = Attempt(delivery_id="d0", integration_id="a", at=now, attempt=1, trigger="scheduled", outcome=status)
         return Outcome("d0", status, 1, now + 60, None if status == "delivered" else "HTTP 500", attempt)
 
+    store.assign_batch(["d0"], "bat_paused", owner="paused")
+    assert store.claim("survivor", ["a"], now + 400, 1, 300.0)[0].batch_id is None, "nor does its batch"
     assert store.record([outcome("failed")], owner="paused") == 0
     assert store.record([outcome("delivered")], owner="paused") == 0
     _, rows = store.replicas()

@@ -201,7 +201,7 @@ class Lane:
                 self.queue.remove(delivery)
         batch_id = new_id("bat")
         try:
-            await self.engine.store.assign_batch([d.id for d in members], batch_id)
+            await self.engine.store.assign_batch([d.id for d in members], batch_id, self.engine.owner)
         except BaseException:  # a close while the batch was being fixed: its members go back
             self._release(members)
             raise

@@ -126,8 +126,8 @@ class AsyncStore:
     ) -> list[DueDelivery]:
         return await self.call(self.sync.claim, owner, list(integration_ids), now, limit, lease_seconds)
 
-    async def assign_batch(self, delivery_ids: Sequence[str], batch_id: str) -> None:
-        await self.call(self.sync.assign_batch, delivery_ids, batch_id)
+    async def assign_batch(self, delivery_ids: Sequence[str], batch_id: str, owner: str | None = None) -> None:
+        await self.call(self.sync.assign_batch, delivery_ids, batch_id, owner)
 
     async def record(self, outcomes: Sequence[Outcome], owner: str | None = None) -> int:
         return await self.call(self.sync.record, outcomes, owner)

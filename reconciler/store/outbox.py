@@ -228,15 +228,15 @@ class Outbox:
         for delivery in claimed:
             delivery.envelope = envelopes.get(delivery.event_id, {})
 
-    def assign_batch(self, delivery_ids: Sequence[str], batch_id: str) -> None:
-        """Fix a batch's membership, so its retries keep one webhook-id and the same events."""
+    def assign_batch(self, delivery_ids: Sequence[str], batch_id: str, owner: str | None = None) -> None:
+        """Fix a batch's membership, so its retries keep one webhook-id and the same events;
+        with an `owner`, only of deliveries whose lease it still holds (see `record`)."""
         with self._bookkeeping() as connection:
             for start in range(0, len(delivery_ids), IN_CHUNK):
-                connection.execute(
-                    sa.update(t.deliveries)
-                    .where(t.deliveries.c.id.in_(delivery_ids[start : start + IN_CHUNK]))
-                    .values(batch_id=batch_id)
-                )
+                query = sa.update(t.deliveries).where(t.deliveries.c.id.in_(delivery_ids[start : start + IN_CHUNK]))
+                if owner is not None:
+                    query = query.where(t.deliveries.c.lease_owner == owner)
+                connection.execute(query.values(batch_id=batch_id))
 
     def record(self, outcomes: Sequence[Outcome], owner: str | None = None) -> int:
         """Apply outcomes and append their attempts in one transaction; leases are released.
