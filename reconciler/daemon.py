@@ -30,6 +30,7 @@ from reconciler.api.connections import (
 )
 from reconciler.delivery.engine import DeliveryEngine
 from reconciler.delivery.health import HealthMonitor
+from reconciler.delivery.replica import Replica
 from reconciler.delivery.sources import SourceWatcher
 from reconciler.delivery.sync import SyncScheduler
 from reconciler.intake.committer import Intake
@@ -184,6 +185,13 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
         retention_seconds=settings.retention_seconds,
     )
     engine_holder.append(engine)
+    replica = Replica(
+        store,
+        engine,
+        role=settings.role,
+        config_revision=lambda: reconciler.last_pass.revision if reconciler.last_pass else None,
+        leading=lambda: reconciler.leading,
+    )
     # what was applied before a restart runs again before the first request is taken
     await reconciler.restore()
     # deliveries committed here go straight to this replica's engine only if it delivers
@@ -208,6 +216,7 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
                     public_status=settings.public_status,
                     stop=stop,
                     health=health,
+                    replica=replica,
                     source=source,
                     source_webhook_secret=settings.source_webhook_secret,
                 )
@@ -237,9 +246,11 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
         },
     )
     # Roles stop in order: the API stops taking events, intake commits what it holds, the
-    # engine finishes requests in flight and gives back what it had not started.
-    intake_stop, engine_stop = asyncio.Event(), asyncio.Event()
+    # engine finishes requests in flight and gives back what it had not started; the heartbeat
+    # goes on until then (else the others would take over what is still being finished).
+    intake_stop, engine_stop, replica_stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
     roles = {
+        "replica": asyncio.create_task(replica.run(replica_stop), name="replica"),
         "api": asyncio.create_task(server.serve(sockets=[sock]), name="api"),
         "intake": asyncio.create_task(intake.run(intake_stop), name="intake"),
         "delivery": asyncio.create_task(engine.run(engine_stop) if settings.delivers else stop.wait(), name="delivery"),
@@ -266,7 +277,7 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
     server.should_exit = True
     log.info("stopping: finishing in-flight work")
     deadline = loop.time() + SHUTDOWN_GRACE_SECONDS
-    for name, release in (("api", intake_stop), ("intake", engine_stop), ("delivery", None)):
+    for name, release in (("api", intake_stop), ("intake", engine_stop), ("delivery", replica_stop)):
         await asyncio.wait({roles[name]}, timeout=max(0.1, deadline - loop.time()))
         if release is not None:
             release.set()

@@ -75,6 +75,10 @@ class Sources:
     intake: Callable[[], tuple[int, int]] | None = None  # (events accepted, deliveries queued)
     delivery: DeliveryStats | None = None
     queue: Callable[[], dict[str, Any]] | None = None  # the store's queue_stats(), read per scrape
+    # whether this process reports the database-wide gauges (the queue): only the leader does,
+    # so that a sum over replicas counts the queue once
+    leader: Callable[[], bool] | None = None
+    replica: tuple[str, str, str] | None = None  # (id, role, version) of this process
 
 
 class _Collector(Collector):
@@ -131,7 +135,21 @@ class _Collector(Collector):
             for integration, histogram in sorted(s.delivery.latency.items()):
                 latency.add_metric([integration], histogram.cumulative(), histogram.total)
             yield latency
-        if s.queue is not None:
+        leader = s.leader() if s.leader is not None else True
+        if s.replica is not None:
+            info = GaugeMetricFamily(
+                "reconciler_replica_info",
+                "This replica: its id (host:pid:suffix), role and version; always 1.",
+                labels=["replica", "role", "version"],
+            )
+            info.add_metric(list(s.replica), 1)
+            yield info
+            yield _gauge(
+                "reconciler_leader",
+                "1 on the replica that leads (runs scheduled syncs and retention, reports the queue), else 0.",
+                1 if leader else 0,
+            )
+        if s.queue is not None and leader:
             queue = s.queue()
             yield _gauge("reconciler_queue_depth", "Deliveries waiting (pending or failed).", queue["depth"])
             yield _gauge(

@@ -331,9 +331,9 @@ def test_a_store_of_the_previous_release_gains_the_declared_spec(store, store_ur
     store.save([IntegrationRecord("old", type="webhook", spec={"type": "webhook"})])
     with store.engine.begin() as connection:  # the store as the previous release left it
         connection.execute(sa.text("ALTER TABLE integrations DROP COLUMN declared_spec"))
-        connection.execute(sa.text("DELETE FROM schema_version WHERE version >= 3"))
-        connection.execute(sa.text("DROP TABLE versions"))
-        connection.execute(sa.text("DROP TABLE endpoint_states"))
+        connection.execute(sa.text("DELETE FROM schema_version WHERE version >= 3"))  # 3 and what came after
+        for table in ("versions", "endpoint_states", "replicas"):
+            connection.execute(sa.text(f"DROP TABLE {table}"))
     upgraded = open_store(store_url)
     try:
         old = upgraded.get_integration("old")

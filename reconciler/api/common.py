@@ -25,6 +25,7 @@ from reconciler.store import StoreUnavailable
 if TYPE_CHECKING:
     from reconciler.delivery.engine import DeliveryEngine
     from reconciler.delivery.health import HealthMonitor
+    from reconciler.delivery.replica import Replica
     from reconciler.intake.committer import Intake
     from reconciler.reconcile.loop import Reconciler
     from reconciler.reconcile.source import GitSource
@@ -48,6 +49,7 @@ class Runtime:
     source: GitSource | None = None  # `run --source`: the git source the daemon follows
     source_webhook_secret: str | None = field(default=None, repr=False)  # push webhooks' secret; None: off
     public_status: bool = False  # `run --public-status`: the status page is readable without the secret
+    replica: Replica | None = None  # this process's row among the replicas on the store
 
     def degraded(self, integration_id: str) -> dict[str, Any] | None:
         """The integration's latest Degraded condition, as the health monitor measured it."""

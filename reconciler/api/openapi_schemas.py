@@ -264,6 +264,33 @@ SCHEMAS: dict[str, Any] = {
             "config": ANY_OBJECT,
             "lastPass": {"type": ["object", "null"]},
             "passes": {"type": "integer"},
+            "replica": {"type": ["string", "null"], "description": "the id of the replica that answered"},
+            "leader": {
+                "type": ["string", "null"],
+                "description": "the replica that runs the singleton duties (scheduled syncs, retention)",
+            },
+            "replicas": {
+                "type": "array",
+                "description": "every `reconciler run` on this store, by heartbeat",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "role", "version", "lastHeartbeat", "alive", "leader", "leases"],
+                    "properties": {
+                        "id": {"type": "string", "description": "host:pid:suffix, the owner of its leases"},
+                        "role": {"type": "string"},
+                        "version": {"type": "string"},
+                        "host": {"type": "string"},
+                        "pid": {"type": "integer"},
+                        "configRevision": {"type": ["string", "null"]},
+                        "startedAt": {"type": "string"},
+                        "lastHeartbeat": {"type": "string"},
+                        "heartbeatAgeSeconds": {"type": "number"},
+                        "alive": {"type": "boolean", "description": "heartbeat within the dead-after threshold"},
+                        "leader": {"type": "boolean"},
+                        "leases": {"type": "integer", "description": "deliveries it holds (queued or in flight)"},
+                    },
+                },
+            },
             "integrationsByStatus": {"type": "object", "additionalProperties": {"type": "integer"}},
             "queue": {
                 "type": "object",

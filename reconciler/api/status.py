@@ -10,7 +10,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from reconciler import __version__
 from reconciler.api.common import Runtime, admin_only, admin_only_when, problem, runtime_of, status_word
+from reconciler.delivery.replica import DEAD_AFTER_SECONDS
 from reconciler.manifests.scaffold import Scaffold, scaffolds
 from reconciler.metrics import Sources, render
 from reconciler.reconcile.conditions import ConditionType, condition
@@ -131,6 +133,7 @@ def health_status(runtime: Runtime) -> dict[str, Any]:
         problems.append(reconciler.config_drift)
     if runtime.source is not None and runtime.source.last_error:
         problems.append(f"git source: {runtime.source.last_error}")
+    replicas = replica_views(*store.replicas())
     return {
         "status": "degraded" if problems else "ok",
         "problems": problems,
@@ -156,10 +159,40 @@ def health_status(runtime: Runtime) -> dict[str, Any]:
         },
         "passes": reconciler.passes,
         "leading": reconciler.leading,  # this replica reconciles (the controller); replicas of one store elect one
+        "replica": runtime.replica.id if runtime.replica is not None else None,
+        "leader": next((r["id"] for r in replicas if r["leader"]), None),
+        "replicas": replicas,
         "integrationsByStatus": dict(sorted(by_condition.items())),
         "queue": queue,
         "integrations": integrations,
     }
+
+
+def replica_views(now: float, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The replicas on the store as the status document lists them; `now` is the database's
+    clock, which their heartbeats were written by. A silent one is listed until a survivor
+    takes its work over, as not alive and not leading."""
+    views = []
+    for row in rows:
+        age = max(0.0, now - row["heartbeat_at"])
+        alive = age <= DEAD_AFTER_SECONDS
+        views.append(
+            {
+                "id": row["id"],
+                "role": row["role"],
+                "version": row["version"],
+                "host": row["host"],
+                "pid": row["pid"],
+                "configRevision": row["config_revision"],
+                "startedAt": iso(row["started_at"]),
+                "lastHeartbeat": iso(row["heartbeat_at"]),
+                "heartbeatAgeSeconds": round(age, 1),
+                "alive": alive,
+                "leader": bool(row["leader"]) and alive,
+                "leases": row["leases"],
+            }
+        )
+    return views
 
 
 UNHEALTHY_WORDS = {  # status word -> what it means for the whole
@@ -204,6 +237,9 @@ def metric_sources(runtime: Runtime) -> Sources:
         intake=(lambda: (intake.committed, intake.deliveries_queued)) if intake is not None else None,
         delivery=engine.stats if engine is not None else None,
         queue=reconciler.store.sync.queue_stats,  # rendered on the store's threads
+        # the queue is the database's, not this process's: reported by the leader alone
+        leader=reconciler.store.sync.is_leader,
+        replica=(runtime.replica.id, runtime.replica.role, __version__) if runtime.replica is not None else None,
     )
 
 

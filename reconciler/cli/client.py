@@ -161,6 +161,7 @@ def _status(args: argparse.Namespace, client: httpx.Client) -> int:
     source = (health.get("config") or {}).get("source")
     if source:
         _print_source(source)
+    _print_replicas(health)
     by_status = ", ".join(f"{n} {word}" for word, n in health["integrationsByStatus"].items()) or "none"
     print(f"integrations: {by_status}")
     dead = count(queue["dead"], "dead letter")
@@ -183,6 +184,33 @@ def _status(args: argparse.Namespace, client: httpx.Client) -> int:
     if last.get("waitingForSecrets"):
         _print_waiting(client, set(last["waitingForSecrets"]))
     return EXIT_OK if health["status"] == "ok" else EXIT_FAILED
+
+
+def _print_replicas(health: dict[str, Any]) -> None:
+    """The replicas on the store: one line each, the leader and the one answering marked."""
+    replicas = health.get("replicas") or []
+    if not replicas:
+        return
+    print(f"replicas: {len(replicas)}, leader {health.get('leader') or 'none'}")
+    rows: list[tuple[str, ...]] = [("ID", "ROLE", "VERSION", "CONFIG", "HEARTBEAT", "LEASES", "")]
+    for item in replicas:
+        marks = [
+            *(["leader"] if item["leader"] else []),
+            *(["this one"] if item["id"] == health.get("replica") else []),
+            *([] if item["alive"] else ["silent: being taken over"]),
+        ]
+        rows.append(
+            (
+                item["id"],
+                item["role"],
+                item["version"],
+                (item.get("configRevision") or "-")[:12],
+                f"{item.get('heartbeatAgeSeconds', 0)}s ago",
+                str(item["leases"]),
+                ", ".join(marks),
+            )
+        )
+    integrations.table(rows, {})
 
 
 def _print_waiting(client: httpx.Client, waiting: set[str]) -> None:

@@ -37,6 +37,7 @@ from reconciler.sinks.http import HttpSink
 from reconciler.store import AsyncStore, DueDelivery, Outage, Outcome, Store, StoreUnavailable
 
 if TYPE_CHECKING:
+    from reconciler.delivery.replica import Replica
     from reconciler.reconcile.loop import Reconciler
 
 log = logging.getLogger("reconciler.delivery")
@@ -74,7 +75,9 @@ class DeliveryEngine:
         self.retention_seconds = retention_seconds
         self.stats = DeliveryStats()  # attempts and latency by integration, for /metrics
         self.profiles = Profiles()
-        self.outcomes = OutcomeWriter(self.store)
+        # outcomes apply only to deliveries whose lease is still this engine's (see Replica)
+        self.outcomes = OutcomeWriter(self.store, owner=self.owner)
+        self.liveness: Replica | None = None  # this replica's heartbeat, when several may share the store
         self._wake = asyncio.Event()
         self._lanes: dict[str, Lane] = {}
         self.endpoints = SharedEndpoints(self.store, self.owner)  # breakers and pauses, shared by replicas
@@ -87,6 +90,18 @@ class DeliveryEngine:
     def wake(self) -> None:
         """An intake committed: look for due work now rather than at the next poll."""
         self._wake.set()
+
+    def trusted(self) -> bool:
+        """Whether the leases this engine holds are surely its own: false once its heartbeat is
+        late enough that other replicas may have taken its work over."""
+        return self.liveness is None or self.liveness.trusted()
+
+    def fence(self) -> None:
+        """This replica was declared dead: what the lanes hold goes back, untried (the store
+        applies that only where the lease is still this engine's). Requests in flight end, and
+        their outcomes meet the same fence."""
+        for lane in self._lanes.values():
+            lane.give_back()
 
     def sends(self, integration_type: str) -> bool:
         return integration_type in HTTP_TYPES or integration_type in self.records
@@ -101,7 +116,7 @@ class DeliveryEngine:
     def lease(self, integration_id: str, now: float) -> tuple[str, float] | None:
         """Take a new delivery of this integration straight from the intake's commit, or leave
         it to the claim query: paced and batching integrations, a full lane, a stopping engine."""
-        if self._closing:
+        if self._closing or not self.trusted():
             return None
         integration = self.reconciler.snapshot.applied.get(integration_id)
         if integration is None or not self.delivering(integration) or not self.sends(integration.spec.type):
@@ -171,6 +186,8 @@ class DeliveryEngine:
             await self._shutdown(writer)
 
     async def _claim_round(self) -> int:
+        if not self.trusted():  # not registered yet, or the heartbeat is late: claim nothing
+            return 0
         snapshot = self.reconciler.snapshot
         room = {lane_id: lane.room() for lane_id, lane in self._lanes.items()}
         candidates = [

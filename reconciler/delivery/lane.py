@@ -98,6 +98,11 @@ class Lane:
         self._release(list(self.queue))
         self.queue.clear()
 
+    def give_back(self) -> None:
+        """Everything queued goes back to the store untried (its lease may be lost)."""
+        self._release(list(self.queue))
+        self.queue.clear()
+
     async def _work(self) -> None:
         while self.queue and not self._closing and len(self._workers) <= self._concurrency:
             try:
@@ -155,6 +160,9 @@ class Lane:
             # decided only now, after waiting: a request that failed meanwhile may have opened
             # the breaker, and a drain may have begun
             now = time.time()
+            if not self.engine.trusted():  # its lease may be another replica's by now: not sent
+                self._release(unit.deliveries)
+                return None
             endpoints = self.engine.endpoints
             paused_until = endpoints.paused_until(profile)
             if self._closing or paused_until > now:
@@ -197,7 +205,7 @@ class Lane:
                 self.queue.remove(delivery)
         batch_id = new_id("bat")
         try:
-            await self.engine.store.assign_batch([d.id for d in members], batch_id)
+            await self.engine.store.assign_batch([d.id for d in members], batch_id, self.engine.owner)
         except BaseException:  # a close while the batch was being fixed: its members go back
             self._release(members)
             raise

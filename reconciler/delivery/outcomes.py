@@ -35,8 +35,9 @@ _Item = Outcome | asyncio.Future[None] | _Final  # an outcome, a flush request, 
 class OutcomeWriter:
     """Queues outcomes and writes them in groups until `close()`; `flush()` waits for a write."""
 
-    def __init__(self, store: AsyncStore) -> None:
+    def __init__(self, store: AsyncStore, owner: str | None = None) -> None:
         self.store = store
+        self.owner = owner  # outcomes apply where this owner still holds the lease
         self._queue: deque[_Item] = deque()
         self._ready = asyncio.Event()
         self._linger: asyncio.Future[None] | None = None  # the writer's wait for more outcomes
@@ -84,7 +85,7 @@ class OutcomeWriter:
         group = [item for item in items if isinstance(item, Outcome)]
         if group:
             try:
-                await self.store.record(group)
+                applied = await self.store.record(group, self.owner)
             except StoreUnavailable as exc:
                 # back in front, in order, and tried again after the backoff (a flush waits for it)
                 self._queue.extendleft(reversed(items))
@@ -95,6 +96,12 @@ class OutcomeWriter:
                 log.exception("could not record delivery outcomes")
             else:
                 self._outage.recovered()
+                if applied < len(group):
+                    log.warning(
+                        "outcomes not applied: the deliveries' leases were taken over by another replica, "
+                        "which sends them again",
+                        extra={"fields": {"outcomes": len(group) - applied, "owner": self.owner}},
+                    )
         for item in items:
             if isinstance(item, asyncio.Future):
                 _settle(item)

@@ -180,15 +180,10 @@ class Reconciler:
                 log.exception("the controller election failed")
             else:
                 self._election_outage.recovered()
-        if leading != self.leading:
+        if leading != self.leading:  # the store logs the change of leadership, with its reason
             self.leading = leading
-            shared = self.store.dialect != "sqlite"  # one process owns an SQLite store: nothing to say
             if leading:
-                if shared:
-                    log.info("controller: this replica leads; it reconciles the files into the registry")
-                await self.follow_once()
-            elif shared:
-                log.warning("controller: this replica no longer leads; it follows the registry in the store")
+                await self.follow_once()  # what the previous controller wrote, before the first pass
         return leading
 
     async def _compare_config(self) -> None:

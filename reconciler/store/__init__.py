@@ -13,6 +13,7 @@ from reconciler.store.endpoints import EndpointChange, EndpointRow
 from reconciler.store.errors import Outage, StoreError, StoreUnavailable
 from reconciler.store.facade import AsyncStore, StoreOnLoop
 from reconciler.store.records import Attempt, DueDelivery, NewDelivery, NewEvent, Outcome
+from reconciler.store.replicas import ReplicaInfo, Takeover
 
 __all__ = [
     "AsyncStore",
@@ -27,9 +28,11 @@ __all__ = [
     "Outage",
     "Outcome",
     "Override",
+    "ReplicaInfo",
     "Store",
     "StoreError",
     "StoreOnLoop",
     "StoreUnavailable",
+    "Takeover",
     "open_store",
 ]

@@ -20,6 +20,7 @@ from reconciler.store.endpoints import Endpoints
 from reconciler.store.errors import StoreError, redact_url, scrub_url_secrets
 from reconciler.store.history import History
 from reconciler.store.outbox import Outbox
+from reconciler.store.replicas import Replicas
 
 
 @dataclass
@@ -77,9 +78,9 @@ class AuditEntry:
 _RECORD_COLUMNS = [c.name for c in t.integrations.columns]
 
 
-class Store(Outbox, History, Endpoints):
-    """One database: the registry, runtime overrides, the audit trail, the outbox and the
-    state of endpoints shared by replicas (breakers, pauses)."""
+class Store(Outbox, History, Endpoints, Replicas):
+    """One database: the registry, runtime overrides, the audit trail, the outbox, the replicas
+    and the state of endpoints they share (breakers, pauses)."""
 
     dialect = "sql"
 

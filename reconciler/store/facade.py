@@ -30,6 +30,7 @@ from reconciler.store.endpoints import EndpointChange, EndpointRow
 from reconciler.store.errors import StoreUnavailable
 from reconciler.store.history import LogFilter
 from reconciler.store.records import Attempt, DueDelivery, NewDelivery, NewEvent, Outcome, StoredEvent
+from reconciler.store.replicas import ReplicaInfo, Takeover
 
 STORE_THREADS = 8  # calls in flight at once; the connection pools allow more, the disk gains nothing
 PING_TIMEOUT_SECONDS = 5.0  # a readiness probe that waits longer than this says not ready
@@ -129,11 +130,11 @@ class AsyncStore:
     ) -> list[DueDelivery]:
         return await self.call(self.sync.claim, owner, list(integration_ids), now, limit, lease_seconds)
 
-    async def assign_batch(self, delivery_ids: Sequence[str], batch_id: str) -> None:
-        await self.call(self.sync.assign_batch, delivery_ids, batch_id)
+    async def assign_batch(self, delivery_ids: Sequence[str], batch_id: str, owner: str | None = None) -> None:
+        await self.call(self.sync.assign_batch, delivery_ids, batch_id, owner)
 
-    async def record(self, outcomes: Sequence[Outcome]) -> None:
-        await self.call(self.sync.record, outcomes)
+    async def record(self, outcomes: Sequence[Outcome], owner: str | None = None) -> int:
+        return await self.call(self.sync.record, outcomes, owner)
 
     async def log_attempts(self, attempts: Sequence[Attempt]) -> None:
         await self.call(self.sync.log_attempts, attempts)
@@ -169,6 +170,20 @@ class AsyncStore:
 
     async def change_endpoint(self, kind: str, key: str, change: EndpointChange) -> tuple[EndpointRow, bool]:
         return await self.call(self.sync.change_endpoint, kind, key, change)
+
+    # --- replicas ------------------------------------------------------------------------------------
+
+    async def register_replica(self, replica: ReplicaInfo) -> None:
+        await self.call(self.sync.register_replica, replica)
+
+    async def heartbeat(self, replica_id: str, config_revision: str | None, leader: bool) -> bool:
+        return await self.call(self.sync.heartbeat, replica_id, config_revision, leader)
+
+    async def deregister_replica(self, replica_id: str) -> None:
+        await self.call(self.sync.deregister_replica, replica_id)
+
+    async def take_over_dead_replicas(self, dead_after: float) -> list[Takeover]:
+        return await self.call(self.sync.take_over_dead_replicas, dead_after)
 
     # --- history: logs and deliveries -----------------------------------------------------------------
 

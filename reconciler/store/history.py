@@ -184,7 +184,9 @@ class History:
             .where(a.integration_id == integration_id, *window.conditions(a.at, a.seq, RANK_ATTEMPT, int))
             .order_by(a.at.desc(), a.seq.desc())
         )
-        triggers = {"attempt": ("scheduled", "replay"), "test": ("test",), "sync": ("sync",)}
+        # a takeover is listed with the attempts (the resend it announces follows it), though it
+        # is not a send: success rates and the latest send leave it out
+        triggers = {"attempt": ("scheduled", "replay", "takeover"), "test": ("test",), "sync": ("sync",)}
         wanted = [trigger for kind in where.kinds for trigger in triggers.get(kind, ())]
         query = query.where(a.trigger.in_(wanted))
         if where.status:

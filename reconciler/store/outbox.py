@@ -238,33 +238,41 @@ class Outbox:
         for delivery in claimed:
             delivery.envelope = envelopes.get(delivery.event_id, {})
 
-    def assign_batch(self, delivery_ids: Sequence[str], batch_id: str) -> None:
-        """Fix a batch's membership, so its retries keep one webhook-id and the same events."""
+    def assign_batch(self, delivery_ids: Sequence[str], batch_id: str, owner: str | None = None) -> None:
+        """Fix a batch's membership, so its retries keep one webhook-id and the same events;
+        with an `owner`, only of deliveries whose lease it still holds (see `record`)."""
         with self._bookkeeping() as connection:
             for start in range(0, len(delivery_ids), IN_CHUNK):
-                connection.execute(
-                    sa.update(t.deliveries)
-                    .where(t.deliveries.c.id.in_(delivery_ids[start : start + IN_CHUNK]))
-                    .values(batch_id=batch_id)
-                )
+                query = sa.update(t.deliveries).where(t.deliveries.c.id.in_(delivery_ids[start : start + IN_CHUNK]))
+                if owner is not None:
+                    query = query.where(t.deliveries.c.lease_owner == owner)
+                connection.execute(query.values(batch_id=batch_id))
 
-    def record(self, outcomes: Sequence[Outcome]) -> None:
+    def record(self, outcomes: Sequence[Outcome], owner: str | None = None) -> int:
         """Apply outcomes and append their attempts in one transaction; leases are released.
+        Returns how many outcomes were applied.
+
+        With an `owner`, an outcome only applies to a delivery whose lease that owner still
+        holds (a fence): a replica declared dead while it was paused does not overwrite what a
+        survivor now does with the delivery. Its attempts are recorded all the same: the
+        requests were made.
 
         A few statements per group rather than one per row: delivered outcomes (the common
         case) are one UPDATE per chunk of ids, attempts one multi-row INSERT per chunk. With
         SQLite each statement executed is a hand-over of the GIL from the event loop's thread,
         and under load each of those waits its turn."""
         if not outcomes:
-            return
+            return 0
         now = time.time()
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        fence, fenced = ("", ()) if owner is None else (f" AND lease_owner = {mark}", (owner,))
         delivered = [o for o in outcomes if o.status == "delivered"]
         others = [
-            (o.status, o.attempts, o.next_attempt_at, o.error, now, None, o.delivery_id)
+            (o.status, o.attempts, o.next_attempt_at, o.error, now, None, o.delivery_id, *fenced)
             for o in outcomes
             if o.status != "delivered"
         ]
+        applied = 0
         attempts = [
             (
                 a.delivery_id,
@@ -290,19 +298,21 @@ class Outbox:
             for count, ids in by_count.items():
                 for start in range(0, len(ids), IN_CHUNK):
                     chunk = ids[start : start + IN_CHUNK]
-                    connection.exec_driver_sql(
+                    result = connection.exec_driver_sql(
                         f"UPDATE deliveries SET status = 'delivered', attempts = {mark}, last_error = NULL, "
                         f"lease_owner = NULL, lease_expires_at = NULL, updated_at = {mark}, delivered_at = {mark} "
-                        f"WHERE id IN ({', '.join([mark] * len(chunk))})",
-                        (count, now, now, *chunk),
+                        f"WHERE id IN ({', '.join([mark] * len(chunk))}){fence}",
+                        (count, now, now, *chunk, *fenced),
                     )
+                    applied += result.rowcount or 0
             if others:
-                connection.exec_driver_sql(
+                result = connection.exec_driver_sql(
                     f"UPDATE deliveries SET status = {mark}, attempts = {mark}, next_attempt_at = {mark}, "
                     f"last_error = {mark}, lease_owner = NULL, lease_expires_at = NULL, updated_at = {mark}, "
-                    f"delivered_at = {mark} WHERE id = {mark}",
+                    f"delivered_at = {mark} WHERE id = {mark}{fence}",
                     others,
                 )
+                applied += result.rowcount or 0
             row = f"({', '.join([mark] * 11)})"
             for start in range(0, len(attempts), ATTEMPT_ROWS):
                 chunk_rows = attempts[start : start + ATTEMPT_ROWS]
@@ -311,6 +321,7 @@ class Outbox:
                     f"latency_ms, outcome, response_excerpt, error) VALUES {', '.join([row] * len(chunk_rows))}",
                     tuple(value for attempt_row in chunk_rows for value in attempt_row),
                 )
+        return applied
 
     def log_attempts(self, attempts: Sequence[Attempt]) -> None:
         """Attempts that belong to no delivery, such as scheduled syncs (`sync:<id>`)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -11,6 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from reconciler.store.base import Store
+
+log = logging.getLogger("reconciler.store")
 
 # pg_advisory_xact_lock key for migrations: replicas starting together migrate once.
 # Advisory locks are per database, and one database may hold several stores (one schema each,
@@ -44,49 +47,74 @@ class PostgresStore(Store):
         )
         return cls(url, engine)
 
-    _leader_connection: Any = None
+    # the database's clock in epoch seconds: heartbeats are judged by one clock, whatever the hosts' say
+    _now_sql = "EXTRACT(EPOCH FROM clock_timestamp())::float8"
+
+    _leader_connection: Any = None  # a connection of its own, out of the pool, in autocommit
+    _leading = False
     _leader_guard = threading.Lock()
 
     def is_leader(self) -> bool:
         """Try for the lock, or check that the connection holding it is still alive (if it
         dropped, the lock went with it and another replica may lead now). Raises when the
-        database cannot be reached: the caller cannot lead then, and says so."""
+        database cannot be reached: the caller cannot lead then, and says so.
+
+        The connection is kept between tries and runs in autocommit: it never sits idle in a
+        transaction (which `idle_in_transaction_session_timeout` would end, lock and all), and
+        a replica that does not lead asks again on it without opening a connection each time."""
         with self._leader_guard:
-            if self._leader_connection is not None:
-                try:
-                    cursor = self._leader_connection.cursor()
-                    cursor.execute("SELECT 1")
-                    cursor.fetchone()
-                    return True
-                except Exception:
-                    # dropped, not closed: a close would first try to roll back on the dead
-                    # connection, and log that failure as an error
-                    with contextlib.suppress(Exception):
-                        self._leader_connection.invalidate()
-                    self._leader_connection = None
-            connection = None
             try:
-                # inside the try: an unreachable database must not leave a half-open connection
-                connection = self.engine.raw_connection()
+                connection = self._leader_session()
                 cursor = connection.cursor()
-                cursor.execute("SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))", (LEADER_LOCK_CLASS,))
+                if self._leading:
+                    cursor.execute("SELECT 1")
+                else:
+                    cursor.execute("SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))", (LEADER_LOCK_CLASS,))
                 row = cursor.fetchone()
-                connection.commit()
-            except Exception:
-                if connection is not None:
-                    with contextlib.suppress(Exception):
-                        connection.invalidate()
+            except Exception as exc:
+                self._drop_leader_session()
+                self._set_leading(False, f"the connection holding the lock failed: {type(exc).__name__}")
                 raise
-            if not (row and row[0]):
-                connection.close()
-                return False
-            self._leader_connection = connection  # the session lock lives as long as this connection
-            return True
+            self._set_leading(self._leading or bool(row and row[0]))
+            return self._leading
+
+    def _leader_session(self) -> Any:
+        if self._leader_connection is None:
+            # inside the caller's try: an unreachable database must not leave a half-open connection
+            connection = self.engine.raw_connection()
+            self._leader_connection = connection
+            connection.rollback()  # the pool's liveness ping may have opened a transaction
+            connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
+            connection.detach()  # the session lock lives as long as this connection: never back to the pool
+        return self._leader_connection
+
+    def _drop_leader_session(self) -> None:
+        # dropped, not closed: a close would first try to roll back on the dead connection,
+        # and log that failure as an error
+        if self._leader_connection is not None:
+            with contextlib.suppress(Exception):
+                self._leader_connection.invalidate()
+            self._leader_connection = None
+
+    def _set_leading(self, leading: bool, why: str | None = None) -> None:
+        """Log each change of leadership, once."""
+        if leading == self._leading:
+            return
+        self._leading = leading
+        fields = {"store": self.describe()}
+        if leading:
+            log.info("leadership acquired: this replica runs the singleton duties", extra={"fields": fields})
+        else:
+            log.warning("leadership lost", extra={"fields": {**fields, "reason": why or "unknown"}})
 
     def close(self) -> None:
         if self._leader_connection is not None:
-            self._leader_connection.close()
+            with contextlib.suppress(Exception):
+                self._leader_connection.close()
             self._leader_connection = None
+        if self._leading:
+            self._leading = False
+            log.info("leadership given up: the replica stops", extra={"fields": {"store": self.describe()}})
         super().close()
 
     @contextlib.contextmanager

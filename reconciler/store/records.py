@@ -92,7 +92,7 @@ class Attempt:
     at: float
     attempt: int
     trigger: str  # scheduled | test | sync | replay ...
-    outcome: str  # delivered | failed | dead | gone
+    outcome: str  # delivered | failed | dead | gone | takeover (a dead replica's lease cleared)
     batch_id: str | None = None
     status_code: int | None = None
     latency_ms: float | None = None

@@ -118,16 +118,17 @@ attempts = sa.Table(
     sa.Column("integration_id", sa.String(63), nullable=False, index=True),
     sa.Column("at", sa.Float, nullable=False, index=True),
     sa.Column("attempt", sa.Integer, nullable=False),  # 1 for the first try of the delivery
-    sa.Column("trigger", sa.String(16), nullable=False),  # scheduled | replay | test
+    sa.Column("trigger", sa.String(16), nullable=False),  # scheduled | replay | test | sync | takeover
     sa.Column("batch_id", sa.String(64), nullable=True),
     sa.Column("status_code", sa.Integer, nullable=True),
     sa.Column("latency_ms", sa.Float, nullable=True),
-    sa.Column("outcome", sa.String(16), nullable=False),  # delivered | failed | dead | gone | skipped
+    # delivered | failed | dead | gone | skipped | takeover (the lease of a dead replica, cleared)
+    sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("response_excerpt", sa.Text, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
 )
 
-# What holds an endpoint, shared by every replica (v4): its circuit breaker (kind "breaker",
+# What holds an endpoint, shared by every replica (v5): its circuit breaker (kind "breaker",
 # keyed by scheme and host) or a partner's Retry-After pause (kind "pause", keyed by URL).
 # `version` grows with every change: a change is written only over the version it was made
 # from, so replicas racing to open a breaker or to take its one probe cannot both win.
@@ -157,6 +158,23 @@ versions = sa.Table(
     metadata,
     sa.Column("name", sa.String(32), primary_key=True),
     sa.Column("version", sa.BigInteger, nullable=False),
+)
+
+
+# The replicas running on this store: each heartbeats its row; the leases of a replica whose
+# heartbeat stopped are taken over by the others (v6).
+replicas = sa.Table(
+    "replicas",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # the delivery engine's lease owner: host:pid:suffix
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("version", sa.String(40), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("config_revision", sa.String(80), nullable=True),
+    sa.Column("leader", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),  # the database's clock, not the replica's
 )
 
 
@@ -191,5 +209,11 @@ def _v5(connection: sa.Connection) -> None:
     endpoint_states.create(connection, checkfirst=True)
 
 
+def _v6(connection: sa.Connection) -> None:
+    # no index on deliveries.lease_owner: the few leased rows are found through deliveries_lease
+    # (lease_expires_at IS NOT NULL), and the hot path's writes keep one index fewer
+    replicas.create(connection, checkfirst=True)
+
+
 # version -> migration; append, never edit (version 1 is the schema of the first release)
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5}
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6}
