@@ -84,14 +84,16 @@ def cpu_seconds(root_pids: list[int]) -> float:
     return sum(times.get(pid, 0.0) for pid in wanted)
 
 
-async def post_events(url: str, count: int, concurrency: int) -> tuple[dict[str, float], float]:
-    """Post `count` events from `concurrency` clients: (event id -> acknowledged at, first post at)."""
+async def post_events(urls: list[str], count: int, concurrency: int) -> tuple[dict[str, float], float]:
+    """Post `count` events from `concurrency` clients, each to one of `urls` in turn (a load
+    balancer's keep-alive connection): (event id -> acknowledged at, first post at)."""
     acknowledged: dict[str, float] = {}
     started = time.time()
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, headers={"x-admin-secret": ADMIN}) as session:
 
         async def client(first: int) -> None:
+            url = urls[first % len(urls)]
             for n in range(first, count, concurrency):
                 body = {"event": "user.login", "data": {"userId": n, "email": f"s{n}@example.edu"}}
                 async with session.post(url, json=body) as response:
@@ -125,13 +127,13 @@ async def reset(sink: str) -> None:
         await response.read()
 
 
-def measure(url: str, sink: str, pids: list[int], count: int, concurrency: int) -> Run:
+def measure(urls: list[str], sink: str, pids: list[int], count: int, concurrency: int) -> Run:
     """Warm up until events flow, then post `count` events and wait for them at the sink."""
-    warm, _ = asyncio.run(post_events(url, WARM_EVENTS, min(concurrency, 10)))
+    warm, _ = asyncio.run(post_events(urls, WARM_EVENTS, min(concurrency, 10)))
     asyncio.run(arrivals(sink, set(warm)))
     asyncio.run(reset(sink))
     cpu_before = cpu_seconds(pids)
-    acknowledged, started = asyncio.run(post_events(url, count, concurrency))
+    acknowledged, started = asyncio.run(post_events(urls, count, concurrency))
     seen = asyncio.run(arrivals(sink, set(acknowledged)))
     cpu_used = cpu_seconds(pids) - cpu_before
     delays = sorted((seen[i] - at) * 1000 for i, at in acknowledged.items() if i in seen)
@@ -181,7 +183,7 @@ def pg_schema() -> Iterator[str]:
             connection.execute(f"DROP SCHEMA {name} CASCADE")
 
 
-System = Callable[[str], contextlib.AbstractContextManager[tuple[str, list[int]]]]
+System = Callable[[str], contextlib.AbstractContextManager[tuple[list[str], list[int]]]]
 
 
 def _peer_env(sink_url: str) -> dict[str, str]:
@@ -189,37 +191,62 @@ def _peer_env(sink_url: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def forwarder(sink_url: str) -> Iterator[tuple[str, list[int]]]:
+def forwarder(sink_url: str) -> Iterator[tuple[list[str], list[int]]]:
     port = free_port()
     with background([sys.executable, str(HERE / "e2e_peers.py"), "forwarder", str(port)], _peer_env(sink_url)) as web:
         wait_for_port(port)
-        yield f"http://127.0.0.1:{port}{TRIGGER}", [web.pid]
+        yield [f"http://127.0.0.1:{port}{TRIGGER}"], [web.pid]
 
 
-def daemon(store: str | None) -> System:
+def daemon(store: str | None, replicas: int = 1) -> System:
+    """The daemon, or `replicas` of it on one PostgreSQL schema (each `--role all`, in a directory
+    of its own with the same file): clients spread over them as a load balancer would."""
+
     @contextlib.contextmanager
-    def start(sink_url: str) -> Iterator[tuple[str, list[int]]]:
-        port, sink_port = free_port(), int(sink_url.rsplit(":", 1)[1].split("/")[0])
-        with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, contextlib.ExitStack() as held:
-            work = Path(tmp)
-            (work / "integrations.d").mkdir()
-            (work / "integrations.d" / "target.yaml").write_text(target(sink_port))
+    def start(sink_url: str) -> Iterator[tuple[list[str], list[int]]]:
+        sink_port = int(sink_url.rsplit(":", 1)[1].split("/")[0])
+        with contextlib.ExitStack() as held:
             extra: list[str] = []
             if store == "postgresql":
                 schema = held.enter_context(pg_schema())
                 extra = ["--store", f"{PG_ADMIN}?options=-csearch_path%3D{schema}"]
-            command = [sys.executable, "-m", "reconciler", "run", "--listen", f"127.0.0.1:{port}", *extra]
-            env = {"ADMIN_SECRET": ADMIN, "PYTHONPATH": str(ROOT)}
-            proc = held.enter_context(background([*command, "--log-format", "json"], env, cwd=work))
-            wait_for_port(port)
-            yield f"http://127.0.0.1:{port}{TRIGGER}", [proc.pid]
+            urls, pids = [], []
+            for _ in range(replicas):
+                work = Path(held.enter_context(tempfile.TemporaryDirectory(prefix="bench-e2e-")))
+                (work / "integrations.d").mkdir()
+                (work / "integrations.d" / "target.yaml").write_text(target(sink_port))
+                port = free_port()
+                command = [sys.executable, "-m", "reconciler", "run", "--listen", f"127.0.0.1:{port}", *extra]
+                env = {"ADMIN_SECRET": ADMIN, "PYTHONPATH": str(ROOT)}
+                proc = held.enter_context(background([*command, "--log-format", "json"], env, cwd=work))
+                urls.append(f"http://127.0.0.1:{port}")
+                pids.append(proc.pid)
+            for url in urls:  # a replica that follows takes events once it has read a pass back
+                wait_ready(url)
+            yield [url + TRIGGER for url in urls], pids
 
     return start
 
 
+def wait_ready(url: str, timeout: float = 60.0) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} not ready within {timeout:.0f} s")
+
+
 def celery(pool: str, concurrency: int) -> System:
     @contextlib.contextmanager
-    def start(sink_url: str) -> Iterator[tuple[str, list[int]]]:
+    def start(sink_url: str) -> Iterator[tuple[list[str], list[int]]]:
         import redis
 
         redis.Redis.from_url(REDIS_URL).flushdb()
@@ -235,14 +262,14 @@ def celery(pool: str, concurrency: int) -> System:
             background([sys.executable, str(HERE / "e2e_peers.py"), "celery-web", str(port)], env) as web,
         ):
             wait_for_port(port)
-            yield f"http://127.0.0.1:{port}{TRIGGER}", [worker.pid, web.pid]
+            yield [f"http://127.0.0.1:{port}{TRIGGER}"], [worker.pid, web.pid]
 
     return start
 
 
 def procrastinate(concurrency: int) -> System:
     @contextlib.contextmanager
-    def start(sink_url: str) -> Iterator[tuple[str, list[int]]]:
+    def start(sink_url: str) -> Iterator[tuple[list[str], list[int]]]:
         port = free_port()
         with pg_schema() as schema:
             conninfo = f"{PG_ADMIN}?options=-csearch_path%3D{schema}"
@@ -260,7 +287,7 @@ def procrastinate(concurrency: int) -> System:
                 background([sys.executable, peers, "procrastinate-web", str(port)], env) as web,
             ):
                 wait_for_port(port)
-                yield f"http://127.0.0.1:{port}{TRIGGER}", [worker.pid, web.pid]
+                yield [f"http://127.0.0.1:{port}{TRIGGER}"], [worker.pid, web.pid]
 
     return start
 
@@ -273,6 +300,10 @@ def available_systems(args: argparse.Namespace) -> dict[str, tuple[System, str]]
     }
     if _reachable(PG_ADMIN):
         systems["ours-postgresql"] = (daemon("postgresql"), "durable: committed to PostgreSQL before the 202")
+        systems["ours-postgresql-x3"] = (
+            daemon("postgresql", replicas=3),
+            "durable: committed to PostgreSQL before the 202; three replicas, clients spread over them",
+        )
     if _module("celery") and _reachable_redis():
         for pool, concurrency in args.celery_pools:
             systems[f"celery-{pool}-{concurrency}"] = (
@@ -318,8 +349,8 @@ def bench_e2e(args: argparse.Namespace) -> list[dict[str, object]]:
     with process([sys.executable, str(HERE / "peers.py"), "sink", str(sink_port)], sink_port):
         for round_ in range(args.rounds):
             for name, (start, _) in systems.items():
-                with start(f"{sink_url}/hook") as (url, pids):
-                    run = measure(url, sink_url, pids, args.events, args.clients)
+                with start(f"{sink_url}/hook") as (urls, pids):
+                    run = measure(urls, sink_url, pids, args.events, args.clients)
                 runs[name].append(run)
                 print(
                     f"  round {round_ + 1} {name}: {run.per_second:.0f} events/s, p50 {run.p50_ms:.1f} ms, "

@@ -154,9 +154,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--role",
         choices=("all", "controller", "worker", "api"),
-        default=os.environ.get("RECONCILER_ROLE", "all"),
+        default="all",
         help="what this replica does (default all): controller reconciles the files while it leads, worker "
-        "delivers, api only serves; replicas of one PostgreSQL store share the work [env RECONCILER_ROLE]",
+        "delivers, api only serves; replicas of one PostgreSQL store share the work (docs/deploy.md)",
     )
     run.add_argument(
         "--public-status",
