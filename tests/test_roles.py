@@ -7,6 +7,7 @@ Each test has a fresh schema of the machine's PostgreSQL (skipped without one, e
 
 from __future__ import annotations
 
+import collections
 import signal
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ import httpx
 import sqlalchemy as sa
 
 from reconciler.store import open_store
+from tests.peers import Reply
 from tests.pipeline import webhook_to
 from tests.test_daemon import SECRET, Daemon, admin
 
@@ -189,3 +191,24 @@ def test_a_worker_is_ready_only_once_a_controller_stored_a_pass(tmp_path, postgr
             assert trigger(worker)
     finally:
         worker.stop()
+
+
+def test_syncs_run_on_the_controller_alone_once_per_tick_and_move_with_it(tmp_path, postgres_url, peer):
+    """Two replicas that may reconcile, a sync every second: each tick is fetched once, by the
+    controller; killed, its successor takes the syncs over, still once per tick."""
+    peer.script = lambda seen: Reply(200, '{"changed": 1}') if seen.path == "/changes" else Reply()
+    source = webhook_to(peer.url, events='["grade.published"]').replace(
+        "  allowPrivateNetwork: true\n", f"  allowPrivateNetwork: true\n  syncEndpoint: {peer.url}/changes\n"
+    )
+    source = source.replace("type: webhook\n", "type: webhook\nsyncFrequency: 1\n")
+    files = {"sis.yaml": source}
+    first = replica(tmp_path, "first", postgres_url, files=files)
+    with first, replica(tmp_path, "second", postgres_url, files=files) as second:
+        until(lambda: len(peer.requests("/changes")) >= 3, "syncs from the controller")
+        first.stop(signal.SIGKILL)
+        killed_at = time.time()
+        until(lambda: len([s for s in peer.requests("/changes") if s.at > killed_at]) >= 3, "syncs after the kill")
+        ticks = collections.Counter(int(s.at) for s in peer.requests("/changes"))
+        assert max(ticks.values()) == 1, f"a tick synced twice: {sorted(ticks.items())}"
+        with admin(second) as client:
+            assert client.get("/api/integrations/health/status").json()["leading"] is True
