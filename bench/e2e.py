@@ -345,6 +345,13 @@ def bench_e2e(args: argparse.Namespace) -> list[dict[str, object]]:
     sink_port = free_port()
     sink_url = f"http://127.0.0.1:{sink_port}"
     systems = available_systems(args)
+    if args.systems:
+        unknown = set(args.systems) - set(systems)
+        if unknown:
+            raise SystemExit(
+                f"--systems: {', '.join(sorted(unknown))} not available here; choose among {', '.join(systems)}"
+            )
+        systems = {name: found for name, found in systems.items() if name == "forwarder" or name in args.systems}
     runs: dict[str, list[Run]] = {name: [] for name in systems}
     with process([sys.executable, str(HERE / "peers.py"), "sink", str(sink_port)], sink_port):
         for round_ in range(args.rounds):

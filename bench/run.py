@@ -303,6 +303,13 @@ def main() -> int:
     parser.add_argument("--api-requests", type=int, default=300, help="requests timed per route in the api section")
     parser.add_argument("--clients", type=int, default=32, help="clients posting at once in the e2e section")
     parser.add_argument(
+        "--systems",
+        nargs="+",
+        metavar="NAME",
+        help="only these systems in the e2e section (forwarder, ours-sqlite, ours-postgresql, ours-postgresql-x3, "
+        "celery-prefork-8, ..., procrastinate); the forwarder is always measured, as the ratios' peer",
+    )
+    parser.add_argument(
         "--celery-pools",
         type=_pool,
         nargs="+",

@@ -79,6 +79,7 @@ class DeliveryEngine:
         self.outcomes = OutcomeWriter(self.store, owner=self.owner)
         self.liveness: Replica | None = None  # this replica's heartbeat, when several may share the store
         self._wake = asyncio.Event()
+        self._unclaimed = True  # the store may hold due work no engine holds (at start, it may)
         self._lanes: dict[str, Lane] = {}
         self.endpoints = SharedEndpoints(self.store, self.owner)  # breakers and pauses, shared by replicas
         self._next_due = float("inf")  # earliest retry this process scheduled
@@ -88,8 +89,16 @@ class DeliveryEngine:
         self._outage = Outage("delivery")
 
     def wake(self) -> None:
-        """An intake committed: look for due work now rather than at the next poll."""
+        """Work nobody holds was stored (an intake's commit that was not handed over, a dead
+        replica's work freed): look for it now rather than at the next poll."""
+        self._unclaimed = True
         self._wake.set()
+
+    def running_low(self) -> None:
+        """A lane wants more: claim now if the store may hold unclaimed work. With every commit
+        handed over to the lanes, a claim would find nothing; the poll still looks each second."""
+        if self._unclaimed:
+            self._wake.set()
 
     def trusted(self) -> bool:
         """Whether the leases this engine holds are surely its own: false once its heartbeat is
@@ -155,7 +164,10 @@ class DeliveryEngine:
                     if time.time() - renewed_at > RENEW_EVERY_SECONDS:
                         renewed_at = time.time()
                         await self._renew_leases(renewed_at)
+                    self._unclaimed = False  # before the query: a wake meanwhile sets it again
                     claimed = await self._claim_round()
+                    if claimed >= CLAIM_LIMIT:
+                        self._unclaimed = True
                     if self.retention_seconds and time.time() - pruned_at > PRUNE_EVERY_SECONDS:
                         pruned_at = time.time()
                         # never the election's lock: a worker must not become the controller by pruning

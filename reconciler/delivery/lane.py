@@ -147,7 +147,7 @@ class Lane:
         finally:
             del self._taken[key]
             if len(self.queue) + self.inflight < LANE_REFILL:
-                self.engine.wake()  # running low: claim more now rather than at the next poll
+                self.engine.running_low()  # claim more now rather than at the next poll, if there is any
 
     async def _wait_turn(self, profile: DeliveryProfile, unit: Unit) -> Turn | None:
         """Wait for pacing and batchDelay; the breaker's go (as the probe, or not), or None when

@@ -39,6 +39,11 @@ from reconciler.store.records import StoredEvent
 log = logging.getLogger("reconciler.intake")
 
 MAX_GROUP = 1000  # events per commit; bounds a transaction's size under a burst
+# Commits in flight at once. SQLite has one writer: a second commit would only wait for the
+# first. PostgreSQL commits concurrent transactions together (its own group commit of the WAL):
+# with a few in flight, one group's round trips and flush overlap the next group's.
+COMMITS_IN_FLIGHT = {"sqlite": 1}
+DEFAULT_COMMITS_IN_FLIGHT = 3
 IDEMPOTENCY_PREFIX = "idempotency:"  # the dedup keys of idempotent requests, apart from inbound message ids
 
 
@@ -253,22 +258,39 @@ class Intake:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Write queued events in groups until `stop`, then drain what is already queued."""
-        while True:
-            getter = asyncio.ensure_future(self._queue.get())
-            stopper = asyncio.ensure_future(stop.wait())
-            done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if getter not in done:
-                getter.cancel()
+        slots = asyncio.Semaphore(COMMITS_IN_FLIGHT.get(self.store.dialect, DEFAULT_COMMITS_IN_FLIGHT))
+        in_flight: set[asyncio.Task[None]] = set()
+
+        async def commit(group: list[_Pending]) -> None:
+            try:
+                await self._commit(group)
+            finally:
+                slots.release()
+
+        try:
+            while True:
+                getter = asyncio.ensure_future(self._queue.get())
+                stopper = asyncio.ensure_future(stop.wait())
+                done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    stopper.cancel()
+                    if self._queue.empty():
+                        return
+                    continue  # stop was set: drain the rest below
                 stopper.cancel()
-                if self._queue.empty():
-                    self.stopped = True
-                    return
-                continue  # stop was set: drain the rest below
-            stopper.cancel()
-            group = [getter.result()]
-            while len(group) < MAX_GROUP and not self._queue.empty():
-                group.append(self._queue.get_nowait())
-            await self._commit(group)
+                first = getter.result()
+                await slots.acquire()  # meanwhile more arrive: the group grows while a slot is busy
+                group = [first]
+                while len(group) < MAX_GROUP and not self._queue.empty():
+                    group.append(self._queue.get_nowait())
+                task = asyncio.create_task(commit(group))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+        finally:
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
+            self.stopped = True
 
     async def _commit(self, group: list[_Pending]) -> None:
         """Store a group; a second request for a key (or event id) already in the group waits
@@ -319,8 +341,8 @@ class Intake:
                 Accepted(original.id, original.event, original.timestamp, original.deliveries, original.id)
             )
         self._hand_over(group, deliveries, duplicates)
-        if self.on_commit is not None:
-            self.on_commit()
+        if self.on_commit is not None and any(d.lease_owner is None for d in deliveries):
+            self.on_commit()  # some were not handed over: the engine claims them
 
 
 def _split_repeats(group: list[_Pending]) -> tuple[list[_Pending], list[_Pending]]:
