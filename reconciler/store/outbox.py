@@ -26,6 +26,34 @@ IN_CHUNK = 500
 ATTEMPT_ROWS = 200  # rows per multi-row INSERT: 11 parameters each, far below SQLite's 32,766
 EVENT_ROWS = 500  # events per multi-row INSERT of a group with dedup keys: 7 parameters each
 EVENT_COLUMNS = "id, event, timestamp, data, source, dedup_key, created_at"
+INSERT_EVENTS = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # ? is the dialect's mark
+INSERT_DELIVERIES = (
+    "INSERT INTO deliveries (id, event_id, integration_id, subscription, status, attempts, "
+    "next_attempt_at, lease_owner, lease_expires_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _delivery_rows(
+    deliveries: Sequence[NewDelivery], duplicates: dict[str, StoredEvent], now: float
+) -> list[tuple[Any, ...]]:
+    """The rows of the deliveries of events stored now (not of repeats), pending and untried."""
+    return [
+        (
+            d.id,
+            d.event_id,
+            d.integration_id,
+            d.subscription,
+            "pending",
+            0,
+            d.next_attempt_at,
+            d.lease_owner,
+            d.lease_expires_at,
+            now,
+            now,
+        )
+        for d in deliveries
+        if d.event_id not in duplicates
+    ]
 
 
 class Outbox:
@@ -55,34 +83,10 @@ class Outbox:
         with self.engine.begin() as connection:
             if any(e.dedup_key for e in events):
                 duplicates = self._insert_keyed(connection, events, rows)
+                self._insert_deliveries(connection, _delivery_rows(deliveries, duplicates, now))
             else:
                 duplicates = {}
-                self._insert_events(connection, rows)
-            delivery_rows = [
-                (
-                    d.id,
-                    d.event_id,
-                    d.integration_id,
-                    d.subscription,
-                    "pending",
-                    0,
-                    d.next_attempt_at,
-                    d.lease_owner,
-                    d.lease_expires_at,
-                    now,
-                    now,
-                )
-                for d in deliveries
-                if d.event_id not in duplicates
-            ]
-            if delivery_rows:
-                mark = self._mark()
-                connection.exec_driver_sql(
-                    "INSERT INTO deliveries (id, event_id, integration_id, subscription, status, attempts, "
-                    "next_attempt_at, lease_owner, lease_expires_at, created_at, updated_at) "
-                    f"VALUES ({', '.join([mark] * 11)})",
-                    delivery_rows,
-                )
+                self._insert_new(connection, rows, _delivery_rows(deliveries, duplicates, now))
         return duplicates
 
     def _prune_alone(self, connection: sa.Connection) -> bool:
@@ -93,15 +97,23 @@ class Outbox:
     def _mark(self) -> str:
         return "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
 
+    def _insert_new(
+        self, connection: sa.Connection, event_rows: list[tuple[Any, ...]], delivery_rows: list[tuple[Any, ...]]
+    ) -> None:
+        """Events none of which has a dedup key, and their deliveries (a dialect may send both
+        statements in one round trip)."""
+        self._insert_events(connection, event_rows)
+        self._insert_deliveries(connection, delivery_rows)
+
+    def _insert_deliveries(self, connection: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            connection.exec_driver_sql(INSERT_DELIVERIES.replace("?", self._mark()), rows)
+
     def _insert_events(self, connection: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
         """The hot path of intake: plain driver executemany with JSON serialised by the caller,
         about five times cheaper than SQLAlchemy's per-row bind processing."""
         if rows:
-            mark = self._mark()
-            connection.exec_driver_sql(
-                f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({', '.join([mark] * 7)})",
-                rows,
-            )
+            connection.exec_driver_sql(INSERT_EVENTS.replace("?", self._mark()), rows)
 
     def _insert_keyed(
         self, connection: sa.Connection, events: Sequence[NewEvent], rows: list[tuple[Any, ...]]

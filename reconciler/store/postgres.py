@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from reconciler.store.base import Store
+from reconciler.store.outbox import INSERT_DELIVERIES, INSERT_EVENTS
 
 log = logging.getLogger("reconciler.store")
 
@@ -127,6 +128,19 @@ class PostgresStore(Store):
 
     def _lock_due(self, query: sa.Select[Any]) -> sa.Select[Any]:
         return query.with_for_update(skip_locked=True)
+
+    def _insert_new(
+        self, connection: sa.Connection, event_rows: list[tuple[Any, ...]], delivery_rows: list[tuple[Any, ...]]
+    ) -> None:
+        # both statements in one pipeline: one round trip to the server instead of two, which
+        # is most of a small group's cost when several replicas each commit their own groups
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        with raw.pipeline(), raw.cursor() as cursor:
+            if event_rows:
+                cursor.executemany(INSERT_EVENTS.replace("?", "%s"), event_rows)
+            if delivery_rows:
+                cursor.executemany(INSERT_DELIVERIES.replace("?", "%s"), delivery_rows)
 
     def _prune_alone(self, connection: sa.Connection) -> bool:
         # every replica that delivers prunes on its hour; whichever comes second finds the lock taken
