@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -15,6 +15,8 @@ from reconciler.cli.secret import AdminSecret, NoAdminSecret, find_admin_secret
 from reconciler.logs import count
 
 if TYPE_CHECKING:
+    import asyncio
+
     from reconciler.daemon import Settings
     from reconciler.reconcile.source import Credentials, SourceSpec
 
@@ -479,6 +481,16 @@ def _scaffold_dir(target: Path | None) -> Path:
     return Path("integrations.d") if Path("integrations.d").is_dir() else Path.cwd()
 
 
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop where it is installed (Linux and macOS: a dependency there), else asyncio's.
+    The daemon spends most of its CPU in the loop: uvloop takes 10 to 20% more events end to end."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def _run(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -530,7 +542,8 @@ def _run(args: argparse.Namespace) -> int:
             print(f"reconciler run: {exc}", file=sys.stderr)
             return EXIT_ERROR
     try:
-        return asyncio.run(serve(settings))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            return runner.run(serve(settings))
     except (StartupError, StoreError, AdminSecretError) as exc:
         print(f"reconciler run: {exc}", file=sys.stderr)
         return EXIT_ERROR
