@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from reconciler import __version__
 from reconciler.cli.main import _parser
 from reconciler.cli.secret import NoAdminSecret, find_admin_secret
 from tests.conftest import ROOT
+from tests.polling import until
 from tests.test_cli import drain_pty
 from tests.test_daemon import SECRET, Daemon
 
@@ -83,16 +83,6 @@ def on_terminal(*args: str, env: dict[str, str]) -> bytes:
     seen = drain_pty(primary)
     assert proc.returncode == 0, proc.stderr
     return seen
-
-
-def until(check, what: str, timeout: float = 30.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture

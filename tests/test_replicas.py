@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from reconciler import __version__
 from reconciler.store import Attempt, NewDelivery, NewEvent, Outcome, ReplicaInfo, open_store
 from tests.conftest import ROOT
 from tests.peers import Peer, Reply
+from tests.polling import until
 from tests.test_daemon import SECRET, Daemon
 from tests.test_durability import SIGNING, target
 
@@ -157,17 +157,6 @@ def status(daemon: Daemon) -> dict[str, Any]:
     return dict(response.json())
 
 
-def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll `check` until it returns something true, within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        time.sleep(0.05)
-
-
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "ADMIN_SECRET": SECRET}
     command = [sys.executable, "-m", "reconciler", *args]
@@ -212,8 +201,8 @@ def test_the_work_of_a_replica_killed_mid_delivery_resumes_on_a_survivor(tmp_pat
                     or 0
                 )
 
-        until(lambda: victim_leases() >= 20, 30, "the victim holds deliveries")
-        until(lambda: any(s.finished_at == 0.0 for s in peer.requests("/hook")), 30, "requests in flight")
+        until(lambda: victim_leases() >= 20, "the victim holds deliveries", 30)
+        until(lambda: any(s.finished_at == 0.0 for s in peer.requests("/hook")), "requests in flight", 30)
         held = victim_leases()
         killed_at = time.time()
         victim.process.send_signal(signal.SIGKILL)
@@ -222,7 +211,7 @@ def test_the_work_of_a_replica_killed_mid_delivery_resumes_on_a_survivor(tmp_pat
         def all_received() -> bool:
             return set(acked) <= {s.json()["id"] for s in peer.requests("/hook")}
 
-        until(all_received, 120, "every acknowledged event reaches the partner")
+        until(all_received, "every acknowledged event reaches the partner", 120)
         takeovers = [a for a in store.attempts("target", limit=100_000) if a["outcome"] == "takeover"]
         assert takeovers, "the victim's deliveries were taken over"
         assert all(victim_id in a["error"] and "may have sent it" in a["error"] for a in takeovers)
@@ -252,7 +241,7 @@ def test_the_work_of_a_replica_killed_mid_delivery_resumes_on_a_survivor(tmp_pat
         counts = collections.Counter(s.json()["id"] for s in peer.requests("/hook"))
         resent = {event for event, n in counts.items() if n > 1}
         assert resent <= set(event_of.values()), "every second send is recorded as a takeover attempt"
-        until(lambda: store.delivery_counts("target") == {"delivered": 180}, 30, "every delivery recorded delivered")
+        until(lambda: store.delivery_counts("target") == {"delivered": 180}, "every delivery recorded delivered", 30)
 
         shown = run_cli("logs", "target", "--status", "takeover", "--limit", "500", "--server", survivors[0].url)
         lines = [line for line in shown.stdout.splitlines() if " takeover " in line]
@@ -274,8 +263,8 @@ def test_status_lists_the_replicas_and_the_leader_and_leadership_passes_on(tmp_p
     try:
         found = until(
             lambda: (s := status(daemons[1]))["leader"] and len(s["replicas"]) == 2 and s,
-            30,
             "two replicas listed, one leading",
+            30,
         )
         ids = {d: status(d)["replica"] for d in daemons}
         assert {r["id"] for r in found["replicas"]} == set(ids.values())
@@ -304,8 +293,8 @@ def test_status_lists_the_replicas_and_the_leader_and_leadership_passes_on(tmp_p
         assert code == 0
         after = until(
             lambda: (s := status(follower))["leader"] == ids[follower] and len(s["replicas"]) == 1 and s,
-            30,
             "the follower leads, alone",
+            30,
         )
         assert [r["id"] for r in after["replicas"]] == [ids[follower]]
         assert any(e.get("message", "").startswith("leadership acquired") for e in follower.entries())
@@ -325,20 +314,20 @@ def test_a_replica_paused_past_the_dead_after_threshold_is_fenced_and_registers_
         paused_id = status(paused)["replica"]
         acked: list[str] = []
         post_events(paused.url, 40, acked)
-        until(lambda: any(s.finished_at == 0.0 for s in peer.requests("/hook")), 30, "requests in flight")
+        until(lambda: any(s.finished_at == 0.0 for s in peer.requests("/hook")), "requests in flight", 30)
         paused.process.send_signal(signal.SIGSTOP)
         try:
-            until(lambda: any(e.get("dead") == paused_id for e in survivor.entries()), 30, "the survivor takes over")
+            until(lambda: any(e.get("dead") == paused_id for e in survivor.entries()), "the survivor takes over", 30)
         finally:
             paused.process.send_signal(signal.SIGCONT)
         until(
             lambda: any(e.get("message", "").startswith("this replica was declared dead") for e in paused.entries()),
-            30,
             "the paused replica learns it was declared dead",
+            30,
         )
-        until(lambda: paused_id in {r["id"] for r in status(survivor)["replicas"]}, 30, "it registers again")
-        until(lambda: set(acked) <= {s.json()["id"] for s in peer.requests("/hook")}, 60, "everything arrives")
-        until(lambda: store.delivery_counts("target") == {"delivered": 40}, 30, "every delivery recorded delivered")
+        until(lambda: paused_id in {r["id"] for r in status(survivor)["replicas"]}, "it registers again", 30)
+        until(lambda: set(acked) <= {s.json()["id"] for s in peer.requests("/hook")}, "everything arrives", 60)
+        until(lambda: store.delivery_counts("target") == {"delivered": 40}, "every delivery recorded delivered", 30)
         taken = {a["delivery_id"] for a in store.attempts("target", limit=10_000) if a["outcome"] == "takeover"}
         with store.engine.connect() as connection:
             taken_events = set(

@@ -10,9 +10,7 @@ from __future__ import annotations
 import collections
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -20,6 +18,7 @@ import sqlalchemy as sa
 from reconciler.store import open_store
 from tests.peers import Reply
 from tests.pipeline import webhook_to
+from tests.polling import until
 from tests.test_daemon import SECRET, Daemon, admin
 
 USER = {"userId": 7, "email": "ada@example.edu", "name": "Ada"}
@@ -34,16 +33,6 @@ def replica(root: Path, name: str, store_url: str, *flags: str, files: dict[str,
         for file_name, text in files.items():
             (workdir / "integrations.d" / file_name).write_text(text)
     return Daemon(workdir, "--store", store_url, *flags, env={"ADMIN_SECRET": SECRET})
-
-
-def until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)  # polling, with the deadline above
 
 
 def status_of(daemon: Daemon, integration_id: str) -> str | None:
@@ -156,9 +145,7 @@ def test_a_killed_controller_is_replaced_and_the_new_one_reconciles(tmp_path, po
 
         until(leads, "the second replica to lead")
         print(f"controller takeover after {time.monotonic() - killed_at:.2f} s")
-        assert any(e.get("message", "").startswith("leadership acquired") for e in second.entries()), (
-            second.log()
-        )
+        assert any(e.get("message", "").startswith("leadership acquired") for e in second.entries()), second.log()
         # it reconciles its own files now: a new one is applied
         (second.workdir / "integrations.d" / "more.yaml").write_text(hook.replace("id: hook", "id: more"))
         until(lambda: status_of(second, "more") == "active", "the new controller's pass")

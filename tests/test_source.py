@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import pytest
 from reconciler.reconcile.source import Credentials, GitSource, Reason, SignerPolicy, SourceError, parse_source
 from tests.conftest import ROOT
 from tests.gitserver import GitHttpServer, Repo, SshServer, ssh_keygen
+from tests.polling import until
 from tests.test_daemon import SECRET, Daemon
 
 EXPORT = """\
@@ -306,16 +306,6 @@ def start_daemon(workdir: Path, url: str, *extra: str) -> Daemon:
     )
     daemon.wait_ready()
     return daemon
-
-
-def until(predicate: Any, what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)  # polling, with the deadline above
 
 
 def integration(client: httpx.Client, integration_id: str = "export") -> dict[str, Any]:
