@@ -253,7 +253,10 @@ async def _serve(settings: Settings, sock: socket.socket, store: AsyncStore) -> 
         "replica": asyncio.create_task(replica.run(replica_stop), name="replica"),
         "api": asyncio.create_task(server.serve(sockets=[sock]), name="api"),
         "intake": asyncio.create_task(intake.run(intake_stop), name="intake"),
-        "delivery": asyncio.create_task(engine.run(engine_stop) if settings.delivers else stop.wait(), name="delivery"),
+        # a replica that does not deliver still reads the shared breakers and pauses, for its status
+        "delivery": asyncio.create_task(
+            engine.run(engine_stop) if settings.delivers else engine.endpoints.follow(stop), name="delivery"
+        ),
         "follow": asyncio.create_task(reconciler.follow(stop), name="follow"),
         "health": asyncio.create_task(health.run(stop), name="health"),
     }

@@ -333,3 +333,17 @@ def test_a_retry_after_seen_by_one_replica_holds_both(tmp_path: Path, postgres_u
         later = peer.requests("/hook")[1:]
         assert len(later) == len(sent), "each event sent once after the pause"
         assert all(s.at >= row.paused_until for s in later), "no request from either replica during the pause"
+
+
+def test_a_replica_that_does_not_deliver_shows_the_pause_others_met(tmp_path: Path, postgres_url: str, peer: Peer):
+    """An `api` replica runs no engine, yet its status says Paused when a delivering replica met
+    a partner's Retry-After: it reads the shared rows too."""
+    peer.script = lambda seen: Reply(429, "slow down", {"Retry-After": "30"})
+    with ExitStack() as stack:
+        [delivering] = replicas_on(tmp_path, stack, postgres_url, peer)[:1]
+        serving = stack.enter_context(
+            Daemon(tmp_path, "--store", postgres_url, "--role", "api", env={"ADMIN_SECRET": SECRET})
+        )
+        trigger(serving, 0)  # taken by the api replica, sent by the delivering one
+        until(lambda: degraded_reason(delivering) == "Paused", "the delivering replica Paused", [delivering, serving])
+        until(lambda: degraded_reason(serving) == "Paused", "the api replica Paused", [delivering, serving])
