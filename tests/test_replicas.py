@@ -170,6 +170,7 @@ def post_events(url: str, count: int, acked: list[str]) -> None:
                 "/api/integrations/webhooks/trigger", json={"event": "user.login", "data": {"userId": n}}
             )
             assert response.status_code == 202, response.text
+            assert response.json()["deliveries"] == 1, response.text
             acked.append(response.json()["id"])
 
 

@@ -63,7 +63,15 @@ def read_shared(
     scope: SecretScope,
 ) -> Shared:
     """Off the loop: the parts of the shared state named by `names`, with what runs rebuilt
-    only for the integrations whose stored version changed."""
+    only for the integrations whose stored version changed.
+
+    The last pass is read first: the controller stores a pass's registry rows and event types
+    before the pass itself, so a registry read after it holds at least what that pass applied."""
+    last_pass = None
+    if "pass" in names:
+        stored = store.get_meta(LAST_PASS_KEY)
+        if isinstance(stored, dict):
+            last_pass = PassResult(**{k: v for k, v in stored.items() if k in PASS_FIELDS})
     registry = {r.id: r for r in store.list_integrations()} if "registry" in names else None
     overrides = store.overrides() if names & {"registry", "overrides"} else None
     applied = None
@@ -74,11 +82,6 @@ def read_shared(
     catalog = None
     if "registry" in names:
         catalog = {**BUILTIN_EVENT_TYPES, **declared_event_types(store.get_meta(CATALOG_KEY) or {})}
-    last_pass = None
-    if "pass" in names:
-        stored = store.get_meta(LAST_PASS_KEY)
-        if isinstance(stored, dict):
-            last_pass = PassResult(**{k: v for k, v in stored.items() if k in PASS_FIELDS})
     return Shared(registry=registry, overrides=overrides, applied=applied, catalog=catalog, last_pass=last_pass)
 
 
