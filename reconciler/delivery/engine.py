@@ -165,8 +165,8 @@ class DeliveryEngine:
                         renewed_at = time.time()
                         await self._renew_leases(renewed_at)
                     self._unclaimed = False  # before the query: a wake meanwhile sets it again
-                    claimed = await self._claim_round()
-                    if claimed >= CLAIM_LIMIT:
+                    claimed, more = await self._claim_round()
+                    if more:  # the store may hold more than this round could take
                         self._unclaimed = True
                     if self.retention_seconds and time.time() - pruned_at > PRUNE_EVERY_SECONDS:
                         pruned_at = time.time()
@@ -181,7 +181,7 @@ class DeliveryEngine:
                     continue
                 except Exception:
                     log.exception("claiming deliveries failed; retrying")
-                    claimed = 0
+                    claimed, self._unclaimed = 0, True
                 else:
                     self._outage.recovered()
                 if claimed >= CLAIM_LIMIT:
@@ -197,18 +197,18 @@ class DeliveryEngine:
                 await follower
             await self._shutdown(writer)
 
-    async def _claim_round(self) -> int:
+    async def _claim_round(self) -> tuple[int, bool]:
+        """Claim due work into the lanes with room: (how many, whether the store may hold more
+        than this round took: a claim came back full, or a lane had no room for its share)."""
         if not self.trusted():  # not registered yet, or the heartbeat is late: claim nothing
-            return 0
+            return 0, True
         snapshot = self.reconciler.snapshot
         room = {lane_id: lane.room() for lane_id, lane in self._lanes.items()}
-        candidates = [
-            self.profiles.of(a)
-            for a in snapshot.applied.values()
-            if self.delivering(a) and self.sends(a.spec.type) and room.get(a.id, LANE_BUFFER) > 0
-        ]
+        sending = [a for a in snapshot.applied.values() if self.delivering(a) and self.sends(a.spec.type)]
+        candidates = [self.profiles.of(a) for a in sending if room.get(a.id, LANE_BUFFER) > 0]
+        more = len(candidates) < len(sending)
         if not candidates:
-            return 0
+            return 0, more
         lease = self.lease_seconds(candidates)
         now = time.time()
         # An integration paced by rateLimit.perSecond gets only what it can send within half a
@@ -226,13 +226,14 @@ class DeliveryEngine:
             # each claim's deliveries go to their lanes before the next claim: should that one
             # fail (the store went away), what is leased already is sent, not left to its lease
             claimed = await self.store.claim(self.owner, ids, now, limit, lease)
+            more = more or len(claimed) >= limit
             by_integration: dict[str, list[DueDelivery]] = {}
             for delivery in claimed:
                 by_integration.setdefault(delivery.integration_id, []).append(delivery)
             for integration_id, deliveries in by_integration.items():
                 self._lane(integration_id).submit(deliveries)
             count += len(claimed)
-        return count
+        return count, more
 
     async def _renew_leases(self, now: float) -> None:
         """Keep the leases of what the lanes hold (queued or in flight) from expiring."""
