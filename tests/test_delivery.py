@@ -645,7 +645,7 @@ def test_gone_suspends_the_integration_and_keeps_its_queue(tmp_path, peer):
             assert override.actor == "delivery" and "410 Gone" in override.reason
             await p.emit("user.login", {"userId": 2})
             # nothing more is sent to a gone endpoint: the engine does not even claim its work
-            assert await p.engine._claim_round() == 0
+            assert (await p.engine._claim_round())[0] == 0
             assert len(peer.requests("/hook")) == 1, "nothing more is sent to a gone endpoint"
             assert sum(p.statuses("t").values()) == 2, "its deliveries are kept"
             peer.script = lambda seen: Reply()
@@ -760,7 +760,7 @@ def test_removing_the_file_lets_in_flight_work_finish_and_keeps_the_queue(tmp_pa
             statuses = p.statuses("t")
             assert statuses.get("delivered") == 1, "the request in flight finished and was recorded"
             assert statuses.get("pending") == 4, "the rest stays queued"
-            assert await p.engine._claim_round() == 0, "nothing of a removed integration is claimed"
+            assert (await p.engine._claim_round())[0] == 0, "nothing of a removed integration is claimed"
             assert len(peer.requests("/hook")) == 1
             (p.config / "t.yaml").write_text(spec)  # it comes back: the queue resumes
             await p.reconciler.reconcile_once("test")
