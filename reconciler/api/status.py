@@ -237,8 +237,9 @@ def metric_sources(runtime: Runtime) -> Sources:
         intake=(lambda: (intake.committed, intake.deliveries_queued)) if intake is not None else None,
         delivery=engine.stats if engine is not None else None,
         queue=reconciler.store.sync.queue_stats,  # rendered on the store's threads
-        # the queue is the database's, not this process's: reported by the leader alone
-        leader=reconciler.store.sync.is_leader,
+        # the queue is the database's, not this process's: reported by the leader alone, as the
+        # reconcile loop's election found it (asking the store would stand a worker in the election)
+        leader=lambda: reconciler.leading,
         replica=(runtime.replica.id, runtime.replica.role, __version__) if runtime.replica is not None else None,
     )
 

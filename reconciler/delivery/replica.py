@@ -63,7 +63,6 @@ class Replica:
         self.leading = leading  # the controller election, as the reconcile loop last found it
         self.heartbeat_seconds = heartbeat_seconds
         self.dead_after = dead_after
-        self.leader = False  # as the last beat found it
         self._trusted_until = 0.0  # monotonic; nothing is trusted before the first registration
         # one process owns an SQLite store (an exclusive lock says so): nobody else can take
         # its work over, so its leases stay its own through a slow disk or a locked database
@@ -102,8 +101,7 @@ class Replica:
         if not self._registered:
             await self._register()
         else:
-            self.leader = await self._is_leader()
-            if not await self.store.heartbeat(self.id, self.config_revision(), self.leader):
+            if not await self.store.heartbeat(self.id, self.config_revision(), self.leading()):
                 self._declared_dead()
                 await self._register()
         self._trusted_until = started + self.dead_after - TRUST_MARGIN_SECONDS
@@ -128,15 +126,9 @@ class Replica:
         )
         await self.store.register_replica(info)
         self._registered = True
-        self.leader = await self._is_leader()
-        if self.leader:
+        if self.leading():  # the row says so from the start, for the status
             await self.store.heartbeat(self.id, self.config_revision(), True)
         log.info("replica registered", extra={"fields": {"replica": self.id, "role": self.role}})
-
-    async def _is_leader(self) -> bool:
-        # the election is the reconcile loop's (only a replica that may reconcile stands in it);
-        # the heartbeat only writes down what it found, for the status
-        return self.leading()
 
     def _declared_dead(self) -> None:
         log.warning(
